@@ -1,0 +1,194 @@
+"""Bad input and bad arguments raise ``pk.PrefkitError`` with a message that says what is wrong."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import prefkit as pk
+import pyarrow as pa
+import pytest
+
+
+def good() -> pa.Table:
+    return pa.table(
+        {
+            "prompt": ["p", "p", "q"],
+            "response": ["a", "b", "c"],
+            "score": [1.0, 0.0, 2.0],
+        }
+    )
+
+
+def test_prefkit_error_is_a_value_error():
+    assert issubclass(pk.PrefkitError, ValueError)
+
+
+@pytest.mark.parametrize(
+    "kwargs, column",
+    [
+        ({"prompt": "question"}, "question"),
+        ({"response": "answer"}, "answer"),
+        ({"score": "reward"}, "reward"),
+        ({"score": ["score", "rm2"]}, "rm2"),
+        ({"group": "prompt_id"}, "prompt_id"),
+        ({"carry": ["source"]}, "source"),
+    ],
+)
+def test_missing_column_is_named(kwargs, column):
+    with pytest.raises(pk.PrefkitError, match=f"'{column}'.*not found"):
+        pk.mine_pairs(good(), **kwargs)
+
+
+def test_missing_column_message_lists_the_columns():
+    with pytest.raises(pk.PrefkitError, match=r"\['prompt', 'response', 'score'\]"):
+        pk.mine_pairs(good(), score="reward")
+
+
+def test_text_scores_name_the_column_and_type():
+    data = good().set_column(2, "score", pa.array(["1.0", "0.0", "2.0"]))
+    with pytest.raises(pk.PrefkitError, match=r"'score'.*(string|utf8)"):
+        pk.mine_pairs(data)
+
+
+def test_text_in_the_second_score_column_is_named():
+    data = good().append_column("rm2", pa.array(["x", "y", "z"], pa.large_string()))
+    with pytest.raises(pk.PrefkitError, match=r"'rm2'.*(large_string|large_utf8|LargeUtf8)"):
+        pk.mine_pairs(data, score=["score", "rm2"])
+
+
+def test_numeric_response_is_an_error_naming_the_column():
+    data = good().set_column(1, "response", pa.array([1, 2, 3]))
+    with pytest.raises(pk.PrefkitError, match=r"'response'.*(int64|Int64)"):
+        pk.mine_pairs(data)
+
+
+def test_nan_error_names_the_column_and_row():
+    data = pa.table(
+        {
+            "prompt": ["p"] * 4,
+            "response": ["a", "b", "c", "d"],
+            "score": [1.0, 0.0, 2.0, 3.0],
+            "rm2": [1.0, 2.0, math.nan, 0.0],
+        }
+    )
+    with pytest.raises(pk.PrefkitError, match=r"'rm2'.*row 2"):
+        pk.mine_pairs(data, score=["score", "rm2"], nan="error")
+    # nan="drop" (the default) counts it instead.
+    pairs = pk.mine_pairs(data, score=["score", "rm2"])
+    assert pk.report_of(pairs)["dropped"] == {"nan_score": 1, "not_selected": 1}
+
+
+def test_null_score_with_nan_error_names_the_row():
+    data = pa.table({"prompt": ["p"] * 3, "response": ["a", "b", "c"], "score": [1.0, None, 2.0]})
+    with pytest.raises(pk.PrefkitError, match=r"'score'.*row 1"):
+        pk.mine_pairs(data, nan="error")
+
+
+def test_unknown_strategy_names_the_value():
+    with pytest.raises(pk.PrefkitError, match="best_vs_wurst"):
+        pk.mine_pairs(good(), strategy="best_vs_wurst")
+
+
+@pytest.mark.parametrize("value", [-0.1, -1.0, math.nan])
+def test_bad_min_margin(value):
+    with pytest.raises(pk.PrefkitError, match="min_margin"):
+        pk.mine_pairs(good(), min_margin=value)
+
+
+@pytest.mark.parametrize("strategy", ["top_k_vs_bottom_k", "best_vs_worst"])
+@pytest.mark.parametrize("k", [0, -1])
+def test_k_below_one(strategy, k):
+    with pytest.raises(pk.PrefkitError, match="k"):
+        pk.mine_pairs(good(), strategy=strategy, k=k)
+
+
+@pytest.mark.parametrize("value", [0, -3])
+def test_max_pairs_per_prompt_below_one(value):
+    with pytest.raises(pk.PrefkitError, match="max_pairs_per_prompt"):
+        pk.mine_pairs(good(), max_pairs_per_prompt=value)
+
+
+def test_unknown_ties_names_the_value():
+    with pytest.raises(pk.PrefkitError, match=r"ties.*'equal'"):
+        pk.mine_pairs(good(), ties="equal")
+
+
+def test_unknown_nan_names_the_value():
+    with pytest.raises(pk.PrefkitError, match=r"nan.*'skip'"):
+        pk.mine_pairs(good(), nan="skip")
+
+
+@pytest.mark.parametrize("value", [math.inf, math.nan])
+def test_non_finite_length_penalty(value):
+    with pytest.raises(pk.PrefkitError, match="length_penalty"):
+        pk.mine_pairs(good(), length_penalty=value)
+
+
+@pytest.mark.parametrize("seed", [-1, 2**64])
+def test_seed_outside_u64(seed):
+    with pytest.raises(pk.PrefkitError, match="seed"):
+        pk.mine_pairs(good(), strategy="best_vs_random", seed=seed)
+
+
+def test_empty_score_list():
+    with pytest.raises(pk.PrefkitError, match="score"):
+        pk.mine_pairs(good(), score=[])
+
+
+def test_carry_clashing_with_a_result_column():
+    data = good().append_column("margin", pa.array([1, 2, 3]))
+    with pytest.raises(pk.PrefkitError, match="'margin'"):
+        pk.mine_pairs(data, carry=["margin"])
+
+
+@pytest.mark.parametrize(
+    "data, type_name",
+    [(3, "int"), ([{"prompt": "p"}], "list"), ("table.parquet", "str"), (None, "NoneType")],
+)
+def test_not_a_table(data, type_name):
+    with pytest.raises(pk.PrefkitError, match=type_name):
+        pk.mine_pairs(data)
+
+
+def test_map_key_is_an_error_naming_the_column():
+    data = good().set_column(
+        0,
+        "prompt",
+        pa.array([[("a", 1)], [("a", 1)], [("b", 2)]], pa.map_(pa.string(), pa.int64())),
+    )
+    with pytest.raises(pk.PrefkitError, match="'prompt'"):
+        pk.mine_pairs(data)
+
+
+def test_unnest_bad_input():
+    nested = pa.table({"prompt": ["p"], "completions": [[{"response": "r", "score": 1.0}]]})
+    with pytest.raises(pk.PrefkitError, match="'answers'.*not found"):
+        pk.unnest(nested, completions="answers")
+    with pytest.raises(pk.PrefkitError, match="'rating'.*not found"):
+        pk.unnest(nested, score="rating")
+    with pytest.raises(pk.PrefkitError, match=r"'prompt'.*list<struct"):
+        pk.unnest(nested, completions="prompt")
+    with pytest.raises(pk.PrefkitError, match="int"):
+        pk.unnest(5)
+
+
+def test_errors_do_not_kill_the_process():
+    """Every failure is an exception in the caller, never an abort (a panic would abort a
+    process built with panic="abort"); run a few in a child process to be sure."""
+    code = (
+        "import prefkit as pk, pyarrow as pa\n"
+        "t = pa.table({'prompt': ['p'], 'response': ['r'], 'score': ['x']})\n"
+        "for kw in [{}, {'strategy': 'x'}, {'k': 0}, {'min_margin': -1.0}]:\n"
+        "    try:\n"
+        "        pk.mine_pairs(t, **kw)\n"
+        "    except pk.PrefkitError:\n"
+        "        pass\n"
+        "print('alive')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "alive"
