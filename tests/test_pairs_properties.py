@@ -14,7 +14,7 @@ import prefkit as pk
 import pyarrow as pa
 import pytest
 import reference as ref
-from hypothesis import given, note
+from hypothesis import currently_in_test_context, given, note
 from hypothesis import strategies as st
 
 CHAT = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
@@ -122,8 +122,9 @@ PARAMETERS = st.fixed_dictionaries(
 def check(table: pa.Table, rows: list[dict] | None = None, **kwargs) -> pa.Table:
     """Run Rust and the reference; assert pairs, schema and accounting agree."""
     rows = table.to_pylist() if rows is None else rows
-    note(f"kwargs={kwargs}")
-    note(f"rows={rows}")
+    if currently_in_test_context():
+        note(f"kwargs={kwargs}")
+        note(f"rows={rows}")
     expected, expected_accounting = ref.mine_pairs(rows, **kwargs)
     result = pk.mine_pairs(table, **kwargs)
     actual = result.to_pylist()

@@ -8,7 +8,7 @@ import prefkit as pk
 import pyarrow as pa
 import pytest
 import reference as ref
-from hypothesis import given, note
+from hypothesis import currently_in_test_context, given, note
 from hypothesis import strategies as st
 
 ALPHABET = st.sampled_from(list("ab é\U0001f600"))
@@ -80,7 +80,8 @@ def nested_tables(draw):
 
 def check_unnest(table: pa.Table, keywords: dict, fields: list[str], rows=None) -> pa.Table:
     rows = table.to_pylist() if rows is None else rows
-    note(f"rows={rows}, keywords={keywords}")
+    if currently_in_test_context():
+        note(f"rows={rows}, keywords={keywords}")
     expected, accounting = ref.unnest(rows, fields=fields, **keywords)
     result = pk.unnest(table, **keywords)
     ref.assert_rows_equal(result.to_pylist(), expected)
