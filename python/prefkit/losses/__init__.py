@@ -1,0 +1,31 @@
+"""Preference losses for training on prefkit's pairs and lists (needs torch).
+
+- :func:`preference_loss`: the DPO family (TRL v1 formulas) on per-sequence log-probs.
+- :func:`list_loss`: listwise losses (Plackett-Luce, LiPO-lambda, all-pairs logistic).
+- :func:`sequence_logps`: per-sequence log-probs from hidden states and the LM head without
+  materialising ``[tokens, vocab]`` logits (Triton kernels on CUDA, chunked torch elsewhere).
+- :class:`FusedLinearPreferenceLoss`, :class:`FusedLinearListLoss`: the two combined.
+
+``import prefkit`` does not import this subpackage (nor torch); ``import prefkit.losses`` does.
+
+Examples
+--------
+>>> import torch
+>>> from prefkit.losses import preference_loss
+>>> loss, metrics = preference_loss(torch.tensor([-5.0]), torch.tensor([-9.0]), beta=0.5)
+>>> round(loss.item(), 4)
+0.1269
+"""
+
+from .fused import FusedLinearListLoss, FusedLinearPreferenceLoss
+from .listwise import list_loss
+from .logps import sequence_logps
+from .preference import preference_loss
+
+__all__ = [
+    "FusedLinearListLoss",
+    "FusedLinearPreferenceLoss",
+    "list_loss",
+    "preference_loss",
+    "sequence_logps",
+]

@@ -1,0 +1,195 @@
+"""LM head + preference loss in one module, on top of :func:`sequence_logps`.
+
+The modules take the model's last hidden states instead of logits, so a training step never
+holds ``[batch, tokens, vocab]`` logits (the largest activation of DPO-style training at modern
+vocabulary sizes). Reference log-probs are expected precomputed (once per dataset, e.g. with
+``prefkit.reference_logps``), which is the normal path: the reference model then never runs in
+the training loop.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from prefkit._errors import PrefkitError
+
+from ._checks import REDUCTIONS, check_choice, check_tensor
+from .listwise import KINDS as LIST_KINDS
+from .listwise import list_loss
+from .logps import sequence_logps
+from .preference import KINDS as PAIR_KINDS
+from .preference import preference_loss
+
+
+class FusedLinearPreferenceLoss(nn.Module):
+    """Fused LM head + DPO-family loss over chosen/rejected pairs.
+
+    Parameters
+    ----------
+    kind, beta, label_smoothing, gamma, tau, alpha, reduction
+        As in :func:`prefkit.losses.preference_loss`.
+    chunk_tokens, chunk_vocab, backend
+        As in :func:`prefkit.losses.sequence_logps`.
+
+    Notes
+    -----
+    Completion lengths are the label counts (tokens other than ``-100``), so ``ipo``,
+    ``sigmoid_norm``, ``simpo``, ``cpo`` and ``orpo`` need no extra input, and the NLL term of
+    ``sft``/``rpo``/``cpo``/``orpo`` is the token-mean NLL of each chosen completion.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from prefkit.losses import FusedLinearPreferenceLoss
+    >>> B, T, H, V = 2, 6, 16, 50
+    >>> hidden = torch.randn(2 * B, T, H, requires_grad=True)   # B chosen rows, then B rejected
+    >>> weight = torch.randn(V, H, requires_grad=True)
+    >>> labels = torch.randint(0, V, (2 * B, T))
+    >>> labels[:, :2] = -100                                      # prompt tokens
+    >>> loss_fn = FusedLinearPreferenceLoss(kind="sigmoid", beta=0.1)
+    >>> loss, metrics = loss_fn(hidden, weight, labels,
+    ...                         ref_chosen_logps=torch.full((B,), -20.0),
+    ...                         ref_rejected_logps=torch.full((B,), -20.0))
+    >>> loss.backward()
+    >>> sorted(metrics)[:2]
+    ['logps/chosen', 'logps/rejected']
+    """
+
+    def __init__(self, kind: str = "sigmoid", beta: float = 0.1, *, label_smoothing: float = 0.0,
+                 gamma: float = 0.0, tau: float = 0.05, alpha: float = 1.0,
+                 reduction: str = "mean", chunk_tokens: int | None = None,
+                 chunk_vocab: int | None = None, backend: str = "auto"):
+        super().__init__()
+        check_choice("kind", kind, PAIR_KINDS)
+        check_choice("reduction", reduction, REDUCTIONS)
+        self.kind, self.beta, self.reduction = kind, beta, reduction
+        self.label_smoothing, self.gamma, self.tau, self.alpha = label_smoothing, gamma, tau, alpha
+        self.chunk_tokens, self.chunk_vocab, self.backend = chunk_tokens, chunk_vocab, backend
+
+    def extra_repr(self) -> str:
+        return f"kind={self.kind!r}, beta={self.beta}, reduction={self.reduction!r}"
+
+    def forward(self, hidden, weight, labels, ref_chosen_logps=None, ref_rejected_logps=None,
+                bias=None):
+        """Loss and metrics of ``B`` pairs.
+
+        Parameters
+        ----------
+        hidden : torch.Tensor
+            ``[2B, T, H]``: the ``B`` chosen sequences first, then the ``B`` rejected ones.
+        weight : torch.Tensor
+            ``[V, H]`` LM head.
+        labels : torch.Tensor
+            ``[2B, T]`` shifted labels, ``-100`` where no loss is taken.
+        ref_chosen_logps, ref_rejected_logps : torch.Tensor, optional
+            ``[B]`` precomputed reference log-probs; ``None`` is reference-free.
+        bias : torch.Tensor, optional
+            ``[V]`` LM head bias.
+
+        Returns
+        -------
+        loss : torch.Tensor
+        metrics : dict[str, torch.Tensor]
+            As :func:`prefkit.losses.preference_loss`, plus ``logps/chosen`` and
+            ``logps/rejected`` (detached batch means of the policy log-probs).
+        """
+        check_tensor("hidden", hidden)
+        if hidden.dim() != 3 or hidden.shape[0] % 2:
+            raise PrefkitError(
+                f"hidden must be [2B, T, H] (B chosen rows, then B rejected), got "
+                f"{tuple(hidden.shape)}"
+            )
+        logps, counts = sequence_logps(hidden, weight, labels, bias,
+                                       chunk_tokens=self.chunk_tokens,
+                                       chunk_vocab=self.chunk_vocab, backend=self.backend)
+        b = hidden.shape[0] // 2
+        loss, metrics = preference_loss(
+            logps[:b], logps[b:], ref_chosen_logps, ref_rejected_logps, kind=self.kind,
+            beta=self.beta, label_smoothing=self.label_smoothing, gamma=self.gamma,
+            tau=self.tau, alpha=self.alpha, chosen_lengths=counts[:b],
+            rejected_lengths=counts[b:], reduction=self.reduction,
+        )
+        detached = logps.detach()
+        metrics["logps/chosen"] = detached[:b] if self.reduction == "none" else detached[:b].mean()
+        metrics["logps/rejected"] = (detached[b:] if self.reduction == "none"
+                                     else detached[b:].mean())
+        return loss, metrics
+
+
+class FusedLinearListLoss(nn.Module):
+    """Fused LM head + listwise loss over ``B`` lists of ``K`` responses.
+
+    Parameters
+    ----------
+    kind, beta, reduction
+        As in :func:`prefkit.losses.list_loss`.
+    chunk_tokens, chunk_vocab, backend
+        As in :func:`prefkit.losses.sequence_logps`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from prefkit.losses import FusedLinearListLoss
+    >>> B, K, T, H, V = 2, 3, 5, 8, 40
+    >>> hidden = torch.randn(B * K, T, H, requires_grad=True)
+    >>> weight = torch.randn(V, H)
+    >>> labels = torch.randint(0, V, (B * K, T))
+    >>> scores = torch.tensor([[3.0, 1.0, 2.0], [1.0, 2.0, 0.0]])
+    >>> mask = torch.tensor([[True, True, True], [True, True, False]])
+    >>> labels[5] = -100                                   # the padded response: no tokens
+    >>> loss, metrics = FusedLinearListLoss(kind="plackett_luce")(hidden, weight, labels,
+    ...                                                           scores, mask)
+    >>> loss.backward()
+    """
+
+    def __init__(self, kind: str = "plackett_luce", beta: float = 0.1, *,
+                 reduction: str = "mean", chunk_tokens: int | None = None,
+                 chunk_vocab: int | None = None, backend: str = "auto"):
+        super().__init__()
+        check_choice("kind", kind, LIST_KINDS)
+        check_choice("reduction", reduction, REDUCTIONS)
+        self.kind, self.beta, self.reduction = kind, beta, reduction
+        self.chunk_tokens, self.chunk_vocab, self.backend = chunk_tokens, chunk_vocab, backend
+
+    def extra_repr(self) -> str:
+        return f"kind={self.kind!r}, beta={self.beta}, reduction={self.reduction!r}"
+
+    def forward(self, hidden, weight, labels, scores, mask, ref_logps=None, bias=None):
+        """Loss and metrics of ``B`` lists.
+
+        Parameters
+        ----------
+        hidden : torch.Tensor
+            ``[B*K, T, H]``, list-major: rows ``i*K .. i*K+K-1`` are list ``i``'s responses.
+        weight : torch.Tensor
+            ``[V, H]`` LM head.
+        labels : torch.Tensor
+            ``[B*K, T]`` shifted labels, ``-100`` where no loss is taken (padded responses can
+            be all ``-100``: they cost nothing).
+        scores, mask : torch.Tensor
+            ``[B, K]`` label scores and real-response mask.
+        ref_logps : torch.Tensor, optional
+            ``[B, K]`` precomputed reference log-probs.
+        bias : torch.Tensor, optional
+            ``[V]`` LM head bias.
+
+        Returns
+        -------
+        loss : torch.Tensor
+        metrics : dict[str, torch.Tensor]
+            As :func:`prefkit.losses.list_loss`.
+        """
+        check_tensor("scores", scores)
+        if scores.dim() != 2:
+            raise PrefkitError(f"scores must be [B, K], got shape {tuple(scores.shape)}")
+        b, k = scores.shape
+        check_tensor("hidden", hidden)
+        if hidden.dim() != 3 or hidden.shape[0] != b * k:
+            raise PrefkitError(
+                f"hidden must be [B*K, T, H] = [{b * k}, T, H] for scores of shape {(b, k)}, "
+                f"got {tuple(hidden.shape)}"
+            )
+        logps, _ = sequence_logps(hidden, weight, labels, bias, chunk_tokens=self.chunk_tokens,
+                                  chunk_vocab=self.chunk_vocab, backend=self.backend)
+        return list_loss(logps.view(b, k), scores, mask, ref_logps, kind=self.kind,
+                         beta=self.beta, reduction=self.reduction)

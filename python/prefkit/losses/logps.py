@@ -1,0 +1,327 @@
+"""Per-sequence log-probabilities straight from hidden states, without ``[tokens, vocab]`` logits.
+
+The LM head ``logits = hidden @ weight.T + bias`` is evaluated one ``[chunk_tokens,
+chunk_vocab]`` block at a time. The forward pass keeps only a running logsumexp and the label's
+logit per token; the backward pass recomputes each block, turns it into ``g * (onehot -
+softmax)`` and multiplies that into the hidden/weight/bias gradients right away. Peak memory is
+one block plus ``O(tokens x hidden)``, whatever the sequence length or vocabulary size.
+
+Only tokens with a label (``!= -100``) are computed at all, so prompt and padding tokens cost
+nothing.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from prefkit._errors import PrefkitError
+
+from ._checks import check_tensor
+
+IGNORE_INDEX = -100
+BACKENDS = ("auto", "torch", "triton")
+# Block sizes when the caller passes None. On the CPU a 1024 x 8192 fp32 block (32 MiB) keeps
+# GEMMs large enough for full speed; on a GPU bigger blocks amortise kernel launches.
+_DEFAULT_CHUNKS = {"cpu": (1024, 8192), "cuda": (4096, 16384)}
+
+
+def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Accumulation dtype: float32 for half-precision inputs, else the input dtype."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def _mm_into(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
+    """``acc += a @ b`` with ``acc`` possibly wider than ``a``/``b`` (bf16 GEMM, fp32 sum)."""
+    if a.dtype == acc.dtype:
+        acc.addmm_(a, b)
+        return
+    try:  # CUDA can write the fp32 product of bf16 inputs directly.
+        acc.add_(torch.mm(a, b, out_dtype=acc.dtype))
+    except (RuntimeError, TypeError):
+        acc.add_(torch.mm(a, b).to(acc.dtype))
+
+
+class _TorchBlocks:
+    """Block computations with plain torch ops (any device); logits in the accumulation dtype."""
+
+    @staticmethod
+    def forward(x, weight, bias, targets, chunk_tokens, chunk_vocab):
+        acc = _acc_dtype(x.dtype)
+        n = x.shape[0]
+        lse = torch.full((n,), float("-inf"), dtype=acc, device=x.device)
+        target = torch.zeros(n, dtype=acc, device=x.device)
+        for v0 in range(0, weight.shape[0], chunk_vocab):
+            w = weight[v0:v0 + chunk_vocab].to(acc)
+            b = None if bias is None else bias[v0:v0 + chunk_vocab].to(acc)
+            for t0 in range(0, n, chunk_tokens):
+                t1 = t0 + chunk_tokens
+                logits = _logits(x[t0:t1].to(acc), w, b)
+                lse[t0:t1] = torch.logaddexp(lse[t0:t1], torch.logsumexp(logits, dim=1))
+                local, inside = _local_targets(targets[t0:t1], v0, w.shape[0])
+                picked = logits.gather(1, local[:, None]).squeeze(1)
+                target[t0:t1] = torch.where(inside, picked, target[t0:t1])
+        return lse, target
+
+    @staticmethod
+    def gemm_operand(t):
+        return t.to(_acc_dtype(t.dtype))
+
+    @staticmethod
+    def dlogits(x, w, b, targets, v0, lse, grad):
+        # x and w are already in the accumulation dtype (gemm_operand).
+        logits = _logits(x, w, b)
+        # Turn the block into -g * softmax in place, then add g at each label: no extra block.
+        d = logits.sub_(lse[:, None]).exp_().mul_(-grad[:, None])
+        local, inside = _local_targets(targets, v0, w.shape[0])
+        d.scatter_add_(1, local[:, None], torch.where(inside, grad, 0.0)[:, None])
+        return d
+
+
+class _TritonBlocks:
+    """Block computations with the Triton kernels (CUDA, or the CPU interpreter in tests)."""
+
+    @staticmethod
+    def forward(x, weight, bias, targets, chunk_tokens, chunk_vocab):
+        from .triton import logps_kernels as k
+
+        # One launch covers the whole vocabulary; only tokens are chunked, which bounds the
+        # [chunk_tokens, V / BLOCK_V] buffer of partial logsumexps.
+        parts = [k.lse_and_target(x[t0:t0 + chunk_tokens], weight, bias,
+                                  targets[t0:t0 + chunk_tokens])
+                 for t0 in range(0, x.shape[0], chunk_tokens)]
+        lse = torch.cat([p[0] for p in parts])
+        target = torch.cat([p[1] for p in parts])
+        acc = _acc_dtype(x.dtype)
+        return lse.to(acc), target.to(acc)
+
+    @staticmethod
+    def gemm_operand(t):
+        # The gradient GEMMs run in the input dtype (tensor cores); sums are fp32 (_mm_into).
+        return t
+
+    @staticmethod
+    def dlogits(x, w, b, targets, v0, lse, grad):
+        from .triton import logps_kernels as k
+
+        return k.dlogits(x, w, b, targets - v0, lse.float(), grad.float(), x.dtype)
+
+
+def _logits(x, w, b):
+    return torch.mm(x, w.T) if b is None else torch.addmm(b, x, w.T)
+
+
+def _local_targets(targets, v0, width):
+    """Labels relative to the vocabulary block ``[v0, v0 + width)`` and whether they fall in it."""
+    local = targets - v0
+    inside = (local >= 0) & (local < width)
+    return local.clamp(0, width - 1), inside
+
+
+def _backward(blocks, x, weight, bias, targets, lse, grad, needs, chunk_tokens, chunk_vocab):
+    """Gradients of ``sum(grad * token_logps)`` wrt ``x [n, H]``, ``weight`` and ``bias``."""
+    need_x, need_w, need_b = needs
+    acc = _acc_dtype(x.dtype)
+    n = x.shape[0]
+    grad = grad.to(acc)
+    grad_x = torch.zeros(x.shape, dtype=acc, device=x.device) if need_x else None
+    grad_w = torch.empty_like(weight) if need_w else None
+    grad_b = torch.empty_like(bias) if need_b else None
+    # Vocabulary outermost: each weight slice's gradient is finished (in fp32) before moving on,
+    # so the wide accumulator is one [chunk_vocab, H] slice, not the whole [V, H] matrix.
+    for v0 in range(0, weight.shape[0], chunk_vocab):
+        v1 = v0 + chunk_vocab
+        w = blocks.gemm_operand(weight[v0:v1])
+        b = None if bias is None else blocks.gemm_operand(bias[v0:v1])
+        gw = torch.zeros(w.shape, dtype=acc, device=x.device) if need_w else None
+        gb = torch.zeros(w.shape[0], dtype=acc, device=x.device) if need_b else None
+        for t0 in range(0, n, chunk_tokens):
+            t1 = t0 + chunk_tokens
+            xs = blocks.gemm_operand(x[t0:t1])
+            d = blocks.dlogits(xs, w, b, targets[t0:t1], v0, lse[t0:t1], grad[t0:t1])
+            if need_x:
+                _mm_into(grad_x[t0:t1], d, w)
+            if need_w:
+                _mm_into(gw, d.T, xs)
+            if need_b:
+                gb.add_(d.sum(0, dtype=acc))
+        if need_w:
+            grad_w[v0:v1] = gw
+        if need_b:
+            grad_b[v0:v1] = gb
+    return grad_x, grad_w, grad_b
+
+
+class _TokenLogps(torch.autograd.Function):
+    """Log-prob of each labelled token; saves only the inputs and one float per token."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, index, targets, blocks, chunk_tokens, chunk_vocab):
+        x = hidden.reshape(-1, hidden.shape[-1]).index_select(0, index)
+        lse, target = blocks.forward(x, weight, bias, targets, chunk_tokens, chunk_vocab)
+        # The gathered x is not saved: backward gathers it again rather than holding a copy of
+        # the hidden states for the whole step.
+        ctx.save_for_backward(hidden, weight, bias, index, targets, lse)
+        ctx.config = (blocks, chunk_tokens, chunk_vocab)
+        return target - lse
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        hidden, weight, bias, index, targets, lse = ctx.saved_tensors
+        blocks, chunk_tokens, chunk_vocab = ctx.config
+        needs = ctx.needs_input_grad[:3]
+        x = hidden.reshape(-1, hidden.shape[-1]).index_select(0, index)
+        grad_x, grad_w, grad_b = _backward(blocks, x, weight, bias, targets, lse, grad,
+                                           needs, chunk_tokens, chunk_vocab)
+        grad_hidden = None
+        if needs[0]:
+            grad_hidden = torch.zeros(hidden.numel() // hidden.shape[-1], hidden.shape[-1],
+                                      dtype=hidden.dtype, device=hidden.device)
+            grad_hidden.index_copy_(0, index, grad_x.to(hidden.dtype))
+            grad_hidden = grad_hidden.view(hidden.shape)
+        return grad_hidden, grad_w, grad_b, None, None, None, None, None
+
+
+def _pick_blocks(backend, device):
+    from . import triton as triton_pkg
+
+    if backend == "torch":
+        return _TorchBlocks
+    if backend == "triton":
+        if not triton_pkg.available(device):
+            raise PrefkitError(
+                f"backend='triton' needs triton and a CUDA tensor (or TRITON_INTERPRET=1); "
+                f"got a tensor on {device}"
+            )
+        return _TritonBlocks
+    return _TritonBlocks if device.type == "cuda" and triton_pkg.available(device) else _TorchBlocks
+
+
+def _check(hidden, weight, labels, bias):
+    check_tensor("hidden", hidden)
+    if hidden.dim() != 3:
+        raise PrefkitError(f"hidden must be [N, T, H], got shape {tuple(hidden.shape)}")
+    n, t, h = hidden.shape
+    check_tensor("weight", weight)
+    if weight.dim() != 2 or weight.shape[1] != h:
+        raise PrefkitError(f"weight must be [V, {h}] to match hidden, got {tuple(weight.shape)}")
+    check_tensor("labels", labels, (n, t))
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise PrefkitError(f"labels must be an integer tensor, got {labels.dtype}")
+    if bias is not None:
+        check_tensor("bias", bias, (weight.shape[0],))
+    for name, other in (("weight", weight), ("labels", labels), ("bias", bias)):
+        if other is not None and other.device != hidden.device:
+            raise PrefkitError(f"{name} is on {other.device} but hidden is on {hidden.device}")
+
+
+def sequence_logps(
+    hidden,
+    weight,
+    labels,
+    bias=None,
+    *,
+    chunk_tokens: int | None = None,
+    chunk_vocab: int | None = None,
+    backend: str = "auto",
+):
+    """Sum of token log-probs per sequence, computed from hidden states in bounded memory.
+
+    Equivalent to ``log_softmax(hidden @ weight.T + bias).gather(labels).sum(-1)`` over the
+    labelled tokens, but the ``[N, T, V]`` logits never exist: see the module docstring.
+
+    Parameters
+    ----------
+    hidden : torch.Tensor
+        ``[N, T, H]`` last hidden states (any float dtype).
+    weight : torch.Tensor
+        ``[V, H]`` LM head (output embedding).
+    labels : torch.Tensor
+        ``[N, T]`` integer; ``labels[b, t]`` is the token that ``hidden[b, t]`` predicts (the
+        caller shifts), ``-100`` marks tokens to ignore (prompt, padding).
+    bias : torch.Tensor, optional
+        ``[V]`` LM head bias.
+    chunk_tokens, chunk_vocab : int, optional
+        Block size over labelled tokens and over the vocabulary; ``None`` picks a default for
+        the device (CPU 1024 x 8192, CUDA 4096 x 16384). Peak extra memory is about one block of
+        float32 logits.
+    backend : {"auto", "torch", "triton"}
+        ``"auto"`` uses the Triton kernels for CUDA tensors when triton imports, else torch.
+
+    Returns
+    -------
+    logps : torch.Tensor
+        ``[N]`` float32 (float64 for float64 inputs) sums of label log-probs.
+    counts : torch.Tensor
+        ``[N]`` int64 number of labelled tokens per sequence.
+
+    Notes
+    -----
+    Logits and sums are accumulated in float32 for bf16/fp16 inputs. With gradients off
+    (``torch.no_grad()`` or no input requiring grad) nothing is saved for backward and no
+    gradient work is done. Gradients flow to ``hidden``, ``weight`` and ``bias``, never to
+    ``labels``; double backward is not supported.
+
+    Raises
+    ------
+    PrefkitError
+        Wrong shapes or dtypes, tensors on different devices, a label outside ``[0, V)`` other
+        than ``-100``, or ``backend="triton"`` where Triton cannot run.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from prefkit.losses import sequence_logps
+    >>> hidden = torch.randn(2, 5, 16, requires_grad=True)
+    >>> weight = torch.randn(100, 16, requires_grad=True)
+    >>> labels = torch.tensor([[-100, 3, 7, 9, -100], [-100, -100, 1, 2, 3]])
+    >>> logps, counts = sequence_logps(hidden, weight, labels)
+    >>> counts.tolist()
+    [3, 3]
+    >>> full = torch.log_softmax(hidden @ weight.T, -1)
+    >>> ref = (full.gather(-1, labels.clamp(min=0)[..., None])[..., 0] * (labels != -100)).sum(1)
+    >>> torch.allclose(logps, ref, atol=1e-5)
+    True
+    >>> logps.sum().backward()
+    """
+    if backend not in BACKENDS:
+        raise PrefkitError(f"backend={backend!r} is not supported; expected one of {BACKENDS}")
+    _check(hidden, weight, labels, bias)
+    n, t, _ = hidden.shape
+    vocab = weight.shape[0]
+    default_t, default_v = _DEFAULT_CHUNKS["cuda" if hidden.is_cuda else "cpu"]
+    chunk_tokens = int(chunk_tokens or default_t)
+    chunk_vocab = int(chunk_vocab or default_v)
+    if chunk_tokens < 1 or chunk_vocab < 1:
+        raise PrefkitError(f"chunk sizes must be >= 1, got {chunk_tokens} x {chunk_vocab}")
+
+    flat = labels.reshape(-1)
+    index = (flat != IGNORE_INDEX).nonzero().squeeze(1)
+    targets = flat.index_select(0, index).long()
+    if targets.numel() and bool(((targets < 0) | (targets >= vocab)).any()):
+        bad = int(index[((targets < 0) | (targets >= vocab)).nonzero()[0, 0]])
+        raise PrefkitError(
+            f"labels[{bad // t}, {bad % t}] = {int(flat[bad])} is outside [0, {vocab}) "
+            f"and is not the ignore index {IGNORE_INDEX}"
+        )
+    rows = index // t
+    out_dtype = torch.float64 if hidden.dtype == torch.float64 else torch.float32
+    counts = torch.bincount(rows, minlength=n)
+    if targets.numel() == 0:
+        # Nothing labelled: zeros, still connected to the graph so backward() works.
+        zero = (hidden.sum() * 0 + weight.sum() * 0).to(out_dtype)
+        return zero.expand(n).clone(), counts
+
+    blocks = _pick_blocks(backend, hidden.device)
+    inputs = (hidden, weight, bias)
+    if torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in inputs):
+        token_logps = _TokenLogps.apply(hidden, weight, bias, index, targets, blocks,
+                                        chunk_tokens, chunk_vocab)
+    else:
+        x = hidden.reshape(-1, hidden.shape[-1]).index_select(0, index)
+        lse, target = blocks.forward(x, weight, bias, targets, chunk_tokens, chunk_vocab)
+        token_logps = target - lse
+    logps = torch.zeros(n, dtype=out_dtype, device=hidden.device)
+    logps = logps.index_add(0, rows, token_logps.to(out_dtype))
+    return logps, counts
