@@ -1,0 +1,29 @@
+"""prefkit: preference data for alignment, fast.
+
+Turn raw preference corpora into training-ready pairs, lists and trees over Apache Arrow (a Rust
+core), and train on them with fused DPO-family losses (``prefkit.losses``, needs torch).
+
+Examples
+--------
+>>> import prefkit as pk, pyarrow as pa
+>>> data = pa.table({"prompt": ["q", "q"], "response": ["good", "bad"], "score": [1.0, 0.0]})
+>>> pk.mine_pairs(data).column("chosen").to_pylist()
+['good']
+"""
+
+from prefkit._errors import PrefkitError
+from prefkit._provenance import report_of
+from prefkit._version import __version__
+from prefkit.io import materialize, read_table, write_table
+from prefkit.pairs import mine_pairs, unnest
+
+__all__ = [
+    "PrefkitError",
+    "__version__",
+    "materialize",
+    "mine_pairs",
+    "read_table",
+    "report_of",
+    "unnest",
+    "write_table",
+]

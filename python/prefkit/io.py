@@ -1,0 +1,195 @@
+"""Reading inputs and writing results: any table-like object or file in, pyarrow out."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from prefkit._errors import PrefkitError
+
+#: File suffixes ``read_table`` understands, longest first so that ``.jsonl.gz`` wins.
+READ_SUFFIXES = (".jsonl.gz", ".json.gz", ".parquet", ".jsonl", ".json", ".csv", ".arrow")
+#: File suffixes ``write_table`` understands.
+WRITE_SUFFIXES = (".parquet", ".jsonl")
+
+
+def as_table(data: Any, *, argument: str = "data") -> pa.Table:
+    """Coerce a table-like object to a ``pyarrow.Table`` without copying its buffers.
+
+    Accepts a pyarrow Table, RecordBatch or RecordBatchReader, anything that exports the Arrow
+    PyCapsule stream interface (polars DataFrame, duckdb relation, arro3 Table), a pandas
+    DataFrame and a ``datasets.Dataset``. Text keeps its Arrow type (polars' string_view stays
+    string_view).
+
+    Raises
+    ------
+    PrefkitError
+        When ``data`` is none of these.
+
+    Examples
+    --------
+    >>> import pyarrow as pa
+    >>> from prefkit.io import as_table
+    >>> as_table(pa.record_batch({"x": [1, 2]})).num_rows
+    2
+    """
+    if isinstance(data, pa.Table):
+        return data
+    if isinstance(data, pa.RecordBatch):
+        return pa.Table.from_batches([data])
+    if isinstance(data, pa.RecordBatchReader):
+        return data.read_all()
+    module = type(data).__module__.split(".")[0]
+    if module == "datasets" and hasattr(data, "with_format"):
+        # The arrow format applies the dataset's indices mapping (select, shuffle, filter).
+        return data.with_format("arrow")[:]
+    if module == "pandas":
+        return pa.Table.from_pandas(data, preserve_index=False)
+    if hasattr(data, "__arrow_c_stream__"):
+        return pa.table(data)
+    raise PrefkitError(
+        f"{argument} must be a table (pyarrow Table/RecordBatch/RecordBatchReader, polars, "
+        f"pandas, datasets.Dataset or an Arrow PyCapsule stream), got {type(data).__name__}"
+    )
+
+
+def materialize(table: pa.Table) -> pa.Table:
+    """Replace string_view columns (text that points into an input's buffers) by plain strings.
+
+    Results of prefkit operations may hold text as Arrow string_view arrays that share the
+    input's buffers. Most consumers read them directly; call this for one that needs
+    ``string``/``large_string`` (older readers, some pandas code paths). Nested types are
+    converted too.
+
+    Examples
+    --------
+    >>> import pyarrow as pa, prefkit as pk
+    >>> t = pa.table({"x": pa.array(["a"], pa.string_view())})
+    >>> pk.materialize(t).schema.field("x").type
+    DataType(large_string)
+    """
+    return table.cast(_plain_schema(table.schema))
+
+
+def _plain_type(dtype: pa.DataType) -> pa.DataType:
+    if pa.types.is_string_view(dtype):
+        return pa.large_string()
+    if pa.types.is_binary_view(dtype):
+        return pa.large_binary()
+    if pa.types.is_list(dtype) or pa.types.is_large_list(dtype) or pa.types.is_list_view(dtype):
+        inner = dtype.value_field.with_type(_plain_type(dtype.value_type))
+        return pa.large_list(inner) if pa.types.is_large_list(dtype) else pa.list_(inner)
+    if pa.types.is_struct(dtype):
+        return pa.struct([f.with_type(_plain_type(f.type)) for f in dtype])
+    return dtype
+
+
+def _plain_schema(schema: pa.Schema) -> pa.Schema:
+    fields = [f.with_type(_plain_type(f.type)) for f in schema]
+    return pa.schema(fields, metadata=schema.metadata)
+
+
+def _suffix(path: Path, choices: tuple[str, ...], verb: str) -> str:
+    name = path.name.lower()
+    for suffix in choices:
+        if name.endswith(suffix):
+            return suffix
+    raise PrefkitError(f"cannot {verb} '{path}': expected one of {', '.join(choices)}")
+
+
+def read_table(path: str | os.PathLike) -> pa.Table:
+    """Read a Parquet, JSONL (optionally gzipped), JSON, CSV or Arrow IPC file, or a folder saved
+    by ``datasets.Dataset.save_to_disk``.
+
+    Examples
+    --------
+    >>> from prefkit.io import read_table
+    >>> read_table("examples/ultrafeedback_mini.jsonl").num_rows  # doctest: +SKIP
+    12
+    """
+    path = Path(path)
+    if path.is_dir():
+        if (path / "dataset_info.json").exists() or (path / "state.json").exists():
+            import datasets  # saved `datasets` folders need the library that wrote them
+
+            return as_table(datasets.load_from_disk(str(path)))
+        import pyarrow.dataset as ds
+
+        return ds.dataset(path, format="parquet").to_table()
+    if not path.exists():
+        raise PrefkitError(f"input file '{path}' does not exist")
+    suffix = _suffix(path, READ_SUFFIXES, "read")
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path)
+    if suffix in (".jsonl", ".jsonl.gz"):
+        import pyarrow.json as pj
+
+        return pj.read_json(path)
+    if suffix in (".json", ".json.gz"):
+        return _read_json_document(path)
+    if suffix == ".csv":
+        import pyarrow.csv as pc
+
+        return pc.read_csv(path)
+    import pyarrow.ipc as ipc
+
+    with pa.memory_map(str(path)) as source:
+        return ipc.open_file(source).read_all()
+
+
+def _read_json_document(path: Path) -> pa.Table:
+    """A ``.json`` file is either JSON lines or one array of records; accept both."""
+    import gzip
+    import json
+
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as handle:
+        head = handle.read(1).lstrip() or handle.read(64).lstrip()[:1]
+    if head != "[":
+        import pyarrow.json as pj
+
+        return pj.read_json(path)
+    with opener(path, "rt", encoding="utf-8") as handle:
+        records = json.load(handle)
+    return pa.Table.from_pylist(records)
+
+
+def write_table(table: pa.Table, path: str | os.PathLike) -> Path:
+    """Write ``table`` to ``.parquet`` or ``.jsonl`` atomically: a temporary file in the same
+    folder is written first and renamed over ``path``, so a reader never sees half a file.
+
+    Provenance metadata survives Parquet. JSONL holds data only.
+    """
+    path = Path(path)
+    suffix = _suffix(path, WRITE_SUFFIXES, "write")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    try:
+        if suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            pq.write_table(table, temp)
+        else:
+            _write_jsonl(table, temp)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _write_jsonl(table: pa.Table, path: str) -> None:
+    import json
+
+    with open(path, "w", encoding="utf-8") as handle:
+        for batch in materialize(table).to_batches(max_chunksize=8192):
+            for record in batch.to_pylist():
+                handle.write(json.dumps(record, ensure_ascii=False))
+                handle.write("\n")

@@ -1,0 +1,219 @@
+"""Pair mining: chosen/rejected pairs from rated responses, and the long form they come from."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from prefkit import _core
+from prefkit._errors import PrefkitError
+from prefkit._provenance import attach
+from prefkit.io import as_table
+
+STRATEGIES = (
+    "best_vs_worst",
+    "best_vs_random",
+    "best_vs_all",
+    "all_pairs",
+    "adjacent",
+    "top_k_vs_bottom_k",
+)
+
+
+def _names(value: str | Sequence[str], argument: str) -> list[str]:
+    names = [value] if isinstance(value, str) else list(value)
+    if not names or not all(isinstance(n, str) for n in names):
+        raise PrefkitError(f"{argument} must be a column name or a list of them, got {value!r}")
+    return names
+
+
+def mine_pairs(
+    data: Any,
+    *,
+    prompt: str = "prompt",
+    response: str = "response",
+    score: str | Sequence[str] = "score",
+    group: str | None = None,
+    strategy: str = "best_vs_worst",
+    k: int = 1,
+    min_margin: float = 0.0,
+    ties: str = "drop",
+    nan: str = "drop",
+    max_pairs_per_prompt: int | None = None,
+    length_penalty: float = 0.0,
+    seed: int = 0,
+    carry: Sequence[str] = (),
+) -> pa.Table:
+    """Mine chosen/rejected pairs from a long table of rated responses.
+
+    Rows are grouped by ``group`` (or by the prompt value, text or chat messages), ranked by
+    score (stable: the earlier row wins a tie) and paired by ``strategy``. The exact rules are in
+    ``docs/pairs.md``.
+
+    Parameters
+    ----------
+    data
+        One row per response: pyarrow, polars, pandas, ``datasets.Dataset`` or any Arrow stream.
+    prompt, response
+        Column names. ``prompt`` may be text or chat messages (``list<struct<role, content>>``).
+    score
+        A numeric column, or a list of them (several reward models): the score is their mean and
+        each pair also gets ``agreement`` and ``margin_std``.
+    group
+        Column to group by instead of the prompt (e.g. a prompt id).
+    strategy
+        ``best_vs_worst``, ``best_vs_random``, ``best_vs_all``, ``all_pairs``, ``adjacent`` or
+        ``top_k_vs_bottom_k``.
+    k
+        How many of the top and of the bottom responses pair up in ``top_k_vs_bottom_k``.
+    min_margin
+        A pair needs ``margin > min_margin``.
+    ties
+        ``"drop"``: equal scores never pair; ``"keep"``: they pair with margin 0.
+    nan
+        ``"drop"`` rows whose score is null or NaN (counted), or ``"error"``.
+    max_pairs_per_prompt
+        Keep at most this many pairs per group, those with the largest margins.
+    length_penalty
+        Rank by ``score - length_penalty * len(response)`` (characters).
+    seed
+        Seed of ``best_vs_random``; the same seed gives the same pairs.
+    carry
+        Further columns copied from the chosen row.
+
+    Returns
+    -------
+    pyarrow.Table
+        ``prompt, chosen, rejected, score_chosen, score_rejected, margin, group_id, chosen_row,
+        rejected_row`` (+ ``agreement, margin_std`` with several scores, + ``carry``), with the
+        row accounting in its metadata (``pk.report_of``).
+
+    Raises
+    ------
+    PrefkitError
+        Missing or mistyped columns, NaN scores with ``nan="error"``, bad arguments.
+
+    Examples
+    --------
+    >>> import prefkit as pk, pyarrow as pa
+    >>> data = pa.table({
+    ...     "prompt": ["2+2?", "2+2?", "2+2?"],
+    ...     "response": ["4", "5", "four"],
+    ...     "score": [0.9, 0.1, 0.7],
+    ... })
+    >>> pairs = pk.mine_pairs(data, strategy="best_vs_all")
+    >>> pairs.select(["chosen", "rejected", "margin"]).to_pylist()  # doctest: +NORMALIZE_WHITESPACE
+    [{'chosen': '4', 'rejected': 'four', 'margin': 0.19999999999999996},
+     {'chosen': '4', 'rejected': '5', 'margin': 0.8}]
+    >>> pk.report_of(pairs)["dropped"]
+    {}
+    """
+    table = as_table(data)
+    scores = _names(score, "score")
+    carry = _names(carry, "carry") if carry else []
+    if max_pairs_per_prompt is not None and max_pairs_per_prompt < 1:
+        raise PrefkitError(f"max_pairs_per_prompt must be >= 1, got {max_pairs_per_prompt}")
+    parameters = dict(
+        prompt=prompt,
+        response=response,
+        score=scores,
+        group=group,
+        strategy=strategy,
+        k=k,
+        min_margin=min_margin,
+        ties=ties,
+        nan=nan,
+        max_pairs_per_prompt=max_pairs_per_prompt,
+        length_penalty=length_penalty,
+        seed=seed,
+        carry=carry,
+    )
+    result, accounting = _core.mine_pairs(table, **parameters)
+    return attach(pa.table(result), "mine_pairs", parameters, accounting, source=table)
+
+
+def unnest(
+    data: Any,
+    *,
+    prompt: str = "prompt",
+    completions: str = "completions",
+    response: str = "response",
+    score: str | Sequence[str] = "score",
+) -> pa.Table:
+    """Turn nested rows (one prompt, a list of completion structs) into the long form.
+
+    UltraFeedback-style rows hold ``completions: list<struct<response, score, ...>>``. The
+    result has one row per completion: the row's other columns repeated, then the struct's
+    fields as columns (``response`` and ``score`` named as their fields), and
+    ``completion_index`` (int32, position in the list) and ``source_row`` (int64). Rows of one
+    prompt stay contiguous, which is ``mine_pairs``'s fast path.
+
+    Rows whose list is null or empty produce nothing and are counted (``null_completions``,
+    ``empty_completions``) in the metadata.
+
+    Examples
+    --------
+    >>> import prefkit as pk, pyarrow as pa
+    >>> nested = pa.table({
+    ...     "prompt": ["hi"],
+    ...     "completions": [[{"response": "hello", "score": 4.0}, {"response": "yo", "score": 2.0}]],
+    ... })
+    >>> pk.unnest(nested).column_names
+    ['prompt', 'response', 'score', 'completion_index', 'source_row']
+    """
+    table = as_table(data)
+    scores = _names(score, "score")
+    for name in (prompt, completions):
+        if name not in table.column_names:
+            raise PrefkitError(
+                f"column '{name}' not found; the table has columns {table.column_names}"
+            )
+    lists = table.column(completions)
+    list_type = lists.type
+    if not (pa.types.is_list(list_type) or pa.types.is_large_list(list_type)) or not (
+        pa.types.is_struct(list_type.value_type)
+    ):
+        raise PrefkitError(
+            f"column '{completions}' must be list<struct<...>>, got {list_type}"
+        )
+    fields = [f.name for f in list_type.value_type]
+    for name in [response, *scores]:
+        if name not in fields:
+            raise PrefkitError(
+                f"field '{name}' not found in column '{completions}'; its structs have fields "
+                f"{fields}"
+            )
+    lists = lists.combine_chunks() if lists.num_chunks != 1 else lists.chunk(0)
+    parents = pc.list_parent_indices(lists)
+    flat = pc.list_flatten(lists)
+    lengths = pc.list_value_length(lists)
+    # Position of each completion in its list: a running index minus its list's start.
+    starts = pc.subtract(pc.cumulative_sum(pc.fill_null(lengths, 0)), pc.fill_null(lengths, 0))
+    position = pc.subtract(pa.array(range(len(flat)), pa.int64()), pc.take(starts, parents))
+    others = [c for c in table.column_names if c != completions]
+    columns = {c: table.column(c).take(parents) for c in others}
+    ordered = [response, *scores] + [f for f in fields if f not in (response, *scores)]
+    for name in ordered:
+        if name in columns:
+            raise PrefkitError(
+                f"field '{name}' of '{completions}' clashes with the column of the same name"
+            )
+        columns[name] = pc.struct_field(flat, name)
+    columns["completion_index"] = position.cast(pa.int32())
+    columns["source_row"] = parents.cast(pa.int64())
+    result = pa.table(columns)
+    null_lists = lists.null_count
+    empty_lists = pc.sum(pc.equal(lengths, 0)).as_py() or 0
+    accounting = {
+        "rows_in": table.num_rows,
+        "rows_used": table.num_rows - null_lists - empty_lists,
+        "dropped": {
+            reason: count
+            for reason, count in (("null_completions", null_lists), ("empty_completions", empty_lists))
+            if count
+        },
+    }
+    parameters = dict(prompt=prompt, completions=completions, response=response, score=scores)
+    return attach(result, "unnest", parameters, accounting, source=table)

@@ -1,0 +1,51 @@
+//! The one error type of prefkit-core; the binding maps every variant to `PrefkitError`.
+
+use arrow_schema::ArrowError;
+
+/// Everything that can go wrong in an operation, worded for the person who passed the input.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A named column is not in the table.
+    #[error("column '{column}' not found; the table has columns {available:?}")]
+    MissingColumn {
+        column: String,
+        available: Vec<String>,
+    },
+    /// A column has a type the operation cannot use.
+    #[error("column '{column}' must be {expected}, got {actual}")]
+    ColumnType {
+        column: String,
+        expected: &'static str,
+        actual: String,
+    },
+    /// A score is null or NaN and the caller asked for an error instead of dropping the row.
+    #[error("column '{column}' has a null or NaN score at row {row}; pass nan=\"drop\" to drop such rows")]
+    NanScore { column: String, row: usize },
+    /// An argument outside its domain.
+    #[error("{argument} must be {expected}, got {actual}")]
+    Argument {
+        argument: &'static str,
+        expected: &'static str,
+        actual: String,
+    },
+    /// Two output columns would share a name.
+    #[error("column '{0}' is both a result column and a carry column; rename it first")]
+    DuplicateColumn(String),
+    /// An error raised by arrow-rs itself.
+    #[error("arrow: {0}")]
+    Arrow(#[from] ArrowError),
+}
+
+/// `Result` with [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    /// Shorthand for [`Error::Argument`].
+    pub fn argument(argument: &'static str, expected: &'static str, actual: impl ToString) -> Self {
+        Error::Argument {
+            argument,
+            expected,
+            actual: actual.to_string(),
+        }
+    }
+}

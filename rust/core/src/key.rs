@@ -1,0 +1,245 @@
+//! Grouping keys: the canonical bytes of a key value, and the stable id hashed from them.
+//!
+//! Text keys are their UTF-8 bytes, borrowed from the input. Any other key (integers, chat
+//! messages as `list<struct<role, content>>`, ...) is encoded once into a tagged, unambiguous
+//! byte string (documented in docs/pairs.md) so that ids are stable across runs, versions and
+//! machines, and equal keys have equal bytes.
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::*;
+use arrow_array::{Array, ArrayRef};
+use arrow_schema::DataType;
+use xxhash_rust::xxh3::xxh3_64;
+
+use crate::error::{Error, Result};
+use crate::table::Column;
+use crate::text::{is_text, TextColumn};
+
+const NULL: u8 = 0x00;
+const TEXT: u8 = 0x01;
+const INT: u8 = 0x02;
+const FLOAT: u8 = 0x03;
+const BOOL: u8 = 0x04;
+const LIST: u8 = 0x05;
+const STRUCT: u8 = 0x06;
+
+/// The stable id of a key: xxh3-64 (seed 0) of its canonical bytes.
+pub fn key_id(bytes: &[u8]) -> u64 {
+    xxh3_64(bytes)
+}
+
+/// Every row's key as canonical bytes (None for a null key), in row order.
+pub enum KeyBytes<'a> {
+    /// Text keys, borrowed from the input.
+    Text(Vec<Option<&'a str>>),
+    /// Encoded keys: row `i` is `data[offsets[i]..offsets[i + 1]]` when `valid[i]`.
+    Encoded {
+        data: Vec<u8>,
+        offsets: Vec<usize>,
+        valid: Vec<bool>,
+    },
+}
+
+/// Owner of whatever the key bytes borrow from.
+pub enum KeyColumn {
+    Text(TextColumn),
+    Other(Column),
+}
+
+impl KeyColumn {
+    /// Read `column` as a key, checking that its type can be one.
+    pub fn new(column: &Column) -> Result<Self> {
+        if is_text(column.field.data_type()) {
+            return Ok(KeyColumn::Text(TextColumn::new(column)?));
+        }
+        if !encodable(column.field.data_type()) {
+            return Err(Error::ColumnType {
+                column: column.name().to_string(),
+                expected: "a key: text, integer, or nested lists/structs of those (chat messages)",
+                actual: column.field.data_type().to_string(),
+            });
+        }
+        Ok(KeyColumn::Other(column.clone()))
+    }
+
+    /// Canonical bytes of every row's key.
+    pub fn bytes(&self) -> KeyBytes<'_> {
+        match self {
+            KeyColumn::Text(text) => KeyBytes::Text(text.strs()),
+            KeyColumn::Other(column) => {
+                let rows: usize = column.chunks.iter().map(|c| c.len()).sum();
+                let mut data = Vec::new();
+                let mut offsets = Vec::with_capacity(rows + 1);
+                let mut valid = Vec::with_capacity(rows);
+                offsets.push(0);
+                for chunk in &column.chunks {
+                    for i in 0..chunk.len() {
+                        valid.push(chunk.is_valid(i));
+                        if chunk.is_valid(i) {
+                            encode(chunk, i, &mut data);
+                        }
+                        offsets.push(data.len());
+                    }
+                }
+                KeyBytes::Encoded {
+                    data,
+                    offsets,
+                    valid,
+                }
+            }
+        }
+    }
+}
+
+impl KeyBytes<'_> {
+    /// The key of `row`, None when it is null.
+    #[inline]
+    pub fn get(&self, row: usize) -> Option<&[u8]> {
+        match self {
+            KeyBytes::Text(strs) => strs[row].map(str::as_bytes),
+            KeyBytes::Encoded {
+                data,
+                offsets,
+                valid,
+            } => valid[row].then(|| &data[offsets[row]..offsets[row + 1]]),
+        }
+    }
+
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        match self {
+            KeyBytes::Text(strs) => strs.len(),
+            KeyBytes::Encoded { valid, .. } => valid.len(),
+        }
+    }
+
+    /// Whether there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn encodable(data_type: &DataType) -> bool {
+    match data_type {
+        DataType::Null | DataType::Boolean | DataType::Float32 | DataType::Float64 => true,
+        t if t.is_integer() || is_text(t) => true,
+        DataType::List(f) | DataType::LargeList(f) => encodable(f.data_type()),
+        DataType::Struct(fields) => fields.iter().all(|f| encodable(f.data_type())),
+        _ => false,
+    }
+}
+
+fn push_len(out: &mut Vec<u8>, n: usize) {
+    out.extend_from_slice(&(n as u64).to_le_bytes());
+}
+
+fn push_text(out: &mut Vec<u8>, s: &str) {
+    out.push(TEXT);
+    push_len(out, s.len());
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// Append the tagged encoding of `array[i]` to `out`.
+fn encode(array: &ArrayRef, i: usize, out: &mut Vec<u8>) {
+    if array.is_null(i) {
+        out.push(NULL);
+        return;
+    }
+    macro_rules! int {
+        ($t:ty) => {{
+            out.push(INT);
+            out.extend_from_slice(&(array.as_primitive::<$t>().value(i) as i64).to_le_bytes());
+        }};
+    }
+    match array.data_type() {
+        DataType::Null => out.push(NULL),
+        DataType::Boolean => {
+            out.push(BOOL);
+            out.push(array.as_boolean().value(i) as u8);
+        }
+        DataType::Int8 => int!(Int8Type),
+        DataType::Int16 => int!(Int16Type),
+        DataType::Int32 => int!(Int32Type),
+        DataType::Int64 => int!(Int64Type),
+        DataType::UInt8 => int!(UInt8Type),
+        DataType::UInt16 => int!(UInt16Type),
+        DataType::UInt32 => int!(UInt32Type),
+        DataType::UInt64 => int!(UInt64Type),
+        DataType::Float32 => {
+            out.push(FLOAT);
+            let v = array.as_primitive::<Float32Type>().value(i) as f64;
+            out.extend_from_slice(&v.to_bits().to_le_bytes());
+        }
+        DataType::Float64 => {
+            out.push(FLOAT);
+            let v = array.as_primitive::<Float64Type>().value(i);
+            out.extend_from_slice(&v.to_bits().to_le_bytes());
+        }
+        DataType::Utf8 => push_text(out, array.as_string::<i32>().value(i)),
+        DataType::LargeUtf8 => push_text(out, array.as_string::<i64>().value(i)),
+        DataType::Utf8View => push_text(out, array.as_string_view().value(i)),
+        DataType::List(_) => encode_list(&array.as_list::<i32>().value(i), out),
+        DataType::LargeList(_) => encode_list(&array.as_list::<i64>().value(i), out),
+        DataType::Struct(fields) => {
+            let array = array.as_struct();
+            out.push(STRUCT);
+            for (field, child) in fields.iter().zip(array.columns()) {
+                push_len(out, field.name().len());
+                out.extend_from_slice(field.name().as_bytes());
+                encode(child, i, out);
+            }
+        }
+        other => unreachable!("`encodable` rejects {other} before encoding"),
+    }
+}
+
+fn encode_list(values: &ArrayRef, out: &mut Vec<u8>) {
+    out.push(LIST);
+    push_len(out, values.len());
+    for j in 0..values.len() {
+        encode(values, j, out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    use arrow_array::{Int64Array, StringArray};
+    use arrow_schema::Field;
+
+    fn column(array: ArrayRef) -> Column {
+        Column {
+            field: Arc::new(Field::new("k", array.data_type().clone(), true)),
+            chunks: vec![array],
+        }
+    }
+
+    #[test]
+    fn text_keys_are_their_utf8_bytes() {
+        let key =
+            KeyColumn::new(&column(Arc::new(StringArray::from(vec![Some("é"), None])))).unwrap();
+        let bytes = key.bytes();
+        assert_eq!(bytes.get(0), Some("é".as_bytes()));
+        assert_eq!(bytes.get(1), None);
+        assert_eq!(key_id(b"abc"), xxh3_64(b"abc"));
+    }
+
+    #[test]
+    fn integer_keys_are_tagged_little_endian() {
+        let key = KeyColumn::new(&column(Arc::new(Int64Array::from(vec![258])))).unwrap();
+        let mut expected = vec![INT];
+        expected.extend_from_slice(&258i64.to_le_bytes());
+        assert_eq!(key.bytes().get(0), Some(&expected[..]));
+    }
+
+    #[test]
+    fn maps_are_not_keys() {
+        let array: ArrayRef = Arc::new(arrow_array::BinaryArray::from(vec![&b"x"[..]]));
+        assert!(matches!(
+            KeyColumn::new(&column(array)),
+            Err(Error::ColumnType { .. })
+        ));
+    }
+}

@@ -1,0 +1,27 @@
+//! prefkit-core: preference-data operations over Apache Arrow.
+//!
+//! Pure Rust, no Python: the `prefkit-py` crate is a thin binding over this one. Every
+//! operation takes a [`Table`] (the record batches of one input, as given) and returns plain
+//! Arrow data plus an [`Accounting`] of what happened to every input row.
+//!
+//! Modules, one concern each:
+//! - [`table`]: column lookup over chunked input, numeric columns as `f64`.
+//! - [`text`]: text columns of any Arrow string type, and zero-copy string views into them.
+//! - [`key`]: canonical bytes of a grouping key (text, integers, chat messages) and its xxh3 id.
+//! - [`grouping`]: rows grouped by key, with a fast path for contiguous groups.
+//! - [`pairs`]: chosen/rejected pair mining.
+//! - [`accounting`]: rows in, rows used, rows dropped by reason.
+//! - [`parallel`]: the rayon pool, sized by `PREFKIT_NUM_THREADS` and safe after `fork`.
+
+pub mod accounting;
+pub mod error;
+pub mod grouping;
+pub mod key;
+pub mod pairs;
+pub mod parallel;
+pub mod table;
+pub mod text;
+
+pub use accounting::Accounting;
+pub use error::{Error, Result};
+pub use table::Table;

@@ -1,0 +1,584 @@
+//! Chosen/rejected pair mining from rated responses (`pk.mine_pairs`).
+//!
+//! The exact rules (ranking, qualification, strategies, row accounting) are in docs/pairs.md
+//! and mirrored in plain Python by tests/reference.py. Groups are mined in parallel, each into
+//! its own list of pairs, and concatenated in group order, so the result does not depend on
+//! the number of threads.
+
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, UInt64Array};
+use arrow_schema::{Field, Schema};
+use rayon::prelude::*;
+
+use crate::accounting::Accounting;
+use crate::error::{Error, Result};
+use crate::grouping::group_rows;
+use crate::key::KeyColumn;
+use crate::parallel;
+use crate::table::{Column, Table};
+use crate::text::{is_text, TextColumn};
+
+/// How the pairs of a group are chosen among its ranked responses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    /// Highest vs lowest.
+    BestVsWorst,
+    /// Highest vs one drawn uniformly from the qualifying rest (seeded).
+    BestVsRandom,
+    /// Highest vs every qualifying other.
+    BestVsAll,
+    /// Every qualifying ordered pair.
+    AllPairs,
+    /// Neighbours in rank order.
+    Adjacent,
+    /// Each of the top k vs each of the bottom k.
+    TopKVsBottomK,
+}
+
+impl Strategy {
+    /// Names accepted by [`Strategy::parse`], in documentation order.
+    pub const NAMES: [&'static str; 6] = [
+        "best_vs_worst",
+        "best_vs_random",
+        "best_vs_all",
+        "all_pairs",
+        "adjacent",
+        "top_k_vs_bottom_k",
+    ];
+
+    /// The strategy called `name`.
+    pub fn parse(name: &str) -> Result<Self> {
+        Ok(match name {
+            "best_vs_worst" => Strategy::BestVsWorst,
+            "best_vs_random" => Strategy::BestVsRandom,
+            "best_vs_all" => Strategy::BestVsAll,
+            "all_pairs" => Strategy::AllPairs,
+            "adjacent" => Strategy::Adjacent,
+            "top_k_vs_bottom_k" => Strategy::TopKVsBottomK,
+            other => {
+                return Err(Error::argument(
+                    "strategy",
+                    "one of best_vs_worst, best_vs_random, best_vs_all, all_pairs, adjacent, top_k_vs_bottom_k",
+                    format!("'{other}'"),
+                ))
+            }
+        })
+    }
+}
+
+/// Whether equal scores may pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ties {
+    /// Equal scores never pair.
+    Drop,
+    /// Equal scores pair with margin 0 (when `min_margin` is 0).
+    Keep,
+}
+
+impl Ties {
+    /// `"drop"` or `"keep"`.
+    pub fn parse(name: &str) -> Result<Self> {
+        match name {
+            "drop" => Ok(Ties::Drop),
+            "keep" => Ok(Ties::Keep),
+            other => Err(Error::argument(
+                "ties",
+                "'drop' or 'keep'",
+                format!("'{other}'"),
+            )),
+        }
+    }
+}
+
+/// What to do with a null or NaN score.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NanPolicy {
+    /// Drop the row and count it.
+    Drop,
+    /// Fail naming the column and row.
+    Error,
+}
+
+impl NanPolicy {
+    /// `"drop"` or `"error"`.
+    pub fn parse(name: &str) -> Result<Self> {
+        match name {
+            "drop" => Ok(NanPolicy::Drop),
+            "error" => Ok(NanPolicy::Error),
+            other => Err(Error::argument(
+                "nan",
+                "'drop' or 'error'",
+                format!("'{other}'"),
+            )),
+        }
+    }
+}
+
+/// The arguments of [`mine_pairs`]; see `pk.mine_pairs` for their meaning.
+#[derive(Debug, Clone)]
+pub struct PairOptions {
+    pub prompt: String,
+    pub response: String,
+    pub scores: Vec<String>,
+    pub group: Option<String>,
+    pub strategy: Strategy,
+    pub k: usize,
+    pub min_margin: f64,
+    pub ties: Ties,
+    pub nan: NanPolicy,
+    pub max_pairs_per_prompt: Option<usize>,
+    pub length_penalty: f64,
+    pub seed: u64,
+    pub carry: Vec<String>,
+}
+
+impl PairOptions {
+    fn validate(&self) -> Result<()> {
+        if !(self.min_margin >= 0.0 && self.min_margin.is_finite()) {
+            return Err(Error::argument(
+                "min_margin",
+                "a finite number >= 0",
+                self.min_margin,
+            ));
+        }
+        if self.k < 1 {
+            return Err(Error::argument("k", "an integer >= 1", self.k));
+        }
+        if self.max_pairs_per_prompt == Some(0) {
+            return Err(Error::argument(
+                "max_pairs_per_prompt",
+                "an integer >= 1",
+                0,
+            ));
+        }
+        if !self.length_penalty.is_finite() {
+            return Err(Error::argument(
+                "length_penalty",
+                "a finite number",
+                self.length_penalty,
+            ));
+        }
+        if self.scores.is_empty() {
+            return Err(Error::argument("score", "at least one column", "none"));
+        }
+        Ok(())
+    }
+}
+
+/// One mined pair, by input row.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Pair {
+    chosen: usize,
+    rejected: usize,
+    margin: f64,
+    group: usize,
+}
+
+/// The per-row inputs of mining, resolved from the table once.
+struct Rows<'a> {
+    /// Effective score: ensemble score minus the length penalty; NaN for unusable scores.
+    effective: &'a [f64],
+    /// Whether the response is not null.
+    has_response: &'a [bool],
+}
+
+/// splitmix64: a small, well-mixed, reproducible generator step (docs/pairs.md).
+pub fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Mine chosen/rejected pairs from `table`, one row per rated response.
+///
+/// Returns the pairs as one record batch (columns as in docs/pairs.md) and the accounting of
+/// every input row.
+pub fn mine_pairs(table: &Table, options: &PairOptions) -> Result<(RecordBatch, Accounting)> {
+    options.validate()?;
+    let prompt = table.column(&options.prompt)?;
+    let response = TextColumn::new(&table.column(&options.response)?)?;
+    let score_columns = options
+        .scores
+        .iter()
+        .map(|name| table.column(name))
+        .collect::<Result<Vec<_>>>()?;
+    let key_column = match &options.group {
+        Some(name) => KeyColumn::new(&table.column(name)?)?,
+        None => KeyColumn::new(&prompt)?,
+    };
+    let carry = options
+        .carry
+        .iter()
+        .map(|name| table.column(name))
+        .collect::<Result<Vec<_>>>()?;
+    let reserved = result_columns(options.scores.len() > 1);
+    for column in &carry {
+        if reserved.contains(&column.name()) {
+            return Err(Error::DuplicateColumn(column.name().to_string()));
+        }
+    }
+
+    let per_column = score_columns
+        .iter()
+        .map(Column::to_f64)
+        .collect::<Result<Vec<_>>>()?;
+    if options.nan == NanPolicy::Error {
+        check_no_nan(&score_columns, &per_column)?;
+    }
+    let score = ensemble(&per_column);
+    let responses = response.strs();
+    let has_response: Vec<bool> = responses.iter().map(Option::is_some).collect();
+    let effective: Vec<f64> = if options.length_penalty == 0.0 {
+        score.clone()
+    } else {
+        score
+            .iter()
+            .zip(&responses)
+            .map(|(s, r)| s - options.length_penalty * r.map_or(0, |r| r.chars().count()) as f64)
+            .collect()
+    };
+    let rows = Rows {
+        effective: &effective,
+        has_response: &has_response,
+    };
+
+    let keys = key_column.bytes();
+    let groups = group_rows(&keys);
+    let (pairs, mut accounting) = parallel::install(|| {
+        let chunk = 256;
+        let parts: Vec<(Vec<Pair>, Accounting)> = (0..groups.len())
+            .into_par_iter()
+            .chunks(chunk)
+            .map(|group_ids| {
+                let mut pairs = Vec::new();
+                let mut accounting = Accounting::default();
+                for g in group_ids {
+                    mine_group(
+                        g,
+                        groups.rows_of(g),
+                        groups.ids[g],
+                        &rows,
+                        options,
+                        &mut pairs,
+                        &mut accounting,
+                    );
+                }
+                (pairs, accounting)
+            })
+            .collect();
+        let total = parts.iter().map(|(p, _)| p.len()).sum();
+        let mut pairs = Vec::with_capacity(total);
+        let mut accounting = Accounting::default();
+        for (part, part_accounting) in parts {
+            pairs.extend(part);
+            accounting.merge(&part_accounting);
+        }
+        (pairs, accounting)
+    });
+    accounting.rows_in = table.num_rows();
+    accounting.drop_rows("null_key", groups.null_keys);
+    accounting.counts.insert("groups_in", groups.len());
+    accounting.counts.insert("pairs_out", pairs.len());
+    debug_assert_eq!(accounting.rows_accounted(), accounting.rows_in);
+
+    let batch = parallel::install(|| {
+        build_batch(
+            &pairs,
+            &prompt,
+            &response,
+            &score,
+            &per_column,
+            &groups.ids,
+            &carry,
+        )
+    })?;
+    Ok((batch, accounting))
+}
+
+fn result_columns(several_scores: bool) -> Vec<&'static str> {
+    let mut names = vec![
+        "prompt",
+        "chosen",
+        "rejected",
+        "score_chosen",
+        "score_rejected",
+        "margin",
+        "group_id",
+        "chosen_row",
+        "rejected_row",
+    ];
+    if several_scores {
+        names.extend(["agreement", "margin_std"]);
+    }
+    names
+}
+
+/// Fail on the first row (in input order) with a null or NaN score, naming its column.
+fn check_no_nan(columns: &[Column], values: &[Vec<f64>]) -> Result<()> {
+    let rows = values.first().map_or(0, Vec::len);
+    for row in 0..rows {
+        for (column, values) in columns.iter().zip(values) {
+            if values[row].is_nan() {
+                return Err(Error::NanScore {
+                    column: column.name().to_string(),
+                    row,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The mean of several score columns; NaN where any of them is.
+fn ensemble(columns: &[Vec<f64>]) -> Vec<f64> {
+    if columns.len() == 1 {
+        return columns[0].clone();
+    }
+    let n = columns.len() as f64;
+    (0..columns[0].len())
+        .map(|row| columns.iter().map(|c| c[row]).sum::<f64>() / n)
+        .collect()
+}
+
+/// Mine one group into `out` and account for its rows.
+fn mine_group(
+    group: usize,
+    members: &[usize],
+    group_id: u64,
+    rows: &Rows<'_>,
+    options: &PairOptions,
+    out: &mut Vec<Pair>,
+    accounting: &mut Accounting,
+) {
+    let e = rows.effective;
+    let mut ranked = Vec::with_capacity(members.len());
+    for &row in members {
+        if !rows.has_response[row] {
+            accounting.drop_rows("null_response", 1);
+        } else if e[row].is_nan() {
+            accounting.drop_rows("nan_score", 1);
+        } else {
+            ranked.push(row);
+        }
+    }
+    let n = ranked.len();
+    if n < 2 {
+        accounting.drop_rows("group_too_small", n);
+        return;
+    }
+    // Stable: among equal scores the earlier input row ranks first. No NaN remains.
+    ranked.sort_by(|&a, &b| e[b].partial_cmp(&e[a]).expect("NaN scores were removed"));
+
+    let keep_ties = options.ties == Ties::Keep && options.min_margin == 0.0;
+    let start = out.len();
+    let mut emit = |i: usize, j: usize| {
+        let (a, b) = (ranked[i], ranked[j]);
+        let margin = e[a] - e[b];
+        if margin > options.min_margin || (keep_ties && margin == 0.0) {
+            out.push(Pair {
+                chosen: a,
+                rejected: b,
+                margin,
+                group,
+            });
+            true
+        } else {
+            false
+        }
+    };
+    match options.strategy {
+        Strategy::BestVsWorst => {
+            emit(0, n - 1);
+        }
+        Strategy::BestVsAll => (1..n).for_each(|j| {
+            emit(0, j);
+        }),
+        Strategy::AllPairs => {
+            for i in 0..n {
+                for j in i + 1..n {
+                    emit(i, j);
+                }
+            }
+        }
+        Strategy::Adjacent => (0..n - 1).for_each(|i| {
+            emit(i, i + 1);
+        }),
+        Strategy::TopKVsBottomK => {
+            let m = options.k.min(n / 2);
+            for i in 0..m {
+                for j in n - m..n {
+                    emit(i, j);
+                }
+            }
+        }
+        Strategy::BestVsRandom => {
+            // Emit every candidate, then keep the drawn one.
+            (1..n).for_each(|j| {
+                emit(0, j);
+            });
+            let candidates = out.len() - start;
+            if candidates > 0 {
+                let x = splitmix64(options.seed ^ group_id);
+                let pick = ((x as u128 * candidates as u128) >> 64) as usize;
+                let drawn = out[start + pick];
+                out.truncate(start);
+                out.push(drawn);
+            }
+        }
+    }
+    if let Some(cap) = options.max_pairs_per_prompt {
+        keep_largest_margins(out, start, cap, accounting);
+    }
+
+    let produced = &out[start..];
+    if produced.is_empty() {
+        let all_equal = ranked.iter().all(|&r| e[r] == e[ranked[0]]);
+        accounting.drop_rows(if all_equal { "tie" } else { "below_margin" }, n);
+        return;
+    }
+    accounting
+        .counts
+        .entry("groups_with_pairs")
+        .and_modify(|c| *c += 1)
+        .or_insert(1);
+    let mut used: Vec<usize> = produced
+        .iter()
+        .flat_map(|p| [p.chosen, p.rejected])
+        .collect();
+    used.sort_unstable();
+    used.dedup();
+    accounting.rows_used += used.len();
+    accounting.drop_rows("not_selected", n - used.len());
+}
+
+/// Keep the `cap` largest-margin pairs of `out[start..]` (the earlier one wins equal margins),
+/// in their generation order.
+fn keep_largest_margins(
+    out: &mut Vec<Pair>,
+    start: usize,
+    cap: usize,
+    accounting: &mut Accounting,
+) {
+    let produced = out.len() - start;
+    if produced <= cap {
+        return;
+    }
+    let mut order: Vec<usize> = (0..produced).collect();
+    order.sort_by(|&i, &j| {
+        out[start + j]
+            .margin
+            .partial_cmp(&out[start + i].margin)
+            .expect("qualifying margins are never NaN")
+    });
+    let mut keep = vec![false; produced];
+    order[..cap].iter().for_each(|&i| keep[i] = true);
+    let mut index = 0;
+    out.retain(|_| {
+        let position = index;
+        index += 1;
+        position < start || keep[position - start]
+    });
+    *accounting.counts.entry("pairs_capped").or_default() += produced - cap;
+}
+
+/// The result batch: columns as documented in docs/pairs.md.
+fn build_batch(
+    pairs: &[Pair],
+    prompt: &Column,
+    response: &TextColumn,
+    score: &[f64],
+    per_column: &[Vec<f64>],
+    group_ids: &[u64],
+    carry: &[Column],
+) -> Result<RecordBatch> {
+    let chosen: Vec<usize> = pairs.iter().map(|p| p.chosen).collect();
+    let rejected: Vec<usize> = pairs.iter().map(|p| p.rejected).collect();
+    let mut fields = Vec::new();
+    let mut columns: Vec<ArrayRef> = Vec::new();
+    let mut push = |name: &str, array: ArrayRef, nullable: bool| {
+        fields.push(Field::new(name, array.data_type().clone(), nullable));
+        columns.push(array);
+    };
+
+    let prompt_values: ArrayRef = if is_text(prompt.field.data_type()) {
+        Arc::new(TextColumn::new(prompt)?.views().gather(&chosen))
+    } else {
+        take_rows(prompt, &chosen)?
+    };
+    push("prompt", prompt_values, true);
+    let responses = response.views();
+    push("chosen", Arc::new(responses.gather(&chosen)), false);
+    push("rejected", Arc::new(responses.gather(&rejected)), false);
+    let gather_f64 = |rows: &[usize], values: &[f64]| -> ArrayRef {
+        Arc::new(Float64Array::from_iter_values(
+            rows.iter().map(|&r| values[r]),
+        ))
+    };
+    push("score_chosen", gather_f64(&chosen, score), false);
+    push("score_rejected", gather_f64(&rejected, score), false);
+    push(
+        "margin",
+        Arc::new(Float64Array::from_iter_values(
+            pairs.iter().map(|p| p.margin),
+        )),
+        false,
+    );
+    push(
+        "group_id",
+        Arc::new(UInt64Array::from_iter_values(
+            pairs.iter().map(|p| group_ids[p.group]),
+        )),
+        false,
+    );
+    let as_i64 = |rows: &[usize]| -> ArrayRef {
+        Arc::new(Int64Array::from_iter_values(rows.iter().map(|&r| r as i64)))
+    };
+    push("chosen_row", as_i64(&chosen), false);
+    push("rejected_row", as_i64(&rejected), false);
+    if per_column.len() > 1 {
+        let (agreement, spread): (Vec<f64>, Vec<f64>) = pairs
+            .par_iter()
+            .map(|p| strength(per_column, p.chosen, p.rejected))
+            .unzip();
+        push("agreement", Arc::new(Float64Array::from(agreement)), false);
+        push("margin_std", Arc::new(Float64Array::from(spread)), false);
+    }
+    for column in carry {
+        push(column.name(), take_rows(column, &chosen)?, true);
+    }
+    let schema = Arc::new(Schema::new(fields));
+    if columns.is_empty() {
+        return Ok(RecordBatch::new_empty(schema));
+    }
+    Ok(RecordBatch::try_new(schema, columns)?)
+}
+
+/// Agreement (share of score columns preferring the chosen row) and the population standard
+/// deviation of the per-column margins.
+fn strength(per_column: &[Vec<f64>], chosen: usize, rejected: usize) -> (f64, f64) {
+    let n = per_column.len() as f64;
+    let margins: Vec<f64> = per_column.iter().map(|c| c[chosen] - c[rejected]).collect();
+    let agree = margins.iter().filter(|&&m| m > 0.0).count() as f64 / n;
+    let mean = margins.iter().sum::<f64>() / n;
+    let variance = margins.iter().map(|m| (m - mean) * (m - mean)).sum::<f64>() / n;
+    (agree, variance.sqrt())
+}
+
+/// The values of `column` at global `rows`, in that order, across its chunks.
+fn take_rows(column: &Column, rows: &[usize]) -> Result<ArrayRef> {
+    let starts = column.chunk_starts();
+    let indices: Vec<(usize, usize)> = rows
+        .iter()
+        .map(|&r| {
+            let chunk = starts.partition_point(|&s| s <= r) - 1;
+            (chunk, r - starts[chunk])
+        })
+        .collect();
+    let arrays: Vec<&dyn arrow_array::Array> = column.chunks.iter().map(|c| c.as_ref()).collect();
+    if arrays.is_empty() {
+        return Ok(arrow_array::new_empty_array(column.field.data_type()));
+    }
+    Ok(arrow_select::interleave::interleave(&arrays, &indices)?)
+}

@@ -1,0 +1,191 @@
+//! Text columns of any Arrow string type, and string views that point into them.
+//!
+//! Results hold text as `string_view` arrays whose views point into the input's own buffers:
+//! mining a million responses into several million pairs copies 16 bytes per cell, never the
+//! text itself.
+
+use arrow_array::builder::make_view;
+use arrow_array::{Array, LargeStringArray, StringArray, StringViewArray};
+use arrow_buffer::{Buffer, NullBuffer, ScalarBuffer};
+use arrow_schema::DataType;
+
+use crate::error::{Error, Result};
+use crate::table::Column;
+
+/// The widest window of a large buffer that one view can address (its offset is a u32).
+const WINDOW_STEP: usize = 1 << 31;
+
+/// A text column: one typed array per chunk.
+#[derive(Debug, Clone)]
+pub struct TextColumn {
+    chunks: Vec<TextChunk>,
+}
+
+#[derive(Debug, Clone)]
+enum TextChunk {
+    Utf8(StringArray),
+    LargeUtf8(LargeStringArray),
+    Utf8View(StringViewArray),
+}
+
+/// Whether a type is one of the text types [`TextColumn`] reads.
+pub fn is_text(data_type: &DataType) -> bool {
+    matches!(
+        data_type,
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+    )
+}
+
+impl TextColumn {
+    /// Read `column` as text, or fail with a message naming it and its type.
+    pub fn new(column: &Column) -> Result<Self> {
+        let wrong_type = || Error::ColumnType {
+            column: column.name().to_string(),
+            expected: "text (string, large_string or string_view)",
+            actual: column.field.data_type().to_string(),
+        };
+        if !is_text(column.field.data_type()) {
+            return Err(wrong_type());
+        }
+        let chunks = column
+            .chunks
+            .iter()
+            .map(|chunk| {
+                let any = chunk.as_any();
+                if let Some(a) = any.downcast_ref::<StringArray>() {
+                    Ok(TextChunk::Utf8(a.clone()))
+                } else if let Some(a) = any.downcast_ref::<LargeStringArray>() {
+                    Ok(TextChunk::LargeUtf8(a.clone()))
+                } else if let Some(a) = any.downcast_ref::<StringViewArray>() {
+                    Ok(TextChunk::Utf8View(a.clone()))
+                } else {
+                    Err(wrong_type())
+                }
+            })
+            .collect::<Result<_>>()?;
+        Ok(Self { chunks })
+    }
+
+    /// Every row's text (None for null), borrowed from the input, in row order.
+    pub fn strs(&self) -> Vec<Option<&str>> {
+        let mut out = Vec::with_capacity(self.chunks.iter().map(TextChunk::len).sum());
+        for chunk in &self.chunks {
+            match chunk {
+                TextChunk::Utf8(a) => out.extend(a.iter()),
+                TextChunk::LargeUtf8(a) => out.extend(a.iter()),
+                TextChunk::Utf8View(a) => out.extend(a.iter()),
+            }
+        }
+        out
+    }
+
+    /// A view of every row into the input's buffers, ready to be gathered into results.
+    pub fn views(&self) -> Views {
+        let len = self.chunks.iter().map(TextChunk::len).sum();
+        let mut views = Vec::with_capacity(len);
+        let mut buffers = Vec::new();
+        let mut validity = Vec::with_capacity(len);
+        for chunk in &self.chunks {
+            match chunk {
+                TextChunk::Utf8(a) => {
+                    let base = buffers.len() as u32;
+                    buffers.push(a.values().clone());
+                    for (i, value) in a.iter().enumerate() {
+                        let start = a.value_offsets()[i] as usize;
+                        views
+                            .push(value.map_or(0, |s| make_view(s.as_bytes(), base, start as u32)));
+                        validity.push(value.is_some());
+                    }
+                }
+                TextChunk::LargeUtf8(a) => {
+                    let base = buffers.len();
+                    let values = a.values();
+                    push_windows(values, &mut buffers);
+                    for (i, value) in a.iter().enumerate() {
+                        let start = a.value_offsets()[i] as usize;
+                        let window = start / WINDOW_STEP;
+                        views.push(value.map_or(0, |s| {
+                            make_view(
+                                s.as_bytes(),
+                                (base + window) as u32,
+                                (start - window * WINDOW_STEP) as u32,
+                            )
+                        }));
+                        validity.push(value.is_some());
+                    }
+                }
+                TextChunk::Utf8View(a) => {
+                    let base = buffers.len() as u32;
+                    buffers.extend(a.data_buffers().iter().cloned());
+                    for (i, &view) in a.views().iter().enumerate() {
+                        let valid = a.is_valid(i);
+                        validity.push(valid);
+                        views.push(if !valid {
+                            0
+                        } else if (view as u32) <= 12 {
+                            view // inline: no buffer index to move
+                        } else {
+                            view + ((base as u128) << 64)
+                        });
+                    }
+                }
+            }
+        }
+        let nulls = NullBuffer::from(validity);
+        Views {
+            views,
+            buffers,
+            nulls: (nulls.null_count() > 0).then_some(nulls),
+        }
+    }
+}
+
+/// Register `values` as buffers a view can address: one buffer when it is small enough,
+/// else overlapping windows of 4 GiB starting every 2 GiB, so that every string shorter than
+/// 2 GiB lies inside the window of its start.
+fn push_windows(values: &Buffer, buffers: &mut Vec<Buffer>) {
+    if values.len() <= u32::MAX as usize {
+        buffers.push(values.clone());
+        return;
+    }
+    let mut start = 0;
+    while start < values.len() {
+        let len = (values.len() - start).min(u32::MAX as usize);
+        buffers.push(values.slice_with_length(start, len));
+        start += WINDOW_STEP;
+    }
+}
+
+impl TextChunk {
+    fn len(&self) -> usize {
+        match self {
+            TextChunk::Utf8(a) => a.len(),
+            TextChunk::LargeUtf8(a) => a.len(),
+            TextChunk::Utf8View(a) => a.len(),
+        }
+    }
+}
+
+/// Views of every row of a text column plus the buffers they point into.
+#[derive(Debug, Clone)]
+pub struct Views {
+    views: Vec<u128>,
+    buffers: Vec<Buffer>,
+    nulls: Option<NullBuffer>,
+}
+
+impl Views {
+    /// A string_view array holding the rows `rows` (global row numbers), in that order,
+    /// without copying any text.
+    pub fn gather(&self, rows: &[usize]) -> StringViewArray {
+        let views: ScalarBuffer<u128> = rows.iter().map(|&r| self.views[r]).collect();
+        let nulls = self.nulls.as_ref().and_then(|nulls| {
+            let gathered = NullBuffer::from_iter(rows.iter().map(|&r| nulls.is_valid(r)));
+            (gathered.null_count() > 0).then_some(gathered)
+        });
+        // SAFETY: every view was made from valid UTF-8 of the input, by `make_view` or copied
+        // from a valid string_view array, and points into the buffer (or window) registered
+        // for it at the same index in `buffers`; nulls have the zero view.
+        unsafe { StringViewArray::new_unchecked(views, self.buffers.clone(), nulls) }
+    }
+}
