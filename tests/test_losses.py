@@ -13,8 +13,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from prefkit._errors import PrefkitError  # noqa: E402
-from prefkit.losses import list_loss, preference_loss  # noqa: E402
+from prefkit._errors import PrefkitError
+from prefkit.losses import list_loss, preference_loss
 
 RTOL = 1e-6
 
@@ -99,7 +99,7 @@ def pair_batch(seed=0, b=7):
 def test_pair_kind_matches_float64_formula(kind, beta):
     pw, pl, rw, rl, nw, nl = pair_batch(seed=hash(kind) % 1000)
     e = SMOOTHING.get(kind, 0.0)
-    params = dict(gamma=0.4, tau=0.05, alpha=0.7)
+    params = {"gamma": 0.4, "tau": 0.05, "alpha": 0.7}
     inputs = [t.clone().requires_grad_(True) for t in (pw, pl, rw, rl)]
     loss, metrics = preference_loss(*inputs, kind=kind, beta=beta, label_smoothing=e,
                                     chosen_lengths=nw, rejected_lengths=nl, **params)
@@ -181,14 +181,14 @@ def test_empty_completion_counts_as_length_one():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(kind="nope"), "kind"),
-        (dict(kind="ipo"), "chosen_lengths"),
-        (dict(kind="simpo", chosen_lengths=torch.ones(3)), "chosen_lengths"),
-        (dict(reduction="avg"), "reduction"),
-        (dict(beta=0.0), "beta"),
-        (dict(label_smoothing=0.1), "label_smoothing"),
-        (dict(kind="robust", label_smoothing=0.5), "label_smoothing"),
-        (dict(kind="discopop", tau=0.0), "tau"),
+        ({"kind": "nope"}, "kind"),
+        ({"kind": "ipo"}, "chosen_lengths"),
+        ({"kind": "simpo", "chosen_lengths": torch.ones(3)}, "chosen_lengths"),
+        ({"reduction": "avg"}, "reduction"),
+        ({"beta": 0.0}, "beta"),
+        ({"label_smoothing": 0.1}, "label_smoothing"),
+        ({"kind": "robust", "label_smoothing": 0.5}, "label_smoothing"),
+        ({"kind": "discopop", "tau": 0.0}, "tau"),
     ],
 )
 def test_pair_bad_arguments(kwargs, match):
@@ -228,7 +228,7 @@ def ref_list_losses(kind, logps, scores, mask, ref, beta):
             terms = [-logsig(r[i] - r[j]) for i in items for j in items if s[i] > s[j]]
             out.append(torch.stack(terms).mean() if terms else logps.new_zeros(()))
         else:  # lipo_lambda
-            by_reward = sorted(items, key=lambda k: -float(r[k]))
+            by_reward = sorted(items, key=lambda k: -float(r[k].detach()))
             rank = {k: p + 1 for p, k in enumerate(by_reward)}
             total = logps.new_zeros(())
             for i in items:

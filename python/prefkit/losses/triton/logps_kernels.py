@@ -32,12 +32,19 @@ def _build():
 
 
 def _config(x: torch.Tensor):
-    """Tile sizes: tensor-core friendly on a GPU, tiny under the CPU interpreter."""
-    if interpret_mode():
-        return {"BLOCK_T": 16, "BLOCK_V": 32, "BLOCK_K": 16}, {}
+    """Kernel flags, tile sizes and launch options for inputs like ``x``.
+
+    Tiles are tensor-core friendly on a GPU and tiny under the CPU interpreter.
+    """
+    interpret = interpret_mode()
+    flags = {"IEEE": x.dtype == torch.float32, "DOT_FP32": interpret}
+    if interpret:
+        return {**flags, "BLOCK_T": 16, "BLOCK_V": 32, "BLOCK_K": 16}, {}
     if x.element_size() == 2:
-        return {"BLOCK_T": 128, "BLOCK_V": 128, "BLOCK_K": 64}, {"num_warps": 8, "num_stages": 3}
-    return {"BLOCK_T": 64, "BLOCK_V": 128, "BLOCK_K": 32}, {"num_warps": 8, "num_stages": 2}
+        tiles = {"BLOCK_T": 128, "BLOCK_V": 128, "BLOCK_K": 64}
+        return {**flags, **tiles}, {"num_warps": 8, "num_stages": 3}
+    tiles = {"BLOCK_T": 64, "BLOCK_V": 128, "BLOCK_K": 32}
+    return {**flags, **tiles}, {"num_warps": 8, "num_stages": 2}
 
 
 def _bias_arg(bias, x):
@@ -86,8 +93,7 @@ def lse_and_target(x, weight, bias, targets):
     b, has_bias = _bias_arg(bias, x)
     grid = (-(-n // tiles["BLOCK_T"]), n_vblocks)
     lse_kernel[grid](x, weight, b, targets, part, target, n, v, h, x.stride(0), weight.stride(0),
-                     n_vblocks, HAS_BIAS=has_bias, IEEE=x.dtype == torch.float32,
-                     **tiles, **launch)
+                     n_vblocks, HAS_BIAS=has_bias, **tiles, **launch)
     return torch.logsumexp(part, dim=1), target
 
 
@@ -141,5 +147,5 @@ def dlogits(x, weight, bias, targets, lse, grad, out_dtype):
     grid = (-(-n // tiles["BLOCK_T"]), -(-v // tiles["BLOCK_V"]))
     dlogits_kernel[grid](x, weight, b, targets, lse, grad, out, n, v, h, x.stride(0),
                          weight.stride(0), out.stride(0), HAS_BIAS=has_bias,
-                         IEEE=x.dtype == torch.float32, **tiles, **launch)
+                         **tiles, **launch)
     return out
