@@ -29,6 +29,14 @@ def _names(value: str | Sequence[str], argument: str) -> list[str]:
     return names
 
 
+def _check_int(argument: str, value: Any, low: int, high: int | None = None) -> None:
+    """Integers cross into Rust as unsigned: reject what would not fit with a clear message."""
+    fits = isinstance(value, int) and not isinstance(value, bool) and value >= low
+    if not fits or (high is not None and value > high):
+        bound = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise PrefkitError(f"{argument} must be an integer {bound}, got {value!r}")
+
+
 def mine_pairs(
     data: Any,
     *,
@@ -113,8 +121,10 @@ def mine_pairs(
     table = as_table(data)
     scores = _names(score, "score")
     carry = _names(carry, "carry") if carry else []
-    if max_pairs_per_prompt is not None and max_pairs_per_prompt < 1:
-        raise PrefkitError(f"max_pairs_per_prompt must be >= 1, got {max_pairs_per_prompt}")
+    _check_int("k", k, 1)
+    _check_int("seed", seed, 0, 2**64 - 1)
+    if max_pairs_per_prompt is not None:
+        _check_int("max_pairs_per_prompt", max_pairs_per_prompt, 1)
     parameters = dict(
         prompt=prompt,
         response=response,

@@ -6,7 +6,7 @@ use arrow_schema::ArrowError;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A named column is not in the table.
-    #[error("column '{column}' not found; the table has columns {available:?}")]
+    #[error("column '{column}' not found; the table has columns [{}]", quoted(available))]
     MissingColumn {
         column: String,
         available: Vec<String>,
@@ -34,6 +34,15 @@ pub enum Error {
     /// An error raised by arrow-rs itself.
     #[error("arrow: {0}")]
     Arrow(#[from] ArrowError),
+}
+
+/// Names as a Python list prints them: `'a', 'b'`.
+fn quoted(names: &[String]) -> String {
+    names
+        .iter()
+        .map(|n| format!("'{n}'"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// `Result` with [`Error`].

@@ -1,0 +1,210 @@
+"""The ``prefkit`` command: one verb per operation, files in, files out.
+
+Every verb reads .parquet, .jsonl(.gz), .json, .csv, .arrow or a saved ``datasets`` folder,
+writes .parquet or .jsonl atomically (a temporary file renamed into place), shows progress on
+stderr for long work and prints the row accounting at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from contextlib import contextmanager
+from typing import Callable, Iterator, Sequence
+
+from prefkit._errors import PrefkitError
+from prefkit._provenance import report_of
+from prefkit.io import read_table, write_table
+
+EPILOG_PAIRS = """\
+examples:
+  prefkit pairs examples/ultrafeedback_mini.jsonl --completions completions -o pairs.parquet
+  prefkit pairs rated.parquet -o pairs.jsonl --strategy all_pairs --min-margin 0.5
+  prefkit pairs rated.parquet -o pairs.parquet --score rm_a rm_b --max-pairs-per-prompt 4
+  prefkit pairs rated.parquet -o pairs.parquet --strategy best_vs_random --seed 7 --carry source
+"""
+
+EPILOG_UNNEST = """\
+examples:
+  prefkit unnest ultrafeedback.parquet -o long.parquet
+  prefkit unnest raw.jsonl -o long.parquet --completions outputs --response text --score rating
+"""
+
+
+@contextmanager
+def _step(label: str, quiet: bool) -> Iterator[None]:
+    """Show ``label`` on stderr while a step runs (a live timer when stderr is a terminal)."""
+    started = time.perf_counter()
+    if not quiet:
+        print(f"{label} ...", end="", file=sys.stderr, flush=True)
+    try:
+        yield
+    finally:
+        if not quiet:
+            print(f" {time.perf_counter() - started:.2f}s", file=sys.stderr, flush=True)
+
+
+def _print_accounting(record: dict, output: str) -> None:
+    rows_in = record.get("rows_in", 0)
+    rows_out = record.get("rows_out", 0)
+    print(f"wrote {rows_out} rows to {output}")
+    used = record.get("rows_used")
+    print(f"rows in: {rows_in}" + (f", used: {used}" if used is not None else ""))
+    for reason, count in sorted(record.get("dropped", {}).items()):
+        print(f"  dropped ({reason}): {count}")
+    for name in ("groups_in", "groups_with_pairs", "pairs_out", "pairs_capped"):
+        if name in record:
+            print(f"{name}: {record[name]}")
+
+
+def _read(path: str, quiet: bool):
+    """Read the input; a Parquet file is read batch by batch behind a progress bar of rows."""
+    if quiet or not path.lower().endswith(".parquet"):
+        with _step(f"reading {path}", quiet):
+            return read_table(path)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from tqdm import tqdm
+
+    source = pq.ParquetFile(path)
+    batches = []
+    with tqdm(
+        total=source.metadata.num_rows, unit=" rows", unit_scale=True, desc="reading",
+        file=sys.stderr,
+    ) as bar:
+        for batch in source.iter_batches(batch_size=65536):
+            batches.append(batch)
+            bar.update(batch.num_rows)
+    return pa.Table.from_batches(batches, schema=source.schema_arrow)
+
+
+def _run(args: argparse.Namespace, operation: Callable, **options) -> int:
+    table = _read(args.input, args.quiet)
+    with _step(f"{args.verb} on {table.num_rows} rows", args.quiet):
+        result = operation(table, **options)
+    with _step(f"writing {args.output}", args.quiet):
+        write_table(result, args.output)
+    _print_accounting(report_of(result), args.output)
+    return 0
+
+
+def _pairs(args: argparse.Namespace) -> int:
+    from prefkit.pairs import mine_pairs, unnest
+
+    def operation(table, **options):
+        if args.completions:
+            table = unnest(
+                table,
+                prompt=args.prompt,
+                completions=args.completions,
+                response=args.response,
+                score=options["score"],
+            )
+        return mine_pairs(table, **options)
+
+    return _run(
+        args,
+        operation,
+        prompt=args.prompt,
+        response=args.response,
+        score=args.score if len(args.score) > 1 else args.score[0],
+        group=args.group,
+        strategy=args.strategy,
+        k=args.k,
+        min_margin=args.min_margin,
+        ties=args.ties,
+        nan=args.nan,
+        max_pairs_per_prompt=args.max_pairs_per_prompt,
+        length_penalty=args.length_penalty,
+        seed=args.seed,
+        carry=args.carry,
+    )
+
+
+def _unnest(args: argparse.Namespace) -> int:
+    from prefkit.pairs import unnest
+
+    return _run(
+        args,
+        unnest,
+        prompt=args.prompt,
+        completions=args.completions,
+        response=args.response,
+        score=args.score if len(args.score) > 1 else args.score[0],
+    )
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("input", help="input file (.parquet, .jsonl[.gz], .json, .csv, .arrow)")
+    parser.add_argument("-o", "--output", required=True, help="output file (.parquet or .jsonl)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``prefkit`` command."""
+    from prefkit.pairs import STRATEGIES
+
+    parser = argparse.ArgumentParser(
+        prog="prefkit",
+        description="Turn raw preference corpora into training-ready data.",
+    )
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    pairs = verbs.add_parser(
+        "pairs",
+        help="mine chosen/rejected pairs from rated responses",
+        description="Mine chosen/rejected pairs from a long table (one row per response).",
+        epilog=EPILOG_PAIRS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _common(pairs)
+    pairs.add_argument("--prompt", default="prompt", help="prompt column (default: prompt)")
+    pairs.add_argument("--response", default="response", help="response column")
+    pairs.add_argument("--score", nargs="+", default=["score"], help="score column(s)")
+    pairs.add_argument("--group", default=None, help="group by this column instead of prompt")
+    pairs.add_argument(
+        "--completions",
+        default=None,
+        metavar="COLUMN",
+        help="input is nested (UltraFeedback): unnest this list<struct> column first",
+    )
+    pairs.add_argument("--strategy", default="best_vs_worst", choices=STRATEGIES)
+    pairs.add_argument("--k", type=int, default=1, help="k of top_k_vs_bottom_k")
+    pairs.add_argument("--min-margin", type=float, default=0.0)
+    pairs.add_argument("--ties", default="drop", choices=("drop", "keep"))
+    pairs.add_argument("--nan", default="drop", choices=("drop", "error"))
+    pairs.add_argument("--max-pairs-per-prompt", type=int, default=None)
+    pairs.add_argument("--length-penalty", type=float, default=0.0)
+    pairs.add_argument("--seed", type=int, default=0)
+    pairs.add_argument("--carry", nargs="*", default=[], help="columns copied from chosen rows")
+    pairs.set_defaults(run=_pairs)
+
+    unnest = verbs.add_parser(
+        "unnest",
+        help="nested completions (UltraFeedback) to one row per response",
+        description="Turn rows holding a list of completion structs into one row per response.",
+        epilog=EPILOG_UNNEST,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _common(unnest)
+    unnest.add_argument("--prompt", default="prompt")
+    unnest.add_argument("--completions", default="completions")
+    unnest.add_argument("--response", default="response", help="field holding the text")
+    unnest.add_argument("--score", nargs="+", default=["score"], help="field(s) holding scores")
+    unnest.set_defaults(run=_unnest)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``prefkit`` command; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except PrefkitError as error:
+        print(f"prefkit {args.verb}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
