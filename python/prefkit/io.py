@@ -128,9 +128,7 @@ def read_table(path: str | os.PathLike) -> pa.Table:
 
         return pq.read_table(path)
     if suffix in (".jsonl", ".jsonl.gz"):
-        import pyarrow.json as pj
-
-        return pj.read_json(path)
+        return _read_jsonl(path)
     if suffix in (".json", ".json.gz"):
         return _read_json_document(path)
     if suffix == ".csv":
@@ -143,6 +141,25 @@ def read_table(path: str | os.PathLike) -> pa.Table:
         return ipc.open_file(source).read_all()
 
 
+#: prefkit's uint64 id columns. JSON has one number type and pyarrow infers ids above 2**63
+#: as float64, losing digits, so these are read back with their real type.
+UINT64_COLUMNS = ("group_id",)
+
+
+def _read_jsonl(path: Path) -> pa.Table:
+    import pyarrow.json as pj
+
+    table = pj.read_json(path)
+    ids = [name for name in UINT64_COLUMNS if name in table.column_names]
+    if not ids:
+        return table
+    options = pj.ParseOptions(
+        explicit_schema=pa.schema([(name, pa.uint64()) for name in ids]),
+        unexpected_field_behavior="infer",
+    )
+    return pj.read_json(path, parse_options=options).select(table.column_names)
+
+
 def _read_json_document(path: Path) -> pa.Table:
     """A ``.json`` file is either JSON lines or one array of records; accept both."""
     import gzip
@@ -152,9 +169,7 @@ def _read_json_document(path: Path) -> pa.Table:
     with opener(path, "rt", encoding="utf-8") as handle:
         head = handle.read(1).lstrip() or handle.read(64).lstrip()[:1]
     if head != "[":
-        import pyarrow.json as pj
-
-        return pj.read_json(path)
+        return _read_jsonl(path)
     with opener(path, "rt", encoding="utf-8") as handle:
         records = json.load(handle)
     return pa.Table.from_pylist(records)

@@ -109,12 +109,12 @@ def mine_pairs(
     >>> data = pa.table({
     ...     "prompt": ["2+2?", "2+2?", "2+2?"],
     ...     "response": ["4", "5", "four"],
-    ...     "score": [0.9, 0.1, 0.7],
+    ...     "score": [1.0, 0.0, 0.75],
     ... })
     >>> pairs = pk.mine_pairs(data, strategy="best_vs_all")
     >>> pairs.select(["chosen", "rejected", "margin"]).to_pylist()  # doctest: +NORMALIZE_WHITESPACE
-    [{'chosen': '4', 'rejected': 'four', 'margin': 0.19999999999999996},
-     {'chosen': '4', 'rejected': '5', 'margin': 0.8}]
+    [{'chosen': '4', 'rejected': 'four', 'margin': 0.25},
+     {'chosen': '4', 'rejected': '5', 'margin': 1.0}]
     >>> pk.report_of(pairs)["dropped"]
     {}
     """
