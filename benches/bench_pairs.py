@@ -289,8 +289,10 @@ def _arrow(obj: Any) -> Any:
     if isinstance(obj, pa.Table):
         return obj
     if hasattr(obj, "__arrow_c_stream__"):
-        # polars exports string_view through the PyCapsule interface without copying.
-        return pa.table(obj)
+        # polars exports string_view through the PyCapsule interface without copying. Not
+        # pa.table(obj): it probes for pandas first, importing it (~0.4 s, ~45 MB of RSS) into
+        # every measured process.
+        return pa.RecordBatchReader.from_stream(obj).read_all()
     return None
 
 
