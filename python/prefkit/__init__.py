@@ -14,6 +14,7 @@ Examples
 from prefkit._errors import PrefkitError
 from prefkit._provenance import report_of
 from prefkit._version import __version__
+from prefkit.batches import plan_batches
 from prefkit.io import materialize, read_table, write_table
 from prefkit.pairs import mine_pairs, unnest
 
@@ -22,6 +23,7 @@ __all__ = [
     "__version__",
     "materialize",
     "mine_pairs",
+    "plan_batches",
     "read_table",
     "report_of",
     "unnest",

@@ -24,3 +24,8 @@ def mine_pairs(
     carry: list[str],
 ) -> tuple[Any, dict[str, Any]]:
     """Mine pairs; returns an Arrow table (PyCapsule) and the row accounting."""
+
+def plan_batches(
+    lengths: Any, *, max_tokens: int, packed: bool, shuffle: bool, seed: int
+) -> tuple[Any, Any]:
+    """Plan batches; returns Arrow uint64 arrays ``rows`` and ``offsets``."""

@@ -6,7 +6,10 @@ use arrow_schema::ArrowError;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A named column is not in the table.
-    #[error("column '{column}' not found; the table has columns [{}]", quoted(available))]
+    #[error(
+        "column '{column}' not found; the table has columns [{}]",
+        quoted(available)
+    )]
     MissingColumn {
         column: String,
         available: Vec<String>,

@@ -10,10 +10,12 @@
 //! - [`key`]: canonical bytes of a grouping key (text, integers, chat messages) and its xxh3 id.
 //! - [`grouping`]: rows grouped by key, with a fast path for contiguous groups.
 //! - [`pairs`]: chosen/rejected pair mining.
+//! - [`batching`]: token-budget batch plans.
 //! - [`accounting`]: rows in, rows used, rows dropped by reason.
 //! - [`parallel`]: the rayon pool, sized by `PREFKIT_NUM_THREADS` and safe after `fork`.
 
 pub mod accounting;
+pub mod batching;
 pub mod error;
 pub mod grouping;
 pub mod key;
