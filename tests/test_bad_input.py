@@ -48,19 +48,19 @@ def test_missing_column_message_lists_the_columns():
 
 def test_text_scores_name_the_column_and_type():
     data = good().set_column(2, "score", pa.array(["1.0", "0.0", "2.0"]))
-    with pytest.raises(pk.PrefkitError, match=r"'score'.*(string|utf8)"):
+    with pytest.raises(pk.PrefkitError, match=r"(?i)'score'.*(string|utf8)"):
         pk.mine_pairs(data)
 
 
 def test_text_in_the_second_score_column_is_named():
     data = good().append_column("rm2", pa.array(["x", "y", "z"], pa.large_string()))
-    with pytest.raises(pk.PrefkitError, match=r"'rm2'.*(large_string|large_utf8|LargeUtf8)"):
+    with pytest.raises(pk.PrefkitError, match=r"(?i)'rm2'.*(large_string|large_?utf8)"):
         pk.mine_pairs(data, score=["score", "rm2"])
 
 
 def test_numeric_response_is_an_error_naming_the_column():
     data = good().set_column(1, "response", pa.array([1, 2, 3]))
-    with pytest.raises(pk.PrefkitError, match=r"'response'.*(int64|Int64)"):
+    with pytest.raises(pk.PrefkitError, match=r"(?i)'response'.*int64"):
         pk.mine_pairs(data)
 
 

@@ -363,3 +363,42 @@ def test_docstring_examples(name):
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS, verbose=False)
     assert result.failed == 0, f"{result.failed} docstring example(s) failed in {name}"
     assert result.attempted > 0
+
+
+# --- corners of the rules ------------------------------------------------------------------
+
+
+def test_accounting_holds_every_count_even_when_zero():
+    # docs/pairs.md: the metadata holds groups_in, groups_with_pairs and pairs_out.
+    tie = pa.table({"prompt": ["p", "p"], "response": ["a", "b"], "score": [1.0, 1.0]})
+    report = pk.report_of(pk.mine_pairs(tie))
+    assert report["dropped"] == {"tie": 2}
+    assert report["groups_in"] == 1
+    assert report["groups_with_pairs"] == 0
+    assert report["pairs_out"] == 0
+    empty = pk.report_of(pk.mine_pairs(tie.slice(0, 0)))
+    assert (empty["rows_in"], empty["groups_in"], empty["groups_with_pairs"]) == (0, 0, 0)
+
+
+def test_equal_infinite_scores_are_a_kept_tie():
+    # e_a == e_b (both +inf) and min_margin == 0: with ties="keep" the pair qualifies, with
+    # margin 0 (DESIGN.md: ties are emitted "with margin 0"; inf - inf would be NaN).
+    data = pa.table(
+        {"prompt": ["p"] * 3, "response": ["x", "y", "z"], "score": [math.inf, math.inf, 0.0]}
+    )
+    pairs = pk.mine_pairs(data, strategy="adjacent", ties="keep").to_pylist()
+    assert [(p["chosen"], p["rejected"], p["margin"]) for p in pairs] == [
+        ("x", "y", 0.0),
+        ("y", "z", math.inf),
+    ]
+    # With ties="drop" they do not pair.
+    dropped = pk.mine_pairs(data, strategy="adjacent").to_pylist()
+    assert [(p["chosen"], p["rejected"]) for p in dropped] == [("y", "z")]
+
+
+def test_a_null_typed_key_column_is_all_null_keys():
+    # pa.nulls(): every key is null, so every row is dropped as null_key.
+    data = pa.table({"prompt": pa.nulls(2), "response": ["a", "b"], "score": [1.0, 0.0]})
+    pairs = pk.mine_pairs(data)
+    assert pairs.num_rows == 0
+    assert pk.report_of(pairs)["dropped"] == {"null_key": 2}

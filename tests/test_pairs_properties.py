@@ -23,21 +23,27 @@ CHAT = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
 ALPHABET = st.sampled_from(list("ab é中\U0001f600\U00010348\u0301\n"))
 TEXT = st.text(ALPHABET, min_size=0, max_size=6)
 
-FLOAT_SCORES = st.sampled_from([0.0, 0.5, 1.0, 2.0, -1.0, 0.25, -0.5])
-FLOAT_SPECIALS = st.sampled_from([None, math.nan])
-INT_SCORES = st.sampled_from([0, 1, 2, 3, -1])
+PALETTES = {
+    # Few distinct values: many ties, and equal-score groups.
+    "tiny": st.sampled_from([0.0, 1.0]),
+    "small": st.sampled_from([0.0, 0.5, 1.0, 2.0, -1.0, 0.25, -0.5]),
+    # Mostly distinct values.
+    "wide": st.floats(-10, 10, allow_nan=False, width=64),
+}
+INT_PALETTES = {
+    "tiny": st.sampled_from([0, 1]),
+    "small": st.sampled_from([0, 1, 2, 3, -1]),
+    "wide": st.integers(-1000, 1000),
+}
 
 
-def float_score(allow_inf: bool):
-    choices = [FLOAT_SCORES, FLOAT_SCORES, FLOAT_SCORES, FLOAT_SPECIALS]
-    choices.append(st.floats(-10, 10, allow_nan=False, width=64))
-    if allow_inf:
-        choices.append(st.sampled_from([math.inf, -math.inf]))
-    return st.one_of(*choices)
-
-
-def int_score():
-    return st.one_of(INT_SCORES, INT_SCORES, INT_SCORES, st.none())
+def score_value(draw, kind: str, palette: str, nan_rate: int, allow_inf: bool):
+    """One score: null/NaN with probability nan_rate %, an infinity sometimes, else the palette."""
+    if draw(st.integers(0, 99)) < nan_rate:
+        return draw(st.sampled_from([None, math.nan])) if kind == "float" else None
+    if allow_inf and kind == "float" and draw(st.integers(0, 5)) == 0:
+        return draw(st.sampled_from([math.inf, -math.inf]))
+    return draw((PALETTES if kind == "float" else INT_PALETTES)[palette])
 
 
 @st.composite
@@ -57,6 +63,8 @@ def long_tables(draw):
     allow_inf = n_scores == 1 and draw(st.booleans())
     contiguous = draw(st.booleans())
     null_rate = draw(st.sampled_from([0, 0, 5, 20]))  # percent of null keys / responses
+    nan_rate = draw(st.sampled_from([0, 0, 3, 15]))  # percent of null / NaN scores
+    palette = draw(st.sampled_from(list(PALETTES)))
 
     if key_kind == "chat":
         pool = draw(st.lists(chat(), min_size=1, max_size=4))
@@ -82,7 +90,7 @@ def long_tables(draw):
             row["prompt"] = None if null_key else pool[pick]
         row["response"] = None if null_response else draw(TEXT)
         for c, kind in enumerate(score_types):
-            row[f"s{c}"] = draw(float_score(allow_inf) if kind == "float" else int_score())
+            row[f"s{c}"] = score_value(draw, kind, palette, nan_rate, allow_inf)
         row["id"] = i * 10
         row["meta"] = draw(st.one_of(TEXT, st.none()))
         rows.append(row)
