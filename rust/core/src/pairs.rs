@@ -582,3 +582,159 @@ fn take_rows(column: &Column, rows: &[usize]) -> Result<ArrayRef> {
     }
     Ok(arrow_select::interleave::interleave(&arrays, &indices)?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::cast::AsArray;
+    use arrow_array::{Float64Array, StringArray, StringViewArray};
+
+    fn table(prompts: &[&str], responses: &[&str], scores: &[f64]) -> Table {
+        let batch = RecordBatch::try_from_iter(vec![
+            (
+                "prompt",
+                Arc::new(StringArray::from(prompts.to_vec())) as ArrayRef,
+            ),
+            (
+                "response",
+                Arc::new(StringViewArray::from(responses.to_vec())) as ArrayRef,
+            ),
+            (
+                "score",
+                Arc::new(Float64Array::from(scores.to_vec())) as ArrayRef,
+            ),
+        ])
+        .unwrap();
+        Table::new(batch.schema(), vec![batch])
+    }
+
+    fn options(strategy: Strategy) -> PairOptions {
+        PairOptions {
+            prompt: "prompt".into(),
+            response: "response".into(),
+            scores: vec!["score".into()],
+            group: None,
+            strategy,
+            k: 1,
+            min_margin: 0.0,
+            ties: Ties::Drop,
+            nan: NanPolicy::Drop,
+            max_pairs_per_prompt: None,
+            length_penalty: 0.0,
+            seed: 0,
+            carry: vec![],
+        }
+    }
+
+    fn rows(batch: &RecordBatch) -> Vec<(i64, i64)> {
+        let c = batch
+            .column_by_name("chosen_row")
+            .unwrap()
+            .as_primitive::<arrow_array::types::Int64Type>();
+        let r = batch
+            .column_by_name("rejected_row")
+            .unwrap()
+            .as_primitive::<arrow_array::types::Int64Type>();
+        c.values()
+            .iter()
+            .copied()
+            .zip(r.values().iter().copied())
+            .collect()
+    }
+
+    fn sample() -> Table {
+        // Group "a" is split by a "b" row; its scores tie at 2.0 (rows 0 and 3).
+        table(
+            &["a", "a", "b", "a", "b", "a"],
+            &["w", "x", "long response text", "y", "z", "v"],
+            &[2.0, 1.0, 0.5, 2.0, f64::NAN, 3.0],
+        )
+    }
+
+    #[test]
+    fn best_vs_worst_pairs_the_extremes_of_each_group() {
+        let (batch, accounting) = mine_pairs(&sample(), &options(Strategy::BestVsWorst)).unwrap();
+        assert_eq!(rows(&batch), vec![(5, 1)]);
+        assert_eq!(accounting.rows_in, 6);
+        assert_eq!(accounting.rows_used, 2);
+        assert_eq!(accounting.dropped["not_selected"], 2);
+        assert_eq!(accounting.dropped["nan_score"], 1);
+        assert_eq!(accounting.dropped["group_too_small"], 1);
+        assert_eq!(accounting.rows_accounted(), 6);
+    }
+
+    #[test]
+    fn all_pairs_skips_ties_unless_kept() {
+        let (batch, _) = mine_pairs(&sample(), &options(Strategy::AllPairs)).unwrap();
+        assert_eq!(rows(&batch), vec![(5, 0), (5, 3), (5, 1), (0, 1), (3, 1)]);
+        let mut keep = options(Strategy::AllPairs);
+        keep.ties = Ties::Keep;
+        let (batch, _) = mine_pairs(&sample(), &keep).unwrap();
+        assert_eq!(
+            rows(&batch),
+            vec![(5, 0), (5, 3), (5, 1), (0, 3), (0, 1), (3, 1)]
+        );
+    }
+
+    #[test]
+    fn margins_cap_and_adjacent() {
+        let mut capped = options(Strategy::AllPairs);
+        capped.max_pairs_per_prompt = Some(2);
+        let (batch, accounting) = mine_pairs(&sample(), &capped).unwrap();
+        // Largest margins: (5,1)=2.0, then (5,0)=1.0 (earlier than (5,3)); generation order.
+        assert_eq!(rows(&batch), vec![(5, 0), (5, 1)]);
+        assert_eq!(accounting.counts["pairs_capped"], 3);
+        let (batch, _) = mine_pairs(&sample(), &options(Strategy::Adjacent)).unwrap();
+        assert_eq!(rows(&batch), vec![(5, 0), (3, 1)]);
+    }
+
+    #[test]
+    fn best_vs_random_is_seeded() {
+        let mut random = options(Strategy::BestVsRandom);
+        let draws: Vec<_> = (0..8)
+            .map(|seed| {
+                random.seed = seed;
+                rows(&mine_pairs(&sample(), &random).unwrap().0)
+            })
+            .collect();
+        assert!(draws.iter().all(|d| d.len() == 1 && d[0].0 == 5));
+        random.seed = 3;
+        assert_eq!(rows(&mine_pairs(&sample(), &random).unwrap().0), draws[3]);
+        assert!(
+            draws.iter().any(|d| d != &draws[0]),
+            "every seed drew the same row"
+        );
+    }
+
+    #[test]
+    fn text_is_shared_not_copied() {
+        let input = sample();
+        let (batch, _) = mine_pairs(&input, &options(Strategy::BestVsAll)).unwrap();
+        let chosen = batch.column_by_name("chosen").unwrap().as_string_view();
+        assert_eq!(chosen.value(0), "v");
+        let rejected = batch.column_by_name("rejected").unwrap().as_string_view();
+        assert_eq!(
+            rejected.iter().flatten().collect::<Vec<_>>(),
+            vec!["w", "y", "x"]
+        );
+    }
+
+    #[test]
+    fn nan_error_names_column_and_row() {
+        let mut strict = options(Strategy::BestVsWorst);
+        strict.nan = NanPolicy::Error;
+        let message = mine_pairs(&sample(), &strict).unwrap_err().to_string();
+        assert!(
+            message.contains("'score'") && message.contains("row 4"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn bad_arguments_are_errors() {
+        assert!(Strategy::parse("best").is_err());
+        let mut negative = options(Strategy::BestVsWorst);
+        negative.min_margin = -1.0;
+        assert!(mine_pairs(&sample(), &negative).is_err());
+    }
+}
