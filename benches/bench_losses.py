@@ -115,7 +115,7 @@ def child(name, cfg):
         "median_s": statistics.median(times),
         "times_s": times,
         "peak_delta_mib": (peak - rss0) / 2**20,
-        "loss": float(loss),
+        "loss": float(loss.detach()),
         "grad_hidden_norm": float(hidden.grad.norm()),
         "grad_weight_norm": float(weight.grad.norm()),
     }))

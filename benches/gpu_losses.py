@@ -166,7 +166,7 @@ def bench(losses, name, n_pairs, t, h, v, repeats, prompt):
         times.append(start.elapsed_time(end))
         peaks.append((torch.cuda.max_memory_allocated() - base) / 2**30)
     out = {"name": name, "ms": statistics.median(times), "peak_gib": max(peaks),
-           "warm_s": warm, "loss": float(loss), "gh": float(hidden.grad.float().norm()),
+           "warm_s": warm, "loss": float(loss.detach()), "gh": float(hidden.grad.float().norm()),
            "gw": float(weight.grad.float().norm())}
     del hidden, weight, labels, step
     torch.cuda.empty_cache()
