@@ -142,6 +142,13 @@ def mine_pairs(
     groups: dict[bytes, list[int]] = {}  # canonical key bytes -> rows, in input order
     group_key: dict[bytes, Any] = {}
 
+    if nan == "error":
+        # The first row in input order with a null or NaN score, whatever else it holds.
+        for index, row in enumerate(rows):
+            for name in scores:
+                if not _is_valid_number(row[name]):
+                    raise ValueError(f"column '{name}' has a null or NaN score at row {index}")
+
     for index, row in enumerate(rows):
         key = row[key_column]
         if key is None:
@@ -156,9 +163,6 @@ def mine_pairs(
             continue
         values = [row[name] for name in scores]
         if not all(_is_valid_number(v) for v in values):
-            if nan == "error":
-                bad = next(name for name in scores if not _is_valid_number(row[name]))
-                raise ValueError(f"NaN or null score in column '{bad}' at row {index}")
             reason[index] = "nan_score"
             continue
         values = [float(v) for v in values]

@@ -9,6 +9,8 @@ type, a ``group`` column, chat-message prompts and carry columns.
 from __future__ import annotations
 
 import math
+import os
+import re
 
 import prefkit as pk
 import pyarrow as pa
@@ -215,6 +217,64 @@ def test_best_vs_random_is_deterministic_and_a_candidate(data, seed):
     for row in first.to_pylist():
         assert (row["chosen_row"], row["rejected_row"]) in every
     assert len({r["group_id"] for r in first.to_pylist()}) == first.num_rows
+
+
+@given(data=long_tables(), parameters=PARAMETERS)
+def test_nan_error_names_the_first_bad_row(data, parameters):
+    table, columns = data
+    rows = table.to_pylist()
+    try:
+        ref.mine_pairs(rows, **columns, **parameters, nan="error")
+    except ValueError as error:
+        # Same column and row as the reference: the first (row, column) in input order.
+        with pytest.raises(pk.PrefkitError, match=re.escape(str(error).split(" has ")[0])) as info:
+            pk.mine_pairs(table, **columns, **parameters, nan="error")
+        row = str(error).rsplit(" ", 1)[1]
+        assert re.search(rf"\brow {row}\b", str(info.value))
+    else:
+        check(table, rows, **columns, **parameters, nan="error")
+
+
+def test_thread_count_does_not_change_the_result():
+    """One thread and the default pool give identical pairs and accounting."""
+    code = (
+        "import pyarrow.parquet as pq, prefkit as pk, sys\n"
+        "t = pq.read_table(sys.argv[1])\n"
+        "r = pk.mine_pairs(t, strategy='all_pairs', max_pairs_per_prompt=2, seed=3)\n"
+        "pq.write_table(r, sys.argv[2])\n"
+    )
+    import random
+    import subprocess
+    import sys
+    import tempfile
+
+    import pyarrow.parquet as pq
+
+    rng = random.Random(3)
+    table = pa.table(
+        {
+            "prompt": [f"p{rng.randrange(2000)}" for _ in range(12_000)],
+            "response": [rng.choice(["a", "bb", "ccc"]) for _ in range(12_000)],
+            "score": [rng.choice([0.0, 1.0, 2.0, rng.random()]) for _ in range(12_000)],
+        }
+    )
+    expected = pk.mine_pairs(table, strategy="all_pairs", max_pairs_per_prompt=2, seed=3)
+    with tempfile.TemporaryDirectory() as folder:
+        source, target = f"{folder}/in.parquet", f"{folder}/out.parquet"
+        pq.write_table(table, source)
+        env = dict(os.environ, PREFKIT_NUM_THREADS="1")
+        done = subprocess.run(
+            [sys.executable, "-c", code, source, target],
+            env=env,
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        single = pq.read_table(target)
+    assert single.to_pylist() == expected.to_pylist()
+    assert pk.report_of(single) == pk.report_of(expected)
 
 
 @pytest.mark.parametrize("strategy", ref.STRATEGIES)
