@@ -283,3 +283,33 @@ def test_chat_prompt_types_survive():
         ids.add(out.column("group_id")[0].as_py())
     # Text inside a nested key hashes the same whatever its string type.
     assert ids == {ref.group_id(hi)}
+
+
+@pytest.mark.parametrize("text_type", [pa.string(), pa.large_string(), pa.string_view()])
+def test_result_text_points_into_the_input(text_type):
+    """docs/pairs.md: prompt, chosen and rejected are string_view arrays over the input's own
+    buffers (no text is copied)."""
+    long_text = [f"response {i} " + "x" * 40 for i in range(60)]
+    table = pa.table(
+        {
+            "prompt": pa.array([f"prompt {i % 3} " + "y" * 20 for i in range(60)], text_type),
+            "response": pa.array(long_text, text_type),
+            "score": [float(i % 7) for i in range(60)],
+        }
+    )
+    result = pk.mine_pairs(table, strategy="all_pairs")
+    assert result.num_rows > 100
+    for name in ("prompt", "chosen", "rejected"):
+        assert pa.types.is_string_view(result.schema.field(name).type), name
+    source = table.column("response").chunk(0)
+    source_addresses = {b.address for b in source.buffers()[1:] if b is not None}
+    for name in ("chosen", "rejected"):
+        for chunk in result.column(name).chunks:
+            data = [b for b in chunk.buffers()[2:] if b is not None and b.size > 0]
+            assert data, "long strings live in data buffers"
+            assert {b.address for b in data} <= source_addresses | {
+                b.address for b in table.column("prompt").chunk(0).buffers()[1:] if b is not None
+            }, f"{name} copied its text"
+    ref.assert_rows_equal(
+        result.to_pylist(), ref.mine_pairs(table.to_pylist(), strategy="all_pairs")[0]
+    )
