@@ -17,6 +17,7 @@ from prefkit._version import __version__
 from prefkit.batches import plan_batches
 from prefkit.io import materialize, read_table, write_table
 from prefkit.pairs import mine_pairs, unnest
+from prefkit.scoring import score, score_pairs
 
 __all__ = [
     "PrefkitError",
@@ -26,6 +27,8 @@ __all__ = [
     "plan_batches",
     "read_table",
     "report_of",
+    "score",
+    "score_pairs",
     "unnest",
     "write_table",
 ]
