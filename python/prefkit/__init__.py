@@ -18,6 +18,7 @@ from prefkit.batches import plan_batches
 from prefkit.io import materialize, read_table, write_table
 from prefkit.pairs import mine_pairs, unnest
 from prefkit.scoring import score, score_pairs
+from prefkit.tokenize import tokenize_lists, tokenize_pairs
 
 __all__ = [
     "PrefkitError",
@@ -29,6 +30,8 @@ __all__ = [
     "report_of",
     "score",
     "score_pairs",
+    "tokenize_lists",
+    "tokenize_pairs",
     "unnest",
     "write_table",
 ]
