@@ -323,6 +323,13 @@ def _union_bytes(spans: list[tuple[int, int]]) -> int:
     return total
 
 
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process, all threads: on a shared machine the work done,
+    independent of how long other processes kept the cores busy."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _rss() -> int:
     import psutil
 
@@ -414,12 +421,16 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     sampler = _Sampler()
     sampler.start()
     times = []
+    cpu = []
     output_bytes = output_own = None
     pairs = 0
+    load_before = os.getloadavg()[0]
     for i in range(args.repeats):
+        cpu_start = _cpu_seconds()
         start = time.perf_counter()
         out = run(df, args.strategy, args.seed)
         times.append(time.perf_counter() - start)
+        cpu.append(_cpu_seconds() - cpu_start)
         if i == 0:
             pairs = _pair_count(out)
             table = _arrow(out)
@@ -440,6 +451,9 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
         "rows": df.height,
         "times": times,
         "median_s": statistics.median(times),
+        "cpu": cpu,
+        "median_cpu_s": statistics.median(cpu),
+        "load_average": [load_before, os.getloadavg()[0]],
         "pairs": pairs,
         "rss_after_load": baseline,
         "peak_rss": hwm if hwm is not None else sampled_peak,
@@ -575,9 +589,9 @@ def _table(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
     lines = [
         (
             "| strategy | tool | median s | speedup vs polars | speedup vs python | peak RSS MB "
-            "| RSS after load MB | (input+output) MB | peak RSS / (in+out) | pairs |"
+            "| RSS after load MB | (input+output) MB | peak RSS / (in+out) | pairs | CPU s |"
         ),
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     by_key = {(r["strategy"], r["tool"]): r for r in results}
     for strategy in args.strategies:
@@ -606,7 +620,7 @@ def _table(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
                 f"{_fmt_speedup(polars and polars['median_full_s'], t)} | "
                 f"{_fmt_speedup(python and python['median_full_s'], t)} | "
                 f"{r['peak_rss'] / mb:.0f} | {r['rss_after_load'] / mb:.0f} | {in_out} | {ratio} | "
-                f"{r['pairs']} |"
+                f"{r['pairs']} | {r['median_cpu_s'] * r['rows_full'] / r['rows']:.3f} |"
             )
     return "\n".join(lines)
 
@@ -679,6 +693,8 @@ def driver(args: argparse.Namespace) -> int:
     command = "python benches/bench_pairs.py " + " ".join(args.argv)
     table = _table(results, args)
     subset = args.python_subset and args.python_subset < rows_full
+    seen = [x for r in results for x in r["load_average"]]
+    loads = f"{min(seen):.1f} to {max(seen):.1f} on {os.cpu_count()} cores" if seen else "–"
     notes = [
         (
             f"Corpus: `benches/datagen.py`, {args.prompts} prompts x {args.responses} responses "
@@ -691,6 +707,11 @@ def driver(args: argparse.Namespace) -> int:
         (
             f"Median wall time of {args.repeats} runs; speedup = the other tool's time / this "
             "tool's time."
+        ),
+        (
+            "CPU s: median user+system CPU time of the runs, all threads (scaled like the time "
+            "for a subset run); with cores shared with other work it shows the work done. 1-minute "
+            f"load average during the runs: {loads}."
         ),
         (
             "Peak RSS: the process's peak resident set during the runs (VmHWM, reset after "
