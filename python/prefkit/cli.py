@@ -11,6 +11,7 @@ import argparse
 import sys
 import time
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 from prefkit._errors import PrefkitError
@@ -29,6 +30,15 @@ EPILOG_UNNEST = """\
 examples:
   prefkit unnest ultrafeedback.parquet -o long.parquet
   prefkit unnest raw.jsonl -o long.parquet --completions outputs --response text --score rating
+"""
+
+
+EPILOG_SCORE = """\
+examples:
+  prefkit score samples.parquet -o scored.parquet --model ./reward-model
+  prefkit score samples.jsonl -o scored.parquet --model ./rm --max-tokens-per-batch 8192 --resume
+  prefkit score pairs.parquet -o rescored.parquet --pairs --model ./rm-a ./rm-b
+  prefkit score big.parquet -o scored.parquet --model ./rm --checkpoint /scratch/ckpt --device cuda:0
 """
 
 
@@ -135,6 +145,55 @@ def _unnest(args: argparse.Namespace) -> int:
     )
 
 
+def _score(args: argparse.Namespace) -> int:
+    from prefkit.scoring import score, score_pairs
+
+    table = _read(args.input, args.quiet)
+    checkpoint = args.checkpoint or (f"{args.output}.checkpoint" if args.resume else None)
+    options = {
+        "chat_template": None if args.chat_template == "none" else "auto",
+        "max_length": args.max_length,
+        "max_tokens_per_batch": args.max_tokens_per_batch,
+        "device": args.device if len(args.device) > 1 else args.device[0],
+        "dtype": args.dtype,
+        "progress": not args.quiet,
+    }
+    prompt = None if args.prompt == "" else args.prompt
+    if args.pairs:
+        model = args.model if len(args.model) > 1 else args.model[0]
+        result = score_pairs(
+            table, model, tokenizer=args.tokenizer, prompt=prompt, chosen=args.chosen,
+            rejected=args.rejected, checkpoint=checkpoint, **options,
+        )
+    else:
+        result = table
+        for i, model in enumerate(args.model):
+            # Several models: one column each, named after the model folder.
+            name = args.output_column
+            if len(args.model) > 1:
+                name = f"{args.output_column}_{Path(model).name or i}"
+            result = score(
+                result, model, tokenizer=args.tokenizer, prompt=prompt, response=args.response,
+                output=name,
+                checkpoint=None if checkpoint is None
+                else (Path(checkpoint) / name if len(args.model) > 1 else checkpoint),
+                **options,
+            )
+    with _step(f"writing {args.output}", args.quiet):
+        write_table(result, args.output)
+    record = report_of(result)
+    print(f"wrote {result.num_rows} rows to {args.output}")
+    print(f"rows in: {record.get('rows_in', table.num_rows)}")
+    reports = record.get("models", {}).values() if args.pairs else [record]
+    for each in reports:
+        print(
+            f"model {each.get('model')}: {each.get('batches')} batches, {each.get('tokens')} "
+            f"tokens ({each.get('padded_tokens')} with padding), rows resumed from the "
+            f"checkpoint: {each.get('rows_resumed', 0)}"
+        )
+    return 0
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", help="input file (.parquet, .jsonl[.gz], .json, .csv, .arrow)")
     parser.add_argument("-o", "--output", required=True, help="output file (.parquet or .jsonl)")
@@ -193,6 +252,37 @@ def build_parser() -> argparse.ArgumentParser:
     unnest.add_argument("--response", default="response", help="field holding the text")
     unnest.add_argument("--score", nargs="+", default=["score"], help="field(s) holding scores")
     unnest.set_defaults(run=_unnest)
+
+    score = verbs.add_parser(
+        "score",
+        help="score responses (or chosen/rejected pairs) with reward models",
+        description="Score every row with a sequence-classification reward model, in token-"
+        "budget batches of similar length; resumable with --checkpoint/--resume.",
+        epilog=EPILOG_SCORE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _common(score)
+    score.add_argument("--model", nargs="+", required=True, help="reward model folder(s)")
+    score.add_argument("--tokenizer", default=None, help="tokenizer folder (default: the model's)")
+    score.add_argument("--prompt", default="prompt", help="prompt column ('' for none)")
+    score.add_argument("--response", default="response", help="response column")
+    score.add_argument("--output-column", default="score", help="score column to write")
+    score.add_argument("--pairs", action="store_true", help="score chosen and rejected of pairs")
+    score.add_argument("--chosen", default="chosen", help="chosen column (with --pairs)")
+    score.add_argument("--rejected", default="rejected", help="rejected column (with --pairs)")
+    score.add_argument("--chat-template", default="auto", choices=("auto", "none"))
+    score.add_argument("--max-length", type=int, default=None, help="truncate longer rows")
+    score.add_argument("--max-tokens-per-batch", type=int, default=16384)
+    score.add_argument("--device", nargs="+", default=["auto"], help="auto, cpu, cuda:0 ...")
+    score.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"))
+    score.add_argument(
+        "--checkpoint", default=None, metavar="DIR",
+        help="write finished batches here; a rerun with the same folder resumes",
+    )
+    score.add_argument(
+        "--resume", action="store_true", help="checkpoint to OUTPUT.checkpoint and resume from it"
+    )
+    score.set_defaults(run=_score)
     return parser
 
 

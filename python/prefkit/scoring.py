@@ -112,6 +112,8 @@ def _render(
 ) -> list[str]:
     """The text each row is scored on, before tokenisation."""
     pairs = zip(prompts if prompts is not None else [None] * len(responses), responses)
+    if not responses:
+        return []
     if use_template:
         chats = [_conversation(p, r) for p, r in pairs]
         rendered = tokenizer.apply_chat_template(chats, tokenize=False)
