@@ -15,18 +15,24 @@ from prefkit._errors import PrefkitError
 from prefkit._provenance import report_of
 from prefkit._version import __version__
 from prefkit.batches import plan_batches
+from prefkit.collate import ListCollator, PairCollator, gather_hidden
 from prefkit.io import materialize, read_table, write_table
 from prefkit.pairs import mine_pairs, unnest
+from prefkit.reference import reference_logps
 from prefkit.scoring import score, score_pairs
 from prefkit.tokenize import tokenize_lists, tokenize_pairs
 
 __all__ = [
+    "ListCollator",
+    "PairCollator",
     "PrefkitError",
     "__version__",
+    "gather_hidden",
     "materialize",
     "mine_pairs",
     "plan_batches",
     "read_table",
+    "reference_logps",
     "report_of",
     "score",
     "score_pairs",
