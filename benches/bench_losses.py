@@ -78,8 +78,9 @@ def step_fn(name, cfg, hidden, weight, labels, ref):
 
         # Liger has no input for precomputed reference log-probs: run it reference-free
         # (the cheapest configuration for it). torch.compile is off on the CPU.
-        loss_fn = LigerFusedLinearDPOLoss(beta=0.1, use_ref_model=False,
-                                          compiled=cfg["liger_compiled"])
+        loss_fn = LigerFusedLinearDPOLoss(
+            beta=0.1, use_ref_model=False, compiled=cfg["liger_compiled"]
+        )
 
         def step():
             out = loss_fn(weight, hidden, labels)
@@ -110,24 +111,33 @@ def child(name, cfg):
         if i:
             times.append(dt)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
-    print(json.dumps({
-        "variant": name,
-        "median_s": statistics.median(times),
-        "times_s": times,
-        "peak_delta_mib": (peak - rss0) / 2**20,
-        "loss": float(loss.detach()),
-        "grad_hidden_norm": float(hidden.grad.norm()),
-        "grad_weight_norm": float(weight.grad.norm()),
-    }))
+    print(
+        json.dumps(
+            {
+                "variant": name,
+                "median_s": statistics.median(times),
+                "times_s": times,
+                "peak_delta_mib": (peak - rss0) / 2**20,
+                "loss": float(loss.detach()),
+                "grad_hidden_norm": float(hidden.grad.norm()),
+                "grad_weight_norm": float(weight.grad.norm()),
+            }
+        )
+    )
 
 
 def run_variant(name, cfg):
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([os.path.join(ROOT, "python"), ROOT,
-                                         env.get("PYTHONPATH", "")])
-    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", name,
-                           json.dumps(cfg)], capture_output=True, text=True, env=env,
-                          check=False)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [os.path.join(ROOT, "python"), ROOT, env.get("PYTHONPATH", "")]
+    )
+    proc = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), "--child", name, json.dumps(cfg)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
     lines = [x for x in proc.stdout.splitlines() if x.startswith("{")]
     if proc.returncode != 0 or not lines:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
@@ -141,8 +151,12 @@ def merge(name, runs):
     if not ok:
         return runs[0]
     times = [t for r in ok for t in r["times_s"]]
-    return {**ok[-1], "median_s": statistics.median(times), "times_s": times,
-            "peak_delta_mib": statistics.median(r["peak_delta_mib"] for r in ok)}
+    return {
+        **ok[-1],
+        "median_s": statistics.median(times),
+        "times_s": times,
+        "peak_delta_mib": statistics.median(r["peak_delta_mib"] for r in ok),
+    }
 
 
 def main():
@@ -163,15 +177,24 @@ def main():
     if args.child:
         child(args.child, json.loads(args.cfg))
         return
-    cfg = {"vocab": args.vocab, "hidden": args.hidden, "tokens": args.tokens,
-           "pairs": args.pairs, "prompt": args.prompt, "repeats": args.repeats,
-           "threads": args.threads, "liger_compiled": args.liger_compiled}
+    cfg = {
+        "vocab": args.vocab,
+        "hidden": args.hidden,
+        "tokens": args.tokens,
+        "pairs": args.pairs,
+        "prompt": args.prompt,
+        "repeats": args.repeats,
+        "threads": args.threads,
+        "liger_compiled": args.liger_compiled,
+    }
     import torch
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs; "
-          f"V={cfg['vocab']} H={cfg['hidden']} T={cfg['tokens']} B={cfg['pairs']} pairs "
-          f"({2 * cfg['pairs']} sequences, {cfg['prompt']} prompt tokens each), fp32, "
-          f"sigmoid DPO, grads wrt hidden and LM head")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs; "
+        f"V={cfg['vocab']} H={cfg['hidden']} T={cfg['tokens']} B={cfg['pairs']} pairs "
+        f"({2 * cfg['pairs']} sequences, {cfg['prompt']} prompt tokens each), fp32, "
+        f"sigmoid DPO, grads wrt hidden and LM head"
+    )
     full_logits = 2 * cfg["pairs"] * cfg["tokens"] * cfg["vocab"] * 4 / 2**20
     print(f"one fp32 copy of the full logits: {full_logits:.0f} MiB")
     names = args.variants.split(",")
@@ -182,8 +205,10 @@ def main():
     results = [merge(name, runs[name]) for name in names]
     base = next((r for r in results if r["variant"] == "unfused" and "error" not in r), None)
     print()
-    print("| variant | median fwd+bwd (s) | runs (s) | peak RSS delta (MiB) | time vs unfused "
-          "| memory vs unfused | loss |")
+    print(
+        "| variant | median fwd+bwd (s) | runs (s) | peak RSS delta (MiB) | time vs unfused "
+        "| memory vs unfused | loss |"
+    )
     print("|---|---|---|---|---|---|---|")
     for r in results:
         if "error" in r:
@@ -192,14 +217,18 @@ def main():
         rel_t = f"{r['median_s'] / base['median_s']:.2f}x" if base else "-"
         rel_m = f"{r['peak_delta_mib'] / base['peak_delta_mib']:.3f}x" if base else "-"
         runs = ", ".join(f"{t:.2f}" for t in r["times_s"])
-        print(f"| {r['variant']} | {r['median_s']:.3f} | {runs} | {r['peak_delta_mib']:.0f} "
-              f"| {rel_t} | {rel_m} | {r['loss']:.6f} |")
+        print(
+            f"| {r['variant']} | {r['median_s']:.3f} | {runs} | {r['peak_delta_mib']:.0f} "
+            f"| {rel_t} | {rel_m} | {r['loss']:.6f} |"
+        )
     ok = [r for r in results if "error" not in r]
     if len(ok) > 1:
         print()
         for r in ok:
-            print(f"{r['variant']}: |grad hidden| = {r['grad_hidden_norm']:.6e}, "
-                  f"|grad weight| = {r['grad_weight_norm']:.6e}")
+            print(
+                f"{r['variant']}: |grad hidden| = {r['grad_hidden_norm']:.6e}, "
+                f"|grad weight| = {r['grad_weight_norm']:.6e}"
+            )
 
 
 if __name__ == "__main__":

@@ -71,7 +71,7 @@ def check_correctness(losses, n, t, h, v):
         weight = (torch.randn(v, h, device="cuda") / h**0.5).to(dtype)
         labels = torch.randint(0, v, (n, t), device="cuda")
         labels[:, : t // 4] = -100
-        labels[0, t // 2:] = -100
+        labels[0, t // 2 :] = -100
         g = torch.randn(n, device="cuda")
 
         def run(fn, hidden=hidden, weight=weight, g=g):
@@ -85,8 +85,11 @@ def check_correctness(losses, n, t, h, v):
         ref = run(lambda hh, ww, y=labels: unfused_logps(hh.float(), ww.float(), y))
         for backend in ("triton", "torch"):
             try:
-                got = run(lambda hh, ww, b=backend, y=labels: losses.sequence_logps(
-                    hh, ww, y, backend=b)[0])
+                got = run(
+                    lambda hh, ww, b=backend, y=labels: losses.sequence_logps(hh, ww, y, backend=b)[
+                        0
+                    ]
+                )
                 errs = " | ".join(f"{rel(a, b):.2e}" for a, b in zip(got, ref))
                 print(f"| {str(dtype)[6:]} | {backend} | {errs} |")
             except Exception as exc:  # noqa: BLE001 - report and go on
@@ -165,9 +168,15 @@ def bench(losses, name, n_pairs, t, h, v, repeats, prompt):
         torch.cuda.synchronize()
         times.append(start.elapsed_time(end))
         peaks.append((torch.cuda.max_memory_allocated() - base) / 2**30)
-    out = {"name": name, "ms": statistics.median(times), "peak_gib": max(peaks),
-           "warm_s": warm, "loss": float(loss.detach()), "gh": float(hidden.grad.float().norm()),
-           "gw": float(weight.grad.float().norm())}
+    out = {
+        "name": name,
+        "ms": statistics.median(times),
+        "peak_gib": max(peaks),
+        "warm_s": warm,
+        "loss": float(loss.detach()),
+        "gh": float(hidden.grad.float().norm()),
+        "gw": float(weight.grad.float().norm()),
+    }
     del hidden, weight, labels, step
     torch.cuda.empty_cache()
     return out
@@ -184,8 +193,10 @@ def main():
     import torch
 
     losses = import_losses()
-    print(f"torch {torch.__version__}, device {torch.cuda.get_device_name()}, "
-          f"{torch.cuda.get_device_properties(0).total_memory / 2**30:.0f} GiB")
+    print(
+        f"torch {torch.__version__}, device {torch.cuda.get_device_name()}, "
+        f"{torch.cuda.get_device_properties(0).total_memory / 2**30:.0f} GiB"
+    )
     try:
         import triton
 
@@ -199,9 +210,11 @@ def main():
         pairs, t, h, v = 8, 1024, 4096, 128256
         check_correctness(losses, 4, 256, 1024, 32000)
 
-    print(f"\n## timing (B={pairs} pairs = {2 * pairs} sequences, T={t}, H={h}, V={v}, bf16, "
-          f"prompt={args.prompt}, sigmoid DPO, grads wrt hidden and LM head, "
-          f"median of {args.repeats})")
+    print(
+        f"\n## timing (B={pairs} pairs = {2 * pairs} sequences, T={t}, H={h}, V={v}, bf16, "
+        f"prompt={args.prompt}, sigmoid DPO, grads wrt hidden and LM head, "
+        f"median of {args.repeats})"
+    )
     rows = []
     for name in args.variants.split(","):
         reps = 2 if name == "fused_torch" else args.repeats  # fp32 GEMMs: slow, few runs
@@ -213,14 +226,18 @@ def main():
             torch.cuda.empty_cache()
         print(f"[{time.perf_counter() - t_start:.0f} s elapsed]", flush=True)
     base = next((r for r in rows if r["name"] == "unfused"), None)
-    print("\n| variant | fwd+bwd (ms) | peak extra memory (GiB) | time vs unfused "
-          "| memory vs unfused | first step (s) | loss |")
+    print(
+        "\n| variant | fwd+bwd (ms) | peak extra memory (GiB) | time vs unfused "
+        "| memory vs unfused | first step (s) | loss |"
+    )
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         rt = f"{r['ms'] / base['ms']:.2f}x" if base else "-"
         rm = f"{r['peak_gib'] / base['peak_gib']:.3f}x" if base else "-"
-        print(f"| {r['name']} | {r['ms']:.1f} | {r['peak_gib']:.2f} | {rt} | {rm} "
-              f"| {r['warm_s']:.1f} | {r['loss']:.6f} |")
+        print(
+            f"| {r['name']} | {r['ms']:.1f} | {r['peak_gib']:.2f} | {rt} | {rm} "
+            f"| {r['warm_s']:.1f} | {r['loss']:.6f} |"
+        )
     for r in rows:
         print(f"{r['name']}: |grad hidden| {r['gh']:.6e}  |grad weight| {r['gw']:.6e}")
     print(f"\ntotal {time.perf_counter() - t_start:.0f} s")

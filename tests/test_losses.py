@@ -44,7 +44,8 @@ def reference_pair_loss(kind, pw, pl, rw, rl, nw, nl, beta, e, gamma, tau, alpha
     if kind == "exo_pair":
         e = e or 1e-3
         return sig(b * d) * (logsig(b * d) - math.log(1 - e)) + sig(-b * d) * (
-            logsig(-b * d) - math.log(e))
+            logsig(-b * d) - math.log(e)
+        )
     if kind == "nca_pair":
         return -logsig(b * c) - 0.5 * logsig(-b * c) - 0.5 * logsig(-b * r)
     if kind == "bco_pair":
@@ -75,9 +76,25 @@ def reference_pair_loss(kind, pw, pl, rw, rl, nw, nl, beta, e, gamma, tau, alpha
     raise AssertionError(kind)
 
 
-KINDS = ["sigmoid", "hinge", "ipo", "robust", "exo_pair", "nca_pair", "bco_pair", "sppo_hard",
-         "apo_zero", "apo_down", "discopop", "sigmoid_norm", "sft", "rpo", "simpo", "cpo",
-         "orpo"]
+KINDS = [
+    "sigmoid",
+    "hinge",
+    "ipo",
+    "robust",
+    "exo_pair",
+    "nca_pair",
+    "bco_pair",
+    "sppo_hard",
+    "apo_zero",
+    "apo_down",
+    "discopop",
+    "sigmoid_norm",
+    "sft",
+    "rpo",
+    "simpo",
+    "cpo",
+    "orpo",
+]
 REF_FREE = {"simpo", "cpo", "orpo"}
 SMOOTHING = {"robust": 0.1, "exo_pair": 0.05, "simpo": 0.1, "cpo": 0.05}
 
@@ -101,11 +118,17 @@ def test_pair_kind_matches_float64_formula(kind, beta):
     e = SMOOTHING.get(kind, 0.0)
     params = {"gamma": 0.4, "tau": 0.05, "alpha": 0.7}
     inputs = [t.clone().requires_grad_(True) for t in (pw, pl, rw, rl)]
-    loss, metrics = preference_loss(*inputs, kind=kind, beta=beta, label_smoothing=e,
-                                    chosen_lengths=nw, rejected_lengths=nl, **params)
+    loss, metrics = preference_loss(
+        *inputs,
+        kind=kind,
+        beta=beta,
+        label_smoothing=e,
+        chosen_lengths=nw,
+        rejected_lengths=nl,
+        **params,
+    )
     ref_inputs = [t.clone().requires_grad_(True) for t in (pw, pl, rw, rl)]
-    ref = reference_pair_loss(kind, *ref_inputs, nw.double(), nl.double(), beta, e,
-                              **params).mean()
+    ref = reference_pair_loss(kind, *ref_inputs, nw.double(), nl.double(), beta, e, **params).mean()
     assert loss.dtype == torch.float64
     torch.testing.assert_close(loss, ref, rtol=RTOL, atol=0)
     grads = torch.autograd.grad(loss, inputs, allow_unused=True)
@@ -122,8 +145,7 @@ def test_pair_kind_matches_float64_formula(kind, beta):
         chosen, rejected = beta * (pw - rw), beta * (pl - rl)
     torch.testing.assert_close(metrics["rewards/chosen"], chosen.mean())
     torch.testing.assert_close(metrics["rewards/margins"], (chosen - rejected).mean())
-    torch.testing.assert_close(metrics["rewards/accuracies"],
-                               (chosen > rejected).double().mean())
+    torch.testing.assert_close(metrics["rewards/accuracies"], (chosen > rejected).double().mean())
     assert all(not m.requires_grad for m in metrics.values())
 
 
@@ -143,8 +165,9 @@ def test_missing_reference_is_zeros():
     zero = torch.zeros_like(pw)
     for kind in ("sigmoid", "ipo", "bco_pair"):
         a, _ = preference_loss(pw, pl, kind=kind, chosen_lengths=nw, rejected_lengths=nl)
-        b, _ = preference_loss(pw, pl, zero, zero, kind=kind, chosen_lengths=nw,
-                               rejected_lengths=nl)
+        b, _ = preference_loss(
+            pw, pl, zero, zero, kind=kind, chosen_lengths=nw, rejected_lengths=nl
+        )
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
@@ -173,8 +196,9 @@ def test_orpo_log1mexp_is_stable_near_zero_and_far_below():
 
 def test_empty_completion_counts_as_length_one():
     z = torch.zeros(1)
-    loss, _ = preference_loss(z, z, kind="simpo", chosen_lengths=torch.tensor([0]),
-                              rejected_lengths=torch.tensor([0]))
+    loss, _ = preference_loss(
+        z, z, kind="simpo", chosen_lengths=torch.tensor([0]), rejected_lengths=torch.tensor([0])
+    )
     assert torch.isfinite(loss)
 
 
@@ -269,8 +293,12 @@ def test_list_kind_matches_loop_reference(kind, reduction):
     grad_ref = torch.where(mask, grad_ref, torch.zeros_like(grad_ref))
     assert torch.isfinite(grad).all()
     torch.testing.assert_close(grad, grad_ref, rtol=RTOL, atol=1e-12)
-    assert set(metrics) == {"rewards/chosen", "rewards/rejected", "rewards/margins",
-                            "rewards/accuracies"}
+    assert set(metrics) == {
+        "rewards/chosen",
+        "rewards/rejected",
+        "rewards/margins",
+        "rewards/accuracies",
+    }
 
 
 def test_list_metrics_and_reference_free():

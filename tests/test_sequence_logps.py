@@ -52,7 +52,7 @@ def make_batch(n=6, t=11, h=24, v=301, seed=0, dtype=torch.float32, bias=True):
     # Uneven lengths: a prompt of varying size, right padding, one sequence fully ignored.
     for i in range(n):
         labels[i, : i % 4] = IGNORE
-        labels[i, t - (i % 3):] = IGNORE
+        labels[i, t - (i % 3) :] = IGNORE
     labels[n - 1] = IGNORE
     labels[0, 0] = v - 1  # the last vocabulary row is a label somewhere
     return hidden, weight, b, labels
@@ -117,8 +117,7 @@ def test_float64_stays_float64():
     hidden, weight, bias, labels = make_batch(dtype=torch.float64)
     out = sequence_logps(hidden, weight, labels, bias, chunk_tokens=7, chunk_vocab=50)[0]
     assert out.dtype == torch.float64
-    close(out, unfused_logps(hidden.double(), weight.double(), labels, bias)[0].double(),
-          rtol=1e-5)
+    close(out, unfused_logps(hidden.double(), weight.double(), labels, bias)[0].double(), rtol=1e-5)
 
 
 class SavedCounter:
@@ -217,22 +216,32 @@ def pair_batch(b=3, t=10, h=16, v=211, seed=5, dtype=torch.float32):
     return hidden, weight, bias, labels, ref_c, ref_r
 
 
-@pytest.mark.parametrize("kind", ["sigmoid", "ipo", "rpo", "simpo", "cpo", "orpo", "sft",
-                                  "sigmoid_norm", "discopop"])
+@pytest.mark.parametrize(
+    "kind", ["sigmoid", "ipo", "rpo", "simpo", "cpo", "orpo", "sft", "sigmoid_norm", "discopop"]
+)
 def test_fused_preference_matches_unfused(kind):
     hidden, weight, bias, labels, ref_c, ref_r = pair_batch()
     b = ref_c.shape[0]
     refs = (None, None) if kind in ("simpo", "cpo", "orpo") else (ref_c, ref_r)
-    module = FusedLinearPreferenceLoss(kind=kind, beta=0.2, gamma=0.3, chunk_tokens=6,
-                                       chunk_vocab=64)
+    module = FusedLinearPreferenceLoss(
+        kind=kind, beta=0.2, gamma=0.3, chunk_tokens=6, chunk_vocab=64
+    )
 
     def fused(h, w, bb):
         return module(h, w, labels, *refs, bias=bb)[0]
 
     def full(h, w, bb):
         logps, counts = unfused_logps(h, w, labels, bb)
-        return preference_loss(logps[:b], logps[b:], *refs, kind=kind, beta=0.2, gamma=0.3,
-                               chosen_lengths=counts[:b], rejected_lengths=counts[b:])[0]
+        return preference_loss(
+            logps[:b],
+            logps[b:],
+            *refs,
+            kind=kind,
+            beta=0.2,
+            gamma=0.3,
+            chosen_lengths=counts[:b],
+            rejected_lengths=counts[b:],
+        )[0]
 
     loss, g = grads(fused, [hidden, weight, bias])
     ref, g_ref = grads(full, [hidden, weight, bias])
@@ -243,8 +252,9 @@ def test_fused_preference_matches_unfused(kind):
 
 def test_fused_preference_metrics_and_errors():
     hidden, weight, bias, labels, ref_c, ref_r = pair_batch()
-    loss, metrics = FusedLinearPreferenceLoss(reduction="none")(hidden, weight, labels, ref_c,
-                                                                ref_r, bias)
+    loss, metrics = FusedLinearPreferenceLoss(reduction="none")(
+        hidden, weight, labels, ref_c, ref_r, bias
+    )
     assert loss.shape == (3,) and metrics["logps/chosen"].shape == (3,)
     with pytest.raises(PrefkitError, match="2B"):
         FusedLinearPreferenceLoss()(hidden[:5], weight, labels[:5])
@@ -312,7 +322,12 @@ def test_triton_kernels_in_interpreter():
     env = dict(os.environ, TRITON_INTERPRET="1")
     proc = subprocess.run(
         [sys.executable, "-c", TRITON_SCRIPT, json.dumps([root] + sys.path)],
-        env=env, cwd=root, capture_output=True, text=True, timeout=240, check=False,
+        env=env,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])

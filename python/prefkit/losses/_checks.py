@@ -25,9 +25,7 @@ def check_tensor(name: str, value, shape=None) -> torch.Tensor:
     if not isinstance(value, torch.Tensor):
         raise PrefkitError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
     if shape is not None and tuple(value.shape) != tuple(shape):
-        raise PrefkitError(
-            f"{name} has shape {tuple(value.shape)}, expected {tuple(shape)}"
-        )
+        raise PrefkitError(f"{name} has shape {tuple(value.shape)}, expected {tuple(shape)}")
     return value
 
 

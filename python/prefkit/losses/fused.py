@@ -55,10 +55,20 @@ class FusedLinearPreferenceLoss(nn.Module):
     ['logps/chosen', 'logps/rejected']
     """
 
-    def __init__(self, kind: str = "sigmoid", beta: float = 0.1, *, label_smoothing: float = 0.0,
-                 gamma: float = 0.0, tau: float = 0.05, alpha: float = 1.0,
-                 reduction: str = "mean", chunk_tokens: int | None = None,
-                 chunk_vocab: int | None = None, backend: str = "auto"):
+    def __init__(
+        self,
+        kind: str = "sigmoid",
+        beta: float = 0.1,
+        *,
+        label_smoothing: float = 0.0,
+        gamma: float = 0.0,
+        tau: float = 0.05,
+        alpha: float = 1.0,
+        reduction: str = "mean",
+        chunk_tokens: int | None = None,
+        chunk_vocab: int | None = None,
+        backend: str = "auto",
+    ):
         super().__init__()
         check_choice("kind", kind, PAIR_KINDS)
         check_choice("reduction", reduction, REDUCTIONS)
@@ -69,8 +79,9 @@ class FusedLinearPreferenceLoss(nn.Module):
     def extra_repr(self) -> str:
         return f"kind={self.kind!r}, beta={self.beta}, reduction={self.reduction!r}"
 
-    def forward(self, hidden, weight, labels, ref_chosen_logps=None, ref_rejected_logps=None,
-                bias=None):
+    def forward(
+        self, hidden, weight, labels, ref_chosen_logps=None, ref_rejected_logps=None, bias=None
+    ):
         """Loss and metrics of ``B`` pairs.
 
         Parameters
@@ -99,20 +110,36 @@ class FusedLinearPreferenceLoss(nn.Module):
                 f"hidden must be [2B, T, H] (B chosen rows, then B rejected), got "
                 f"{tuple(hidden.shape)}"
             )
-        logps, counts = sequence_logps(hidden, weight, labels, bias,
-                                       chunk_tokens=self.chunk_tokens,
-                                       chunk_vocab=self.chunk_vocab, backend=self.backend)
+        logps, counts = sequence_logps(
+            hidden,
+            weight,
+            labels,
+            bias,
+            chunk_tokens=self.chunk_tokens,
+            chunk_vocab=self.chunk_vocab,
+            backend=self.backend,
+        )
         b = hidden.shape[0] // 2
         loss, metrics = preference_loss(
-            logps[:b], logps[b:], ref_chosen_logps, ref_rejected_logps, kind=self.kind,
-            beta=self.beta, label_smoothing=self.label_smoothing, gamma=self.gamma,
-            tau=self.tau, alpha=self.alpha, chosen_lengths=counts[:b],
-            rejected_lengths=counts[b:], reduction=self.reduction,
+            logps[:b],
+            logps[b:],
+            ref_chosen_logps,
+            ref_rejected_logps,
+            kind=self.kind,
+            beta=self.beta,
+            label_smoothing=self.label_smoothing,
+            gamma=self.gamma,
+            tau=self.tau,
+            alpha=self.alpha,
+            chosen_lengths=counts[:b],
+            rejected_lengths=counts[b:],
+            reduction=self.reduction,
         )
         detached = logps.detach()
         metrics["logps/chosen"] = detached[:b] if self.reduction == "none" else detached[:b].mean()
-        metrics["logps/rejected"] = (detached[b:] if self.reduction == "none"
-                                     else detached[b:].mean())
+        metrics["logps/rejected"] = (
+            detached[b:] if self.reduction == "none" else detached[b:].mean()
+        )
         return loss, metrics
 
 
@@ -142,9 +169,16 @@ class FusedLinearListLoss(nn.Module):
     >>> loss.backward()
     """
 
-    def __init__(self, kind: str = "plackett_luce", beta: float = 0.1, *,
-                 reduction: str = "mean", chunk_tokens: int | None = None,
-                 chunk_vocab: int | None = None, backend: str = "auto"):
+    def __init__(
+        self,
+        kind: str = "plackett_luce",
+        beta: float = 0.1,
+        *,
+        reduction: str = "mean",
+        chunk_tokens: int | None = None,
+        chunk_vocab: int | None = None,
+        backend: str = "auto",
+    ):
         super().__init__()
         check_choice("kind", kind, LIST_KINDS)
         check_choice("reduction", reduction, REDUCTIONS)
@@ -189,7 +223,21 @@ class FusedLinearListLoss(nn.Module):
                 f"hidden must be [B*K, T, H] = [{b * k}, T, H] for scores of shape {(b, k)}, "
                 f"got {tuple(hidden.shape)}"
             )
-        logps, _ = sequence_logps(hidden, weight, labels, bias, chunk_tokens=self.chunk_tokens,
-                                  chunk_vocab=self.chunk_vocab, backend=self.backend)
-        return list_loss(logps.view(b, k), scores, mask, ref_logps, kind=self.kind,
-                         beta=self.beta, reduction=self.reduction)
+        logps, _ = sequence_logps(
+            hidden,
+            weight,
+            labels,
+            bias,
+            chunk_tokens=self.chunk_tokens,
+            chunk_vocab=self.chunk_vocab,
+            backend=self.backend,
+        )
+        return list_loss(
+            logps.view(b, k),
+            scores,
+            mask,
+            ref_logps,
+            kind=self.kind,
+            beta=self.beta,
+            reduction=self.reduction,
+        )

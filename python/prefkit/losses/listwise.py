@@ -23,10 +23,12 @@ def _order(key: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     Two stable sorts give the lexicographic order (mask first, then key) without relying on a
     sentinel key value that a real score could also take.
     """
-    by_key = torch.sort(torch.where(mask, key, torch.zeros_like(key)), dim=1, descending=True,
-                        stable=True).indices
-    by_mask = torch.sort(mask.gather(1, by_key).to(torch.int8), dim=1, descending=True,
-                         stable=True).indices
+    by_key = torch.sort(
+        torch.where(mask, key, torch.zeros_like(key)), dim=1, descending=True, stable=True
+    ).indices
+    by_mask = torch.sort(
+        mask.gather(1, by_key).to(torch.int8), dim=1, descending=True, stable=True
+    ).indices
     return by_key.gather(1, by_mask)
 
 

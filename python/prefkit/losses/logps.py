@@ -52,8 +52,8 @@ class _TorchBlocks:
         lse = torch.full((n,), float("-inf"), dtype=acc, device=x.device)
         target = torch.zeros(n, dtype=acc, device=x.device)
         for v0 in range(0, weight.shape[0], chunk_vocab):
-            w = weight[v0:v0 + chunk_vocab].to(acc)
-            b = None if bias is None else bias[v0:v0 + chunk_vocab].to(acc)
+            w = weight[v0 : v0 + chunk_vocab].to(acc)
+            b = None if bias is None else bias[v0 : v0 + chunk_vocab].to(acc)
             for t0 in range(0, n, chunk_tokens):
                 t1 = t0 + chunk_tokens
                 logits = _logits(x[t0:t1].to(acc), w, b)
@@ -87,9 +87,12 @@ class _TritonBlocks:
 
         # One launch covers the whole vocabulary; only tokens are chunked, which bounds the
         # [chunk_tokens, V / BLOCK_V] buffer of partial logsumexps.
-        parts = [k.lse_and_target(x[t0:t0 + chunk_tokens], weight, bias,
-                                  targets[t0:t0 + chunk_tokens])
-                 for t0 in range(0, x.shape[0], chunk_tokens)]
+        parts = [
+            k.lse_and_target(
+                x[t0 : t0 + chunk_tokens], weight, bias, targets[t0 : t0 + chunk_tokens]
+            )
+            for t0 in range(0, x.shape[0], chunk_tokens)
+        ]
         lse = torch.cat([p[0] for p in parts])
         target = torch.cat([p[1] for p in parts])
         acc = _acc_dtype(x.dtype)
@@ -136,8 +139,11 @@ def _backward(blocks, x, weight, bias, targets, lse, grad, needs, chunk_tokens, 
         gw = None
         if need_w:
             # Accumulate straight into the result when it has the accumulation dtype.
-            gw = grad_w[v0:v1] if grad_w.dtype == acc else torch.empty(w.shape, dtype=acc,
-                                                                        device=x.device)
+            gw = (
+                grad_w[v0:v1]
+                if grad_w.dtype == acc
+                else torch.empty(w.shape, dtype=acc, device=x.device)
+            )
             gw.zero_()
         gb = torch.zeros(w.shape[0], dtype=acc, device=x.device) if need_b else None
         for t0 in range(0, n, chunk_tokens):
@@ -177,12 +183,17 @@ class _TokenLogps(torch.autograd.Function):
         blocks, chunk_tokens, chunk_vocab = ctx.config
         needs = ctx.needs_input_grad[:3]
         x = hidden.reshape(-1, hidden.shape[-1]).index_select(0, index)
-        grad_x, grad_w, grad_b = _backward(blocks, x, weight, bias, targets, lse, grad,
-                                           needs, chunk_tokens, chunk_vocab)
+        grad_x, grad_w, grad_b = _backward(
+            blocks, x, weight, bias, targets, lse, grad, needs, chunk_tokens, chunk_vocab
+        )
         grad_hidden = None
         if needs[0]:
-            grad_hidden = torch.zeros(hidden.numel() // hidden.shape[-1], hidden.shape[-1],
-                                      dtype=hidden.dtype, device=hidden.device)
+            grad_hidden = torch.zeros(
+                hidden.numel() // hidden.shape[-1],
+                hidden.shape[-1],
+                dtype=hidden.dtype,
+                device=hidden.device,
+            )
             grad_hidden.index_copy_(0, index, grad_x.to(hidden.dtype))
             grad_hidden = grad_hidden.view(hidden.shape)
         return grad_hidden, grad_w, grad_b, None, None, None, None, None
@@ -321,8 +332,9 @@ def sequence_logps(
     blocks = _pick_blocks(backend, hidden.device)
     inputs = (hidden, weight, bias)
     if torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in inputs):
-        token_logps = _TokenLogps.apply(hidden, weight, bias, index, targets, blocks,
-                                        chunk_tokens, chunk_vocab)
+        token_logps = _TokenLogps.apply(
+            hidden, weight, bias, index, targets, blocks, chunk_tokens, chunk_vocab
+        )
     else:
         x = hidden.reshape(-1, hidden.shape[-1]).index_select(0, index)
         lse, target = blocks.forward(x, weight, bias, targets, chunk_tokens, chunk_vocab)

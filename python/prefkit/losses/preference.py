@@ -252,9 +252,7 @@ def _reference_based(kind, c, r, beta, e, tau):
         )
     if kind == "nca_pair":
         return (
-            -F.logsigmoid(beta * c)
-            - 0.5 * F.logsigmoid(-beta * c)
-            - 0.5 * F.logsigmoid(-beta * r)
+            -F.logsigmoid(beta * c) - 0.5 * F.logsigmoid(-beta * c) - 0.5 * F.logsigmoid(-beta * r)
         )
     if kind == "bco_pair":
         return -F.logsigmoid(beta * c) - F.logsigmoid(-beta * r)

@@ -9,16 +9,37 @@ import triton.language as tl
 
 
 @triton.jit
-def _logits_tile(X, W, B, n, V, H, stride_x, stride_w, offs_t, offs_v,
-                 HAS_BIAS: tl.constexpr, IEEE: tl.constexpr, DOT_FP32: tl.constexpr,
-                 BLOCK_T: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_K: tl.constexpr):
+def _logits_tile(
+    X,
+    W,
+    B,
+    n,
+    V,
+    H,
+    stride_x,
+    stride_w,
+    offs_t,
+    offs_v,
+    HAS_BIAS: tl.constexpr,
+    IEEE: tl.constexpr,
+    DOT_FP32: tl.constexpr,
+    BLOCK_T: tl.constexpr,
+    BLOCK_V: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
     acc = tl.zeros((BLOCK_T, BLOCK_V), dtype=tl.float32)
     for k0 in range(0, H, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
-        xk = tl.load(X + offs_t[:, None] * stride_x + offs_k[None, :],
-                     mask=(offs_t[:, None] < n) & (offs_k[None, :] < H), other=0.0)
-        wk = tl.load(W + offs_v[:, None] * stride_w + offs_k[None, :],
-                     mask=(offs_v[:, None] < V) & (offs_k[None, :] < H), other=0.0)
+        xk = tl.load(
+            X + offs_t[:, None] * stride_x + offs_k[None, :],
+            mask=(offs_t[:, None] < n) & (offs_k[None, :] < H),
+            other=0.0,
+        )
+        wk = tl.load(
+            W + offs_v[:, None] * stride_w + offs_k[None, :],
+            mask=(offs_v[:, None] < V) & (offs_k[None, :] < H),
+            other=0.0,
+        )
         if DOT_FP32:
             # Triton's CPU interpreter computes bf16 tl.dot wrongly (3.9): upcast there only.
             xk = xk.to(tl.float32)
@@ -34,16 +55,50 @@ def _logits_tile(X, W, B, n, V, H, stride_x, stride_w, offs_t, offs_v,
         acc += b[None, :]
     return acc
 
+
 @triton.jit
-def _lse_kernel(X, W, B, Y, PART, TGT, n, V, H, stride_x, stride_w, n_vblocks,
-                HAS_BIAS: tl.constexpr, IEEE: tl.constexpr, DOT_FP32: tl.constexpr,
-                BLOCK_T: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_K: tl.constexpr):
+def _lse_kernel(
+    X,
+    W,
+    B,
+    Y,
+    PART,
+    TGT,
+    n,
+    V,
+    H,
+    stride_x,
+    stride_w,
+    n_vblocks,
+    HAS_BIAS: tl.constexpr,
+    IEEE: tl.constexpr,
+    DOT_FP32: tl.constexpr,
+    BLOCK_T: tl.constexpr,
+    BLOCK_V: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
     pid_t = tl.program_id(0)
     pid_v = tl.program_id(1)
     offs_t = pid_t * BLOCK_T + tl.arange(0, BLOCK_T)
     offs_v = pid_v * BLOCK_V + tl.arange(0, BLOCK_V)
-    acc = _logits_tile(X, W, B, n, V, H, stride_x, stride_w, offs_t, offs_v,
-                       HAS_BIAS, IEEE, DOT_FP32, BLOCK_T, BLOCK_V, BLOCK_K)
+    acc = _logits_tile(
+        X,
+        W,
+        B,
+        n,
+        V,
+        H,
+        stride_x,
+        stride_w,
+        offs_t,
+        offs_v,
+        HAS_BIAS,
+        IEEE,
+        DOT_FP32,
+        BLOCK_T,
+        BLOCK_V,
+        BLOCK_K,
+    )
     acc = tl.where(offs_v[None, :] < V, acc, float("-inf"))
     m = tl.max(acc, axis=1)
     part = m + tl.log(tl.sum(tl.exp(acc - m[:, None]), axis=1))
@@ -55,16 +110,51 @@ def _lse_kernel(X, W, B, Y, PART, TGT, n, V, H, stride_x, stride_w, n_vblocks,
     mine = (y >= pid_v * BLOCK_V) & (y < pid_v * BLOCK_V + BLOCK_V)
     tl.store(TGT + offs_t, target, mask=row_ok & mine)
 
+
 @triton.jit
-def _dlogits_kernel(X, W, B, Y, LSE, G, D, n, V, H, stride_x, stride_w, stride_d,
-                    HAS_BIAS: tl.constexpr, IEEE: tl.constexpr, DOT_FP32: tl.constexpr,
-                    BLOCK_T: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_K: tl.constexpr):
+def _dlogits_kernel(
+    X,
+    W,
+    B,
+    Y,
+    LSE,
+    G,
+    D,
+    n,
+    V,
+    H,
+    stride_x,
+    stride_w,
+    stride_d,
+    HAS_BIAS: tl.constexpr,
+    IEEE: tl.constexpr,
+    DOT_FP32: tl.constexpr,
+    BLOCK_T: tl.constexpr,
+    BLOCK_V: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
     pid_t = tl.program_id(0)
     pid_v = tl.program_id(1)
     offs_t = pid_t * BLOCK_T + tl.arange(0, BLOCK_T)
     offs_v = pid_v * BLOCK_V + tl.arange(0, BLOCK_V)
-    acc = _logits_tile(X, W, B, n, V, H, stride_x, stride_w, offs_t, offs_v,
-                       HAS_BIAS, IEEE, DOT_FP32, BLOCK_T, BLOCK_V, BLOCK_K)
+    acc = _logits_tile(
+        X,
+        W,
+        B,
+        n,
+        V,
+        H,
+        stride_x,
+        stride_w,
+        offs_t,
+        offs_v,
+        HAS_BIAS,
+        IEEE,
+        DOT_FP32,
+        BLOCK_T,
+        BLOCK_V,
+        BLOCK_K,
+    )
     row_ok = offs_t < n
     lse = tl.load(LSE + offs_t, mask=row_ok, other=0.0)
     g = tl.load(G + offs_t, mask=row_ok, other=0.0)
@@ -72,5 +162,8 @@ def _dlogits_kernel(X, W, B, Y, LSE, G, D, n, V, H, stride_x, stride_w, stride_d
     p = tl.exp(acc - lse[:, None])
     onehot = tl.where(offs_v[None, :] == y[:, None], 1.0, 0.0)
     d = g[:, None] * (onehot - p)
-    tl.store(D + offs_t[:, None] * stride_d + offs_v[None, :], d.to(D.dtype.element_ty),
-             mask=row_ok[:, None] & (offs_v[None, :] < V))
+    tl.store(
+        D + offs_t[:, None] * stride_d + offs_v[None, :],
+        d.to(D.dtype.element_ty),
+        mask=row_ok[:, None] & (offs_v[None, :] < V),
+    )

@@ -93,8 +93,23 @@ def lse_and_target(x, weight, bias, targets):
     target = torch.empty(n, dtype=torch.float32, device=x.device)
     b, has_bias = _bias_arg(bias, x)
     grid = (-(-n // tiles["BLOCK_T"]), n_vblocks)
-    lse_kernel[grid](x, weight, b, targets, part, target, n, v, h, x.stride(0), weight.stride(0),
-                     n_vblocks, HAS_BIAS=has_bias, **tiles, **launch)
+    lse_kernel[grid](
+        x,
+        weight,
+        b,
+        targets,
+        part,
+        target,
+        n,
+        v,
+        h,
+        x.stride(0),
+        weight.stride(0),
+        n_vblocks,
+        HAS_BIAS=has_bias,
+        **tiles,
+        **launch,
+    )
     return torch.logsumexp(part, dim=1), target
 
 
@@ -146,7 +161,22 @@ def dlogits(x, weight, bias, targets, lse, grad, out_dtype):
     out = torch.empty((n, v), dtype=out_dtype, device=x.device)
     b, has_bias = _bias_arg(bias, x)
     grid = (-(-n // tiles["BLOCK_T"]), -(-v // tiles["BLOCK_V"]))
-    dlogits_kernel[grid](x, weight, b, targets, lse, grad, out, n, v, h, x.stride(0),
-                         weight.stride(0), out.stride(0), HAS_BIAS=has_bias,
-                         **tiles, **launch)
+    dlogits_kernel[grid](
+        x,
+        weight,
+        b,
+        targets,
+        lse,
+        grad,
+        out,
+        n,
+        v,
+        h,
+        x.stride(0),
+        weight.stride(0),
+        out.stride(0),
+        HAS_BIAS=has_bias,
+        **tiles,
+        **launch,
+    )
     return out
