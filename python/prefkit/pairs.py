@@ -121,6 +121,12 @@ def mine_pairs(
     table = as_table(data)
     scores = _names(score, "score")
     carry = _names(carry, "carry") if carry else []
+    for argument, value in (("strategy", strategy), ("ties", ties), ("nan", nan)):
+        if not isinstance(value, str):
+            raise PrefkitError(f"{argument} must be a string, got {value!r}")
+    for argument, value in (("min_margin", min_margin), ("length_penalty", length_penalty)):
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise PrefkitError(f"{argument} must be a number, got {value!r}")
     _check_int("k", k, 1)
     _check_int("seed", seed, 0, 2**64 - 1)
     if max_pairs_per_prompt is not None:
@@ -132,11 +138,11 @@ def mine_pairs(
         group=group,
         strategy=strategy,
         k=k,
-        min_margin=min_margin,
+        min_margin=float(min_margin),
         ties=ties,
         nan=nan,
         max_pairs_per_prompt=max_pairs_per_prompt,
-        length_penalty=length_penalty,
+        length_penalty=float(length_penalty),
         seed=seed,
         carry=carry,
     )

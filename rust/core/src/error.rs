@@ -31,8 +31,8 @@ pub enum Error {
         expected: &'static str,
         actual: String,
     },
-    /// Two output columns would share a name.
-    #[error("column '{0}' is both a result column and a carry column; rename it first")]
+    /// A column name that is ambiguous: two input columns, or a result and a carry column.
+    #[error("column name '{0}' is used twice (two input columns, or a result column and a carry column); rename one first")]
     DuplicateColumn(String),
     /// An error raised by arrow-rs itself.
     #[error("arrow: {0}")]

@@ -12,7 +12,7 @@ use arrow_schema::DataType;
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::error::{Error, Result};
-use crate::table::Column;
+use crate::table::{type_name, Column};
 use crate::text::{is_text, TextColumn};
 
 const NULL: u8 = 0x00;
@@ -49,6 +49,7 @@ pub enum KeyColumn {
 impl KeyColumn {
     /// Read `column` as a key, checking that its type can be one.
     pub fn new(column: &Column) -> Result<Self> {
+        let column = &column.decoded()?;
         if is_text(column.field.data_type()) {
             return Ok(KeyColumn::Text(TextColumn::new(column)?));
         }
@@ -56,7 +57,7 @@ impl KeyColumn {
             return Err(Error::ColumnType {
                 column: column.name().to_string(),
                 expected: "a key: text, integer, or nested lists/structs of those (chat messages)",
-                actual: column.field.data_type().to_string(),
+                actual: type_name(column.field.data_type()),
             });
         }
         Ok(KeyColumn::Other(column.clone()))
@@ -73,9 +74,13 @@ impl KeyColumn {
                 let mut valid = Vec::with_capacity(rows);
                 offsets.push(0);
                 for chunk in &column.chunks {
+                    // Logical nulls: a column of Arrow type null has no validity buffer, yet
+                    // every value is null.
+                    let nulls = chunk.logical_nulls();
                     for i in 0..chunk.len() {
-                        valid.push(chunk.is_valid(i));
-                        if chunk.is_valid(i) {
+                        let is_valid = nulls.as_ref().is_none_or(|n| n.is_valid(i));
+                        valid.push(is_valid);
+                        if is_valid {
                             encode(chunk, i, &mut data);
                         }
                         offsets.push(data.len());

@@ -280,6 +280,7 @@ pub fn mine_pairs(table: &Table, options: &PairOptions) -> Result<(RecordBatch, 
     accounting.rows_in = table.num_rows();
     accounting.drop_rows("null_key", groups.null_keys);
     accounting.counts.insert("groups_in", groups.len());
+    accounting.counts.entry("groups_with_pairs").or_insert(0);
     accounting.counts.insert("pairs_out", pairs.len());
     debug_assert_eq!(accounting.rows_accounted(), accounting.rows_in);
 
@@ -375,7 +376,8 @@ fn mine_group(
     let start = out.len();
     let mut emit = |i: usize, j: usize| {
         let (a, b) = (ranked[i], ranked[j]);
-        let margin = e[a] - e[b];
+        // Equal scores have margin 0, also when both are infinite (inf - inf is NaN).
+        let margin = if e[a] == e[b] { 0.0 } else { e[a] - e[b] };
         if margin > options.min_margin || (keep_ties && margin == 0.0) {
             out.push(Pair {
                 chosen: a,

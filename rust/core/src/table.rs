@@ -63,7 +63,66 @@ impl Table {
     }
 }
 
+/// An Arrow type as pyarrow names it (`string`, `large_string`, `double`...), since that is the
+/// name Python users see; other types fall back to arrow-rs's name.
+pub fn type_name(data_type: &DataType) -> String {
+    match data_type {
+        DataType::Utf8 => "string".into(),
+        DataType::LargeUtf8 => "large_string".into(),
+        DataType::Utf8View => "string_view".into(),
+        DataType::Binary => "binary".into(),
+        DataType::LargeBinary => "large_binary".into(),
+        DataType::BinaryView => "binary_view".into(),
+        DataType::Boolean => "bool".into(),
+        DataType::Float16 => "halffloat".into(),
+        DataType::Float32 => "float".into(),
+        DataType::Float64 => "double".into(),
+        DataType::Null => "null".into(),
+        DataType::List(f) => format!("list<{}>", type_name(f.data_type())),
+        DataType::LargeList(f) => format!("large_list<{}>", type_name(f.data_type())),
+        DataType::Struct(fields) => format!(
+            "struct<{}>",
+            fields
+                .iter()
+                .map(|f| format!("{}: {}", f.name(), type_name(f.data_type())))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        DataType::Dictionary(k, v) => {
+            format!(
+                "dictionary<values={}, indices={}>",
+                type_name(v),
+                type_name(k)
+            )
+        }
+        t if t.is_integer() => t.to_string().to_lowercase(),
+        other => other.to_string(),
+    }
+}
+
 impl Column {
+    /// This column with dictionary-encoded chunks (pandas categoricals, polars Categorical)
+    /// decoded to their value type; other columns are returned as they are.
+    pub fn decoded(&self) -> Result<Column> {
+        let DataType::Dictionary(_, values) = self.field.data_type() else {
+            return Ok(self.clone());
+        };
+        let chunks = self
+            .chunks
+            .iter()
+            .map(|chunk| cast(chunk, values))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(Column {
+            field: Arc::new(
+                self.field
+                    .as_ref()
+                    .clone()
+                    .with_data_type(values.as_ref().clone()),
+            ),
+            chunks,
+        })
+    }
+
     /// The column's name.
     pub fn name(&self) -> &str {
         self.field.name()
@@ -102,7 +161,7 @@ impl Column {
             return Err(Error::ColumnType {
                 column: self.name().to_string(),
                 expected: "numeric (an integer or float type)",
-                actual: self.field.data_type().to_string(),
+                actual: type_name(self.field.data_type()),
             });
         }
         let mut values = Vec::with_capacity(self.chunks.iter().map(|c| c.len()).sum());

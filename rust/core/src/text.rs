@@ -10,7 +10,7 @@ use arrow_buffer::{Buffer, NullBuffer, ScalarBuffer};
 use arrow_schema::DataType;
 
 use crate::error::{Error, Result};
-use crate::table::Column;
+use crate::table::{type_name, Column};
 
 /// The widest window of a large buffer that one view can address (its offset is a u32).
 const WINDOW_STEP: usize = 1 << 31;
@@ -39,10 +39,11 @@ pub fn is_text(data_type: &DataType) -> bool {
 impl TextColumn {
     /// Read `column` as text, or fail with a message naming it and its type.
     pub fn new(column: &Column) -> Result<Self> {
+        let column = &column.decoded()?;
         let wrong_type = || Error::ColumnType {
             column: column.name().to_string(),
             expected: "text (string, large_string or string_view)",
-            actual: column.field.data_type().to_string(),
+            actual: type_name(column.field.data_type()),
         };
         if !is_text(column.field.data_type()) {
             return Err(wrong_type());
