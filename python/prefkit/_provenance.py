@@ -6,7 +6,8 @@ The record is JSON so that it survives Parquet, IPC and most tools that keep sch
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import pyarrow as pa
 

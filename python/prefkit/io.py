@@ -135,7 +135,7 @@ def read_table(path: str | os.PathLike) -> pa.Table:
         import pyarrow.csv as pc
 
         return pc.read_csv(path)
-    import pyarrow.ipc as ipc
+    from pyarrow import ipc
 
     with pa.memory_map(str(path)) as source:
         return ipc.open_file(source).read_all()

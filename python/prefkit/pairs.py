@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -131,21 +132,21 @@ def mine_pairs(
     _check_int("seed", seed, 0, 2**64 - 1)
     if max_pairs_per_prompt is not None:
         _check_int("max_pairs_per_prompt", max_pairs_per_prompt, 1)
-    parameters = dict(
-        prompt=prompt,
-        response=response,
-        score=scores,
-        group=group,
-        strategy=strategy,
-        k=k,
-        min_margin=float(min_margin),
-        ties=ties,
-        nan=nan,
-        max_pairs_per_prompt=max_pairs_per_prompt,
-        length_penalty=float(length_penalty),
-        seed=seed,
-        carry=carry,
-    )
+    parameters = {
+        "prompt": prompt,
+        "response": response,
+        "score": scores,
+        "group": group,
+        "strategy": strategy,
+        "k": k,
+        "min_margin": float(min_margin),
+        "ties": ties,
+        "nan": nan,
+        "max_pairs_per_prompt": max_pairs_per_prompt,
+        "length_penalty": float(length_penalty),
+        "seed": seed,
+        "carry": carry,
+    }
     result, accounting = _core.mine_pairs(table, **parameters)
     return attach(pa.table(result), "mine_pairs", parameters, accounting, source=table)
 
@@ -191,9 +192,7 @@ def unnest(
     if not (pa.types.is_list(list_type) or pa.types.is_large_list(list_type)) or not (
         pa.types.is_struct(list_type.value_type)
     ):
-        raise PrefkitError(
-            f"column '{completions}' must be list<struct<...>>, got {list_type}"
-        )
+        raise PrefkitError(f"column '{completions}' must be list<struct<...>>, got {list_type}")
     fields = [f.name for f in list_type.value_type]
     for name in [response, *scores]:
         if name not in fields:
@@ -227,9 +226,17 @@ def unnest(
         "rows_used": table.num_rows - null_lists - empty_lists,
         "dropped": {
             reason: count
-            for reason, count in (("null_completions", null_lists), ("empty_completions", empty_lists))
+            for reason, count in (
+                ("null_completions", null_lists),
+                ("empty_completions", empty_lists),
+            )
             if count
         },
     }
-    parameters = dict(prompt=prompt, completions=completions, response=response, score=scores)
+    parameters = {
+        "prompt": prompt,
+        "completions": completions,
+        "response": response,
+        "score": scores,
+    }
     return attach(result, "unnest", parameters, accounting, source=table)
