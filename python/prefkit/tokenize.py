@@ -211,8 +211,11 @@ def _prompt(ragged: _Ragged, bos: int | None) -> _Prompt:
     lengths = ragged.lengths
     if bos is None:
         return _Prompt(ragged, ragged.offsets[:-1].copy(), np.zeros(len(lengths), np.int64))
-    first = ragged.values[np.minimum(ragged.offsets[:-1], max(len(ragged.values) - 1, 0))]
-    has = (lengths > 0) & (first == bos) if len(ragged.values) else np.zeros(len(lengths), bool)
+    if len(ragged.values):
+        first = ragged.values[np.minimum(ragged.offsets[:-1], len(ragged.values) - 1)]
+        has = (lengths > 0) & (first == bos)
+    else:
+        has = np.zeros(len(lengths), bool)
     return _Prompt(ragged, ragged.offsets[:-1] + has, np.ones(len(lengths), np.int64))
 
 
