@@ -27,7 +27,7 @@ torch is imported when a batch is built, not when this module is imported.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -119,8 +119,8 @@ def _as_rows(rows: Any) -> Any:
     if isinstance(rows, Sequence) and all(isinstance(row, Mapping) for row in rows):
         return rows
     raise PrefkitError(
-        f"a batch must be an Arrow table (e.g. tokenized.take(rows)) or a sequence of row "
-        f"dicts, got {type(rows).__name__}"
+        f"a batch must be an Arrow table of rows or a sequence of row dicts, got "
+        f"{type(rows).__name__}"
     )
 
 
@@ -265,6 +265,8 @@ def _lengths(tokenized: Any, name: str) -> np.ndarray:
 
 class _Base:
     packed: bool
+    columns: tuple
+    extras: tuple
 
     def lengths(self, tokenized: Any) -> np.ndarray:  # pragma: no cover - overridden
         raise NotImplementedError
@@ -274,11 +276,44 @@ class _Base:
         """Batches of rows of ``tokenized`` under ``max_tokens`` in this collator's layout.
 
         ``pk.plan_batches`` over :meth:`lengths`, counting padded or packed tokens as the
-        collator will lay them out. Feed ``tokenized.take(rows)`` for each batch to the
+        collator will lay them out. Feed the rows of each batch to the
         collator, or pass the plan to a DataLoader as ``batch_sampler``.
+
+        Examples
+        --------
+        >>> import prefkit as pk, pyarrow as pa
+        >>> tokenized = pa.table({"prompt_ids": [[1, 2], [1], [1, 2, 3]],
+        ...                       "chosen_ids": [[4], [5, 6], [7]], "rejected_ids": [[8]] * 3})
+        >>> pk.PairCollator(0).lengths(tokenized).tolist()      # 2 * (prompt + longer one)
+        [6, 6, 8]
+        >>> [b.tolist() for b in pk.PairCollator(0).plan(tokenized, max_tokens=12, shuffle=False)]
+        [[0, 1], [2]]
         """
         return plan_batches(self.lengths(tokenized), max_tokens=max_tokens,
                             packed=self.packed, shuffle=shuffle, seed=seed)
+
+    def batches(self, tokenized: Any, *, max_tokens: int, shuffle: bool = True,
+                seed: int = 0) -> Iterator[dict]:
+        """Collated batches over all of ``tokenized``, planned by :meth:`plan`.
+
+        Only the columns the collator reads are gathered (pyarrow cannot ``take`` the
+        string_view text columns that prefkit results may hold).
+
+        Examples
+        --------
+        >>> import prefkit as pk, pyarrow as pa
+        >>> tokenized = pa.table({"prompt": pa.array(["a", "b"], pa.string_view()),
+        ...                       "prompt_ids": [[1, 2], [1]], "chosen_ids": [[4], [5, 6]],
+        ...                       "rejected_ids": [[8], [9]]})
+        >>> collate = pk.PairCollator(0, packed=True)
+        >>> [b["input_ids"].shape[1] for b in collate.batches(tokenized, max_tokens=100)]
+        [8]
+        """
+        table = as_table(tokenized)
+        wanted = [c for c in (*self.columns, *self.extras) if c and c in table.column_names]
+        table = table.select(wanted)
+        for rows in self.plan(table, max_tokens=max_tokens, shuffle=shuffle, seed=seed):
+            yield self(table.take(pa.array(rows)))
 
 
 class PairCollator(_Base):
@@ -329,8 +364,7 @@ class PairCollator(_Base):
     ``pk.reference_logps(ref_model, pk.tokenize_pairs(...))``)::
 
         collate = pk.PairCollator(tokenizer.pad_token_id)
-        for rows in collate.plan(tokenized, max_tokens=8192, seed=epoch):
-            batch = collate(tokenized.take(rows))
+        for batch in collate.batches(tokenized, max_tokens=8192, seed=epoch):
             hidden = model.model(input_ids=batch["input_ids"],
                                  attention_mask=batch.get("attention_mask"),
                                  position_ids=batch.get("position_ids")).last_hidden_state
@@ -347,13 +381,14 @@ class PairCollator(_Base):
         self.packed, self.share_prompt, self.attention_mask = packed, share_prompt, attention_mask
         self.pad_to_multiple_of = pad_to_multiple_of
         self.columns = (prompt_ids, chosen_ids, rejected_ids)
+        self.extras = ("ref_chosen_logps", "ref_rejected_logps")
 
     def __repr__(self) -> str:
         return (f"PairCollator(pad_token_id={self.pad_token_id}, packed={self.packed}, "
                 f"share_prompt={self.share_prompt})")
 
     def __call__(self, rows: Any) -> dict:
-        """Collate ``rows``: an Arrow table (``tokenized.take(indices)``) or row dicts."""
+        """Collate ``rows``: an Arrow table (some rows of a tokenised table) or row dicts."""
         import torch
 
         rows = _as_rows(rows)
@@ -430,13 +465,14 @@ class ListCollator(_Base):
         self.packed, self.share_prompt, self.attention_mask = packed, share_prompt, attention_mask
         self.pad_to_multiple_of, self.list_size = pad_to_multiple_of, list_size
         self.columns = (prompt_ids, response_ids, scores)
+        self.extras = ("ref_logps",)
 
     def __repr__(self) -> str:
         return (f"ListCollator(pad_token_id={self.pad_token_id}, packed={self.packed}, "
                 f"share_prompt={self.share_prompt}, list_size={self.list_size})")
 
     def __call__(self, rows: Any) -> dict:
-        """Collate ``rows``: an Arrow table (``tokenized.take(indices)``) or row dicts."""
+        """Collate ``rows``: an Arrow table (some rows of a tokenised table) or row dicts."""
         import torch
 
         rows = _as_rows(rows)

@@ -145,6 +145,8 @@ def reference_logps(
 
     # Length order (no shuffle): similar lengths share a batch, so padding stays small.
     plan = collate.plan(table, max_tokens=max_tokens, shuffle=False)
+    # Only the id columns: pyarrow cannot take() the string_view text prefkit results hold.
+    ids = table.select([c for c in collate.columns if c])
     if is_pairs:
         results = [np.zeros(table.num_rows, np_dtype), np.zeros(table.num_rows, np_dtype)]
     else:
@@ -159,7 +161,7 @@ def reference_logps(
     try:
         with torch.no_grad():
             for rows in plan:
-                batch = collate(table.take(pa.array(rows)))
+                batch = collate(ids.take(pa.array(rows)))
                 kwargs = {key: batch[key].to(device) for key in
                           ("input_ids", "attention_mask", "position_ids") if key in batch}
                 hidden = decoder(**kwargs, use_cache=False).last_hidden_state
