@@ -4,7 +4,7 @@ These functions are the raw Rust operations; use the documented wrappers in ``pr
 Tables cross the boundary through the Arrow PyCapsule interface.
 """
 
-from typing import Any, Optional
+from typing import Any
 
 def mine_pairs(
     table: Any,
@@ -12,13 +12,13 @@ def mine_pairs(
     prompt: str,
     response: str,
     score: list[str],
-    group: Optional[str],
+    group: str | None,
     strategy: str,
     k: int,
     min_margin: float,
     ties: str,
     nan: str,
-    max_pairs_per_prompt: Optional[int],
+    max_pairs_per_prompt: int | None,
     length_penalty: float,
     seed: int,
     carry: list[str],

@@ -10,9 +10,10 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable
 
 from prefkit._errors import PrefkitError
 from prefkit._provenance import report_of
@@ -80,7 +81,10 @@ def _read(path: str, quiet: bool):
     source = pq.ParquetFile(path)
     batches = []
     with tqdm(
-        total=source.metadata.num_rows, unit=" rows", unit_scale=True, desc="reading",
+        total=source.metadata.num_rows,
+        unit=" rows",
+        unit_scale=True,
+        desc="reading",
         file=sys.stderr,
     ) as bar:
         for batch in source.iter_batches(batch_size=65536):
@@ -162,8 +166,14 @@ def _score(args: argparse.Namespace) -> int:
     if args.pairs:
         model = args.model if len(args.model) > 1 else args.model[0]
         result = score_pairs(
-            table, model, tokenizer=args.tokenizer, prompt=prompt, chosen=args.chosen,
-            rejected=args.rejected, checkpoint=checkpoint, **options,
+            table,
+            model,
+            tokenizer=args.tokenizer,
+            prompt=prompt,
+            chosen=args.chosen,
+            rejected=args.rejected,
+            checkpoint=checkpoint,
+            **options,
         )
     else:
         result = table
@@ -173,9 +183,14 @@ def _score(args: argparse.Namespace) -> int:
             if len(args.model) > 1:
                 name = f"{args.output_column}_{Path(model).name or i}"
             result = score(
-                result, model, tokenizer=args.tokenizer, prompt=prompt, response=args.response,
+                result,
+                model,
+                tokenizer=args.tokenizer,
+                prompt=prompt,
+                response=args.response,
                 output=name,
-                checkpoint=None if checkpoint is None
+                checkpoint=None
+                if checkpoint is None
                 else (Path(checkpoint) / name if len(args.model) > 1 else checkpoint),
                 **options,
             )
@@ -274,9 +289,13 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--max-length", type=int, default=None, help="truncate longer rows")
     score.add_argument("--max-tokens-per-batch", type=int, default=16384)
     score.add_argument("--device", nargs="+", default=["auto"], help="auto, cpu, cuda:0 ...")
-    score.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"))
     score.add_argument(
-        "--checkpoint", default=None, metavar="DIR",
+        "--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16")
+    )
+    score.add_argument(
+        "--checkpoint",
+        default=None,
+        metavar="DIR",
         help="write finished batches here; a rerun with the same folder resumes",
     )
     score.add_argument(
