@@ -38,7 +38,8 @@ def tagged_bytes(value: Any) -> bytes:
     if isinstance(value, bool):  # before int: bool is an int in Python
         return b"\x04" + (b"\x01" if value else b"\x00")
     if isinstance(value, int):
-        return b"\x02" + struct.pack("<q", value)
+        # i64 little endian; a uint64 value has the same bytes as its i64 reinterpretation.
+        return b"\x02" + struct.pack("<Q", value & MASK64)
     if isinstance(value, float):
         return b"\x03" + struct.pack("<d", value)
     if isinstance(value, str):
@@ -319,6 +320,467 @@ def unnest(
         "rows_used": len(rows) - null_lists - empty_lists,
         "rows_out": len(out),
         "dropped": dropped,
+    }
+    return out, accounting
+
+
+# --------------------------------------------------------------------------------------------
+# Ranked lists (docs/lists.md)
+# --------------------------------------------------------------------------------------------
+
+
+def cut_list(ranked: list[tuple[float, int]], list_size, min_list_size, ties, reason):
+    """Apply ties / list_size / min_list_size to a ranked list of ``(score, id)``; record
+    ``reason[id]`` for every dropped item. Returns the kept items (empty when too small)."""
+    kept: list[tuple[float, int]] = []
+    for item in ranked:
+        if ties == "drop" and kept and kept[-1][0] == item[0]:
+            reason[item[1]] = "tie"
+        else:
+            kept.append(item)
+    if list_size is not None and len(kept) > list_size:
+        for _, index in kept[list_size:]:
+            reason[index] = "beyond_list_size"
+        kept = kept[:list_size]
+    if len(kept) < min_list_size:
+        for _, index in kept:
+            reason[index] = "group_too_small"
+        return []
+    return kept
+
+
+def _dropped_counts(n: int, used: set, reason: dict) -> dict:
+    dropped: dict[str, int] = {}
+    for index in range(n):
+        if index not in used:
+            dropped[reason[index]] = dropped.get(reason[index], 0) + 1
+    return dropped
+
+
+def rank_lists(
+    rows: Sequence[dict],
+    *,
+    prompt: str = "prompt",
+    response: str = "response",
+    score: str = "score",
+    group: str | None = None,
+    list_size: int | None = None,
+    min_list_size: int = 2,
+    ties: str = "keep",
+    nan: str = "drop",
+) -> tuple[list[dict], dict]:
+    """Return ``(lists, accounting)`` as docs/lists.md describes."""
+    key_column = group if group is not None else prompt
+    reason: dict[int, str] = {}
+    groups: dict[bytes, list[int]] = {}
+    group_key: dict[bytes, Any] = {}
+    for index, row in enumerate(rows):
+        key = row[key_column]
+        if key is None:
+            reason[index] = "null_key"
+            continue
+        canonical = key_bytes(key)
+        if canonical not in groups:
+            groups[canonical] = []
+            group_key[canonical] = key
+        if row[response] is None:
+            reason[index] = "null_response"
+        elif not _is_valid_number(row[score]):
+            if nan == "error":
+                raise ValueError(f"NaN or null score in column '{score}' at row {index}")
+            reason[index] = "nan_score"
+        else:
+            groups[canonical].append(index)
+    out: list[dict] = []
+    used: set[int] = set()
+    for canonical, members in groups.items():
+        ranked = sorted(((float(rows[i][score]), i) for i in members), key=lambda t: -t[0])
+        kept = cut_list(ranked, list_size, min_list_size, ties, reason)
+        if not kept:
+            continue
+        used.update(i for _, i in kept)
+        out.append(
+            {
+                "prompt": rows[kept[0][1]][prompt],
+                "responses": [rows[i][response] for _, i in kept],
+                "scores": [s for s, _ in kept],
+                "rows": [i for _, i in kept],
+                "group_id": group_id(group_key[canonical]),
+            }
+        )
+    accounting = {
+        "rows_in": len(rows),
+        "rows_used": len(used),
+        "dropped": _dropped_counts(len(rows), used, reason),
+        "groups_in": len(groups),
+        "lists_out": len(out),
+    }
+    return out, accounting
+
+
+# --------------------------------------------------------------------------------------------
+# Curriculum (docs/curriculum.md)
+# --------------------------------------------------------------------------------------------
+
+
+def shuffle_key(seed: int, row: int) -> int:
+    return splitmix64(splitmix64(seed) ^ row)
+
+
+def order_curriculum(
+    rows: Sequence[dict],
+    *,
+    by: str = "margin",
+    order: str = "easy_to_hard",
+    stages: int | None = None,
+    per_prompt: bool = False,
+    group: str = "prompt",
+    shuffle_within_stage: bool = True,
+    seed: int = 0,
+) -> tuple[list[int], list[int]]:
+    """Return ``(input row of each output row, stage of each output row)``."""
+    n = len(rows)
+
+    def ease(index: int) -> tuple:
+        value = rows[index][by]
+        if not _is_valid_number(value):
+            return (1, 0.0, index)
+        value = float(value)
+        return (0, -value if order == "easy_to_hard" else value, index)
+
+    stage = [0] * n
+    if not per_prompt:
+        count = stages or 1
+        for position, index in enumerate(sorted(range(n), key=ease)):
+            stage[index] = position * count // n
+    else:
+        cap = None if stages is None else stages - 1
+        groups: dict[bytes, list[int]] = {}
+        for index, row in enumerate(rows):
+            if row[group] is not None:
+                groups.setdefault(key_bytes(row[group]), []).append(index)
+        for members in groups.values():
+            for rank, index in enumerate(sorted(members, key=ease)):
+                stage[index] = rank if cap is None else min(rank, cap)
+    if shuffle_within_stage:
+        result = sorted(range(n), key=lambda i: (stage[i], shuffle_key(seed, i), i))
+    else:
+        result = sorted(range(n), key=lambda i: (stage[i], ease(i)))
+    return result, [stage[i] for i in result]
+
+
+# --------------------------------------------------------------------------------------------
+# Preference trees (docs/trees.md)
+# --------------------------------------------------------------------------------------------
+
+
+def _xxh3(data: bytes, seed: int) -> int:
+    return xxhash.xxh3_64_intdigest(data, seed=seed)
+
+
+def build_trees(
+    rows: Sequence[dict],
+    *,
+    prompt: str = "prompt",
+    steps: str = "steps",
+    reward: str = "reward",
+    group: str | None = None,
+) -> tuple[list[dict], dict]:
+    """Return ``(nodes, accounting)``: tries in group order, nodes in creation order."""
+    key_column = group if group is not None else prompt
+    reason: dict[int, str] = {}
+    used: set[int] = set()
+    trees: dict[bytes, dict] = {}
+    for index, row in enumerate(rows):
+        key = row[key_column]
+        if key is None:
+            reason[index] = "null_key"
+            continue
+        canonical = key_bytes(key)
+        tree = trees.setdefault(canonical, {"key": key, "nodes": [], "children": {}})
+        path = row[steps]
+        if path is None:
+            reason[index] = "null_steps"
+            continue
+        if any(s is None for s in path):
+            reason[index] = "null_step"
+            continue
+        if not _is_valid_number(row[reward]):
+            reason[index] = "nan_reward"
+            continue
+        r = float(row[reward])
+        used.add(index)
+        nodes, children = tree["nodes"], tree["children"]
+        if not nodes:
+            tree_id = group_id(key)
+            tree["prompt"] = row[prompt]
+            nodes.append(
+                {"id": _xxh3(b"", tree_id), "parent": None, "depth": 0, "step": None,
+                 "sum": 0.0, "visits": 0, "children": 0}
+            )
+        nodes[0]["sum"] += r
+        nodes[0]["visits"] += 1
+        current = 0
+        for step in path:
+            child = children.get((current, step))
+            if child is None:
+                child = len(nodes)
+                nodes.append(
+                    {"id": _xxh3(step.encode("utf-8"), nodes[current]["id"]), "parent": current,
+                     "depth": nodes[current]["depth"] + 1, "step": step, "sum": 0.0,
+                     "visits": 0, "children": 0}
+                )
+                nodes[current]["children"] += 1
+                children[(current, step)] = child
+            nodes[child]["sum"] += r
+            nodes[child]["visits"] += 1
+            current = child
+    out: list[dict] = []
+    trees_out = 0
+    for tree in trees.values():
+        nodes = tree["nodes"]
+        if not nodes:
+            continue
+        trees_out += 1
+        tree_id = group_id(tree["key"])
+        for node in nodes:
+            out.append(
+                {
+                    "tree_id": tree_id,
+                    "node_id": node["id"],
+                    "parent_id": None if node["parent"] is None else nodes[node["parent"]]["id"],
+                    "depth": node["depth"],
+                    "step": node["step"],
+                    "value": node["sum"] / node["visits"],
+                    "visits": node["visits"],
+                    "is_leaf": node["children"] == 0,
+                    "prompt": tree["prompt"],
+                }
+            )
+    accounting = {
+        "rows_in": len(rows),
+        "rows_used": len(used),
+        "dropped": _dropped_counts(len(rows), used, reason),
+        "groups_in": len(trees),
+        "trees_out": trees_out,
+        "nodes_out": len(out),
+    }
+    return out, accounting
+
+
+class InvalidTree(ValueError):
+    """A node table that is not a forest; ``kind`` is duplicate, orphan, roots or cycle."""
+
+    def __init__(self, kind: str, row: int):
+        super().__init__(f"{kind} at row {row}")
+        self.kind = kind
+        self.row = row
+
+
+def validate_nodes(
+    rows: Sequence[dict],
+    *,
+    tree: str = "tree_id",
+    node: str = "node_id",
+    parent: str = "parent_id",
+) -> tuple[list[int | None], list[int], list[int]]:
+    """``(parent row, depth, root row)`` of every row, or InvalidTree naming the first bad row
+    (checks in order: null ids, duplicates, then roots/orphans, then cycles)."""
+    for index, row in enumerate(rows):
+        if row[tree] is None or row[node] is None:
+            raise InvalidTree("null", index)
+    where: dict[tuple, int] = {}
+    for index, row in enumerate(rows):
+        key = (key_bytes(row[tree]), key_bytes(row[node]))
+        if key in where:
+            raise InvalidTree("duplicate", index)
+        where[key] = index
+    parent_row: list[int | None] = [None] * len(rows)
+    roots: dict[bytes, int] = {}
+    for index, row in enumerate(rows):
+        t = key_bytes(row[tree])
+        if row[parent] is None:
+            if t in roots:
+                raise InvalidTree("roots", index)
+            roots[t] = index
+        else:
+            found = where.get((t, key_bytes(row[parent])))
+            if found is None:
+                raise InvalidTree("orphan", index)
+            parent_row[index] = found
+    depth = [-1] * len(rows)
+    for index in range(len(rows)):
+        path, current, seen = [], index, set()
+        while depth[current] < 0:
+            if current in seen:
+                raise InvalidTree("cycle", current)
+            seen.add(current)
+            path.append(current)
+            if parent_row[current] is None:
+                break
+            current = parent_row[current]
+        for r in reversed(path):
+            depth[r] = 0 if parent_row[r] is None else depth[parent_row[r]] + 1
+    root = [roots[key_bytes(row[tree])] for row in rows]
+    return parent_row, depth, root
+
+
+def _sibling_sets(rows, parent_row, step, value, visits, min_visits, reason):
+    """For every parent row (in row order), its rankable children best first."""
+    children: dict[int, list[int]] = {}
+    for index, p in enumerate(parent_row):
+        if p is None:
+            reason[index] = "root"
+        else:
+            children.setdefault(p, []).append(index)
+    for p in sorted(children):
+        ranked = []
+        for c in children[p]:
+            if rows[c][step] is None:
+                reason[c] = "null_step"
+            elif not _is_valid_number(rows[c][value]):
+                reason[c] = "nan_value"
+            elif visits is not None and not (
+                _is_valid_number(rows[c][visits]) and rows[c][visits] >= min_visits
+            ):
+                reason[c] = "below_min_visits"
+            else:
+                ranked.append((float(rows[c][value]), c))
+        ranked.sort(key=lambda t: -t[0])
+        yield p, ranked
+
+
+def _prefix(rows, parent_row, step, row):
+    out = []
+    while parent_row[row] is not None:
+        out.append(rows[row][step])
+        row = parent_row[row]
+    return out[::-1]
+
+
+def tree_pairs(
+    rows: Sequence[dict],
+    *,
+    strategy: str = "best_vs_worst",
+    min_margin: float = 0.0,
+    min_visits: float = 1,
+    k: int = 1,
+    ties: str = "drop",
+    max_pairs_per_node: int | None = None,
+    seed: int = 0,
+    tree: str = "tree_id",
+    node: str = "node_id",
+    parent: str = "parent_id",
+    step: str = "step",
+    value: str = "value",
+    visits: str | None = "visits",
+    prompt: str | None = "prompt",
+) -> tuple[list[dict], dict]:
+    """Return ``(pairs, accounting)`` as docs/trees.md describes."""
+    parent_row, depth, root = validate_nodes(rows, tree=tree, node=node, parent=parent)
+    reason: dict[int, str] = {}
+    used: set[int] = set()
+    out: list[dict] = []
+    groups_with_pairs = 0
+    for p, ranked in _sibling_sets(rows, parent_row, step, value, visits, min_visits, reason):
+        n = len(ranked)
+        if n < 2:
+            for _, c in ranked:
+                reason[c] = "group_too_small"
+            continue
+        positions = [
+            (i, j)
+            for (i, j) in _candidate_pairs(ranked, n, strategy, k)
+            if _qualifies(ranked[i][0], ranked[j][0], min_margin, ties)
+        ]
+        if strategy == "best_vs_random" and positions:
+            x = splitmix64((seed ^ group_id(rows[p][node])) & MASK64)
+            positions = [positions[(x * len(positions)) >> 64]]
+        generated = [(ranked[i], ranked[j]) for (i, j) in positions]
+        if max_pairs_per_node is not None and len(generated) > max_pairs_per_node:
+            margins = [_margin(a[0], b[0]) for a, b in generated]
+            order = sorted(range(len(generated)), key=lambda g: (-margins[g], g))
+            generated = [generated[g] for g in sorted(order[:max_pairs_per_node])]
+        if not generated:
+            why = "tie" if all(v == ranked[0][0] for v, _ in ranked) else "below_margin"
+            for _, c in ranked:
+                reason[c] = why
+            continue
+        groups_with_pairs += 1
+        for (va, a), (vb, b) in generated:
+            used.update((a, b))
+            out.append(
+                {
+                    "prompt": rows[root[p]][prompt] if prompt else None,
+                    "prefix": _prefix(rows, parent_row, step, p),
+                    "chosen": rows[a][step],
+                    "rejected": rows[b][step],
+                    "score_chosen": va,
+                    "score_rejected": vb,
+                    "margin": _margin(va, vb),
+                    "depth": depth[a],
+                    "tree_id": rows[a][tree],
+                    "chosen_node": rows[a][node],
+                    "rejected_node": rows[b][node],
+                }
+            )
+        for _, c in ranked:
+            if c not in used:
+                reason[c] = "not_selected"
+    accounting = {
+        "rows_in": len(rows),
+        "rows_used": len(used),
+        "dropped": _dropped_counts(len(rows), used, reason),
+        "trees_in": len(set(root)),
+        "groups_with_pairs": groups_with_pairs,
+        "pairs_out": len(out),
+    }
+    return out, accounting
+
+
+def tree_lists(
+    rows: Sequence[dict],
+    *,
+    list_size: int | None = None,
+    min_list_size: int = 2,
+    ties: str = "keep",
+    min_visits: float = 1,
+    tree: str = "tree_id",
+    node: str = "node_id",
+    parent: str = "parent_id",
+    step: str = "step",
+    value: str = "value",
+    visits: str | None = "visits",
+    prompt: str | None = "prompt",
+) -> tuple[list[dict], dict]:
+    """Return ``(lists, accounting)`` as docs/trees.md describes."""
+    parent_row, depth, root = validate_nodes(rows, tree=tree, node=node, parent=parent)
+    reason: dict[int, str] = {}
+    used: set[int] = set()
+    out: list[dict] = []
+    for p, ranked in _sibling_sets(rows, parent_row, step, value, visits, min_visits, reason):
+        kept = cut_list(ranked, list_size, min_list_size, ties, reason)
+        if not kept:
+            continue
+        used.update(c for _, c in kept)
+        first = kept[0][1]
+        out.append(
+            {
+                "prompt": rows[root[p]][prompt] if prompt else None,
+                "prefix": _prefix(rows, parent_row, step, p),
+                "responses": [rows[c][step] for _, c in kept],
+                "scores": [v for v, _ in kept],
+                "rows": [c for _, c in kept],
+                "depth": depth[first],
+                "tree_id": rows[first][tree],
+            }
+        )
+    accounting = {
+        "rows_in": len(rows),
+        "rows_used": len(used),
+        "dropped": _dropped_counts(len(rows), used, reason),
+        "trees_in": len(set(root)),
+        "lists_out": len(out),
     }
     return out, accounting
 

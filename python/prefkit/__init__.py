@@ -16,21 +16,27 @@ from prefkit._provenance import report_of
 from prefkit._version import __version__
 from prefkit.batches import plan_batches
 from prefkit.collate import ListCollator, PairCollator, gather_hidden
+from prefkit.curriculum import order_curriculum
 from prefkit.io import materialize, read_table, write_table
+from prefkit.lists import rank_lists
 from prefkit.pairs import mine_pairs, unnest
 from prefkit.reference import reference_logps
 from prefkit.scoring import score, score_pairs
 from prefkit.tokenize import tokenize_lists, tokenize_pairs
+from prefkit.trees import build_trees, tree_lists, tree_pairs
 
 __all__ = [
     "ListCollator",
     "PairCollator",
     "PrefkitError",
     "__version__",
+    "build_trees",
     "gather_hidden",
     "materialize",
     "mine_pairs",
+    "order_curriculum",
     "plan_batches",
+    "rank_lists",
     "read_table",
     "reference_logps",
     "report_of",
@@ -38,6 +44,8 @@ __all__ = [
     "score_pairs",
     "tokenize_lists",
     "tokenize_pairs",
+    "tree_lists",
+    "tree_pairs",
     "unnest",
     "write_table",
 ]

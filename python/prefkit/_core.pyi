@@ -5,6 +5,7 @@ Tables cross the boundary through the Arrow PyCapsule interface.
 """
 
 from typing import Any
+from typing import TypeAlias
 
 def mine_pairs(
     table: Any,
@@ -29,3 +30,62 @@ def plan_batches(
     lengths: Any, *, max_tokens: int, packed: bool, shuffle: bool, seed: int
 ) -> tuple[Any, Any]:
     """Plan batches; returns Arrow uint64 arrays ``rows`` and ``offsets``."""
+
+def rank_lists(
+    table: Any,
+    *,
+    prompt: str,
+    response: str,
+    score: str,
+    group: str | None,
+    list_size: int | None,
+    min_list_size: int,
+    ties: str,
+    nan: str,
+) -> tuple[Any, dict[str, Any]]:
+    """Ranked lists; returns an Arrow table (PyCapsule) and the row accounting."""
+
+def order_curriculum(
+    table: Any,
+    *,
+    by: str,
+    order: str,
+    stages: int | None,
+    per_prompt: bool,
+    group: str,
+    shuffle_within_stage: bool,
+    seed: int,
+) -> tuple[Any, dict[str, Any]]:
+    """Curriculum; returns the reordered table with ``stage`` and the accounting."""
+
+def build_trees(
+    table: Any, *, prompt: str, steps: str, reward: str, group: str | None
+) -> tuple[Any, dict[str, Any]]:
+    """Tries of steps; returns the node table and the row accounting."""
+
+NodeColumns: TypeAlias = tuple[str, str, str, str, str, str | None, str | None]
+
+def tree_pairs(
+    table: Any,
+    *,
+    columns: NodeColumns,
+    strategy: str,
+    k: int,
+    min_margin: float,
+    ties: str,
+    max_pairs_per_node: int | None,
+    min_visits: float,
+    seed: int,
+) -> tuple[Any, dict[str, Any]]:
+    """Sibling pairs of a node table (tree, node, parent, step, value, visits, prompt)."""
+
+def tree_lists(
+    table: Any,
+    *,
+    columns: NodeColumns,
+    list_size: int | None,
+    min_list_size: int,
+    ties: str,
+    min_visits: float,
+) -> tuple[Any, dict[str, Any]]:
+    """Sibling lists of a node table."""

@@ -33,6 +33,28 @@ examples:
   prefkit unnest raw.jsonl -o long.parquet --completions outputs --response text --score rating
 """
 
+EPILOG_CURRICULUM = """\
+examples:
+  prefkit curriculum pairs.parquet -o curriculum.parquet --stages 3
+  prefkit curriculum pairs.parquet -o curry.parquet --per-prompt --seed 1
+  prefkit curriculum pairs.parquet -o sorted.parquet --by margin --no-shuffle
+"""
+
+EPILOG_LISTS = """\
+examples:
+  prefkit lists rated.parquet -o lists.parquet --list-size 4
+  prefkit lists examples/ultrafeedback_mini.jsonl --completions completions -o lists.jsonl
+  prefkit lists rated.parquet -o lists.parquet --ties drop --min-list-size 3
+"""
+
+EPILOG_TREES = """\
+examples:
+  prefkit trees paths.parquet -o nodes.parquet
+  prefkit trees paths.parquet -o step_pairs.parquet --emit pairs --strategy best_vs_all
+  prefkit trees paths.parquet -o step_lists.parquet --emit lists --min-visits 2
+  prefkit trees mcts_nodes.parquet --nodes -o step_pairs.parquet --emit pairs
+"""
+
 
 EPILOG_SCORE = """\
 examples:
@@ -64,7 +86,17 @@ def _print_accounting(record: dict, output: str) -> None:
     print(f"rows in: {rows_in}" + (f", used: {used}" if used is not None else ""))
     for reason, count in sorted(record.get("dropped", {}).items()):
         print(f"  dropped ({reason}): {count}")
-    for name in ("groups_in", "groups_with_pairs", "pairs_out", "pairs_capped"):
+    for name in (
+        "groups_in",
+        "groups_with_pairs",
+        "pairs_out",
+        "pairs_capped",
+        "lists_out",
+        "trees_in",
+        "trees_out",
+        "nodes_out",
+        "stage_sizes",
+    ):
         if name in record:
             print(f"{name}: {record[name]}")
 
@@ -207,6 +239,82 @@ def _score(args: argparse.Namespace) -> int:
             f"checkpoint: {each.get('rows_resumed', 0)}"
         )
     return 0
+def _curriculum(args: argparse.Namespace) -> int:
+    from prefkit.curriculum import order_curriculum
+
+    return _run(
+        args,
+        order_curriculum,
+        by=args.by,
+        order=args.order,
+        stages=args.stages,
+        per_prompt=args.per_prompt,
+        group=args.group,
+        shuffle_within_stage=not args.no_shuffle,
+        seed=args.seed,
+    )
+
+
+def _lists(args: argparse.Namespace) -> int:
+    from prefkit.lists import rank_lists
+    from prefkit.pairs import unnest
+
+    def operation(table, **options):
+        if args.completions:
+            table = unnest(
+                table,
+                prompt=args.prompt,
+                completions=args.completions,
+                response=args.response,
+                score=args.score,
+            )
+        return rank_lists(table, **options)
+
+    return _run(
+        args,
+        operation,
+        prompt=args.prompt,
+        response=args.response,
+        score=args.score,
+        group=args.group,
+        list_size=args.list_size,
+        min_list_size=args.min_list_size,
+        ties=args.ties,
+        nan=args.nan,
+    )
+
+
+def _trees(args: argparse.Namespace) -> int:
+    from prefkit.trees import build_trees, tree_lists, tree_pairs
+
+    def operation(table):
+        nodes = table
+        if not args.nodes:
+            nodes = build_trees(
+                table, prompt=args.prompt, steps=args.steps, reward=args.reward, group=args.group
+            )
+        if args.emit == "pairs":
+            return tree_pairs(
+                nodes,
+                strategy=args.strategy,
+                min_margin=args.min_margin,
+                min_visits=args.min_visits,
+                k=args.k,
+                ties=args.ties or "drop",
+                max_pairs_per_node=args.max_pairs_per_node,
+                seed=args.seed,
+            )
+        if args.emit == "lists":
+            return tree_lists(
+                nodes,
+                list_size=args.list_size,
+                min_list_size=args.min_list_size,
+                ties=args.ties or "keep",
+                min_visits=args.min_visits,
+            )
+        return nodes
+
+    return _run(args, operation)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -302,6 +410,84 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume", action="store_true", help="checkpoint to OUTPUT.checkpoint and resume from it"
     )
     score.set_defaults(run=_score)
+    curriculum = verbs.add_parser(
+        "curriculum",
+        help="order pairs easy to hard in stages (global or per prompt, Curry-DPO)",
+        description="Reorder pairs into a curriculum and add an int32 'stage' column.",
+        epilog=EPILOG_CURRICULUM,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _common(curriculum)
+    curriculum.add_argument("--by", default="margin", help="ease column (larger = easier)")
+    curriculum.add_argument("--order", default="easy_to_hard", choices=("easy_to_hard", "hard_to_easy"))
+    curriculum.add_argument("--stages", type=int, default=None, help="number of stages")
+    curriculum.add_argument(
+        "--per-prompt", action="store_true", help="stage = rank inside the prompt (Curry-DPO)"
+    )
+    curriculum.add_argument(
+        "--group", default=None, help="grouping column of --per-prompt (group_id or prompt)"
+    )
+    curriculum.add_argument(
+        "--no-shuffle", action="store_true", help="keep each stage in 'by' order"
+    )
+    curriculum.add_argument("--seed", type=int, default=0)
+    curriculum.set_defaults(run=_curriculum)
+
+    lists = verbs.add_parser(
+        "lists",
+        help="ranked lists of responses per prompt (LiPO, TPO, Plackett-Luce)",
+        description="One row per prompt: its responses sorted best first, scores and rows.",
+        epilog=EPILOG_LISTS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _common(lists)
+    lists.add_argument("--prompt", default="prompt")
+    lists.add_argument("--response", default="response")
+    lists.add_argument("--score", default="score")
+    lists.add_argument("--group", default=None, help="group by this column instead of prompt")
+    lists.add_argument(
+        "--completions", default=None, metavar="COLUMN",
+        help="input is nested (UltraFeedback): unnest this list<struct> column first",
+    )
+    lists.add_argument("--list-size", type=int, default=None, help="keep the best N")
+    lists.add_argument("--min-list-size", type=int, default=2)
+    lists.add_argument("--ties", default="keep", choices=("drop", "keep"))
+    lists.add_argument("--nan", default="drop", choices=("drop", "error"))
+    lists.set_defaults(run=_lists)
+
+    trees = verbs.add_parser(
+        "trees",
+        help="tries of step-split solutions; or step pairs / lists of sibling nodes",
+        description=(
+            "Build the node table of step-split paths (one tree per prompt), or with --emit "
+            "pairs/lists the step-level pairs or ranked lists of sibling nodes."
+        ),
+        epilog=EPILOG_TREES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _common(trees)
+    trees.add_argument("--prompt", default="prompt")
+    trees.add_argument("--steps", default="steps", help="list<string> column of steps")
+    trees.add_argument("--reward", default="reward")
+    trees.add_argument("--group", default=None, help="one tree per value of this column")
+    trees.add_argument(
+        "--nodes", action="store_true",
+        help="the input is already a node table (e.g. MCTS output): validate, do not build",
+    )
+    trees.add_argument("--emit", default="nodes", choices=("nodes", "pairs", "lists"))
+    trees.add_argument("--strategy", default="best_vs_worst", choices=STRATEGIES)
+    trees.add_argument("--k", type=int, default=1)
+    trees.add_argument("--min-margin", type=float, default=0.0)
+    trees.add_argument("--min-visits", type=float, default=1)
+    trees.add_argument(
+        "--ties", default=None, choices=("drop", "keep"),
+        help="default: drop for pairs, keep for lists",
+    )
+    trees.add_argument("--max-pairs-per-node", type=int, default=None)
+    trees.add_argument("--list-size", type=int, default=None)
+    trees.add_argument("--min-list-size", type=int, default=2)
+    trees.add_argument("--seed", type=int, default=0)
+    trees.set_defaults(run=_trees)
     return parser
 
 

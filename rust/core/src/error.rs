@@ -34,6 +34,10 @@ pub enum Error {
     /// A column name that is ambiguous: two input columns, or a result and a carry column.
     #[error("column name '{0}' is used twice (two input columns, or a result column and a carry column); rename one first")]
     DuplicateColumn(String),
+    /// A node table is not a forest (duplicate ids, orphans, several roots, cycles); the
+    /// message names the node and its row.
+    #[error("{0}")]
+    InvalidTree(String),
     /// An error raised by arrow-rs itself.
     #[error("arrow: {0}")]
     Arrow(#[from] ArrowError),

@@ -9,20 +9,26 @@
 //! - [`text`]: text columns of any Arrow string type, and zero-copy string views into them.
 //! - [`key`]: canonical bytes of a grouping key (text, integers, chat messages) and its xxh3 id.
 //! - [`grouping`]: rows grouped by key, with a fast path for contiguous groups.
-//! - [`pairs`]: chosen/rejected pair mining.
+//! - [`pairs`]: chosen/rejected pair mining, and the pair selection shared with trees.
+//! - [`curriculum`]: curriculum stages and order of pairs.
+//! - [`lists`]: ranked lists of responses per prompt.
+//! - [`trees`]: preference trees (tries of steps), node-table validation, sibling pairs/lists.
 //! - [`batching`]: token-budget batch plans.
 //! - [`accounting`]: rows in, rows used, rows dropped by reason.
 //! - [`parallel`]: the rayon pool, sized by `PREFKIT_NUM_THREADS` and safe after `fork`.
 
 pub mod accounting;
 pub mod batching;
+pub mod curriculum;
 pub mod error;
 pub mod grouping;
 pub mod key;
+pub mod lists;
 pub mod pairs;
 pub mod parallel;
 pub mod table;
 pub mod text;
+pub mod trees;
 
 pub use accounting::Accounting;
 pub use error::{Error, Result};

@@ -134,6 +134,18 @@ pub struct PairOptions {
 }
 
 impl PairOptions {
+    /// The pair selection these options describe.
+    pub fn selection(&self) -> Selection {
+        Selection {
+            strategy: self.strategy,
+            k: self.k,
+            min_margin: self.min_margin,
+            ties: self.ties,
+            max_pairs: self.max_pairs_per_prompt,
+            seed: self.seed,
+        }
+    }
+
     fn validate(&self) -> Result<()> {
         if !(self.min_margin >= 0.0 && self.min_margin.is_finite()) {
             return Err(Error::argument(
@@ -244,6 +256,7 @@ pub fn mine_pairs(table: &Table, options: &PairOptions) -> Result<(RecordBatch, 
         has_response: &has_response,
     };
 
+    let selection = options.selection();
     let keys = key_column.bytes();
     let groups = group_rows(&keys);
     let (pairs, mut accounting) = parallel::install(|| {
@@ -260,7 +273,7 @@ pub fn mine_pairs(table: &Table, options: &PairOptions) -> Result<(RecordBatch, 
                         groups.rows_of(g),
                         groups.ids[g],
                         &rows,
-                        options,
+                        &selection,
                         &mut pairs,
                         &mut accounting,
                     );
@@ -317,7 +330,7 @@ fn result_columns(several_scores: bool) -> Vec<&'static str> {
 }
 
 /// Fail on the first row (in input order) with a null or NaN score, naming its column.
-fn check_no_nan(columns: &[Column], values: &[Vec<f64>]) -> Result<()> {
+pub(crate) fn check_no_nan(columns: &[Column], values: &[Vec<f64>]) -> Result<()> {
     let rows = values.first().map_or(0, Vec::len);
     for row in 0..rows {
         for (column, values) in columns.iter().zip(values) {
@@ -349,7 +362,7 @@ fn mine_group(
     members: &[usize],
     group_id: u64,
     rows: &Rows<'_>,
-    options: &PairOptions,
+    selection: &Selection,
     out: &mut Vec<Pair>,
     accounting: &mut Accounting,
 ) {
@@ -361,42 +374,94 @@ fn mine_group(
         } else if e[row].is_nan() {
             accounting.drop_rows("nan_score", 1);
         } else {
-            ranked.push(row);
+            ranked.push((e[row], row));
         }
     }
+    rank(&mut ranked);
+    let mut selected = Vec::new();
+    mine_ranked(&ranked, selection, group_id, &mut selected, accounting);
+    out.extend(selected.into_iter().map(|s| Pair {
+        chosen: s.chosen,
+        rejected: s.rejected,
+        margin: s.margin,
+        group,
+    }));
+}
+
+/// How pairs are selected from one ranked list (a prompt's responses, a node's children): the
+/// strategy and the qualification rules of docs/pairs.md, shared by `mine_pairs` and
+/// `tree_pairs`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Selection {
+    /// Which pairs of the ranked list are candidates.
+    pub strategy: Strategy,
+    /// The k of [`Strategy::TopKVsBottomK`].
+    pub k: usize,
+    /// A pair needs `margin > min_margin` (or a kept tie).
+    pub min_margin: f64,
+    /// Whether equal scores may pair (with margin 0, when `min_margin` is 0).
+    pub ties: Ties,
+    /// Keep at most this many pairs per list, the largest margins.
+    pub max_pairs: Option<usize>,
+    /// Seed of [`Strategy::BestVsRandom`].
+    pub seed: u64,
+}
+
+/// One pair selected from a ranked list, by the ids the caller ranked.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Selected {
+    /// Id of the better item.
+    pub chosen: usize,
+    /// Id of the worse item.
+    pub rejected: usize,
+    /// Difference of their scores (0 for a kept tie).
+    pub margin: f64,
+}
+
+/// Sort `(score, id)` items best first, stably: among equal scores the earlier item stays
+/// first. Scores must not be NaN.
+pub fn rank(items: &mut [(f64, usize)]) {
+    items.sort_by(|a, b| {
+        b.0.partial_cmp(&a.0)
+            .expect("NaN scores are removed before ranking")
+    });
+}
+
+/// Mine one ranked list (from [`rank`]) into `out` and account for its items.
+///
+/// Every item of `ranked` is counted exactly once in `accounting`: used (in at least one pair),
+/// or dropped as `group_too_small` (fewer than 2 items), `tie` (no pair, all scores equal),
+/// `below_margin` (no pair otherwise) or `not_selected`. `draw_key` (the group id, a node id)
+/// seeds `best_vs_random` together with `selection.seed`.
+pub fn mine_ranked(
+    ranked: &[(f64, usize)],
+    selection: &Selection,
+    draw_key: u64,
+    out: &mut Vec<Selected>,
+    accounting: &mut Accounting,
+) {
     let n = ranked.len();
     if n < 2 {
         accounting.drop_rows("group_too_small", n);
         return;
     }
-    // Stable: among equal scores the earlier input row ranks first. No NaN remains.
-    ranked.sort_by(|&a, &b| e[b].partial_cmp(&e[a]).expect("NaN scores were removed"));
-
-    let keep_ties = options.ties == Ties::Keep && options.min_margin == 0.0;
+    let keep_ties = selection.ties == Ties::Keep && selection.min_margin == 0.0;
     let start = out.len();
     let mut emit = |i: usize, j: usize| {
-        let (a, b) = (ranked[i], ranked[j]);
-        // Equal scores have margin 0, also when both are infinite (inf - inf is NaN).
-        let margin = if e[a] == e[b] { 0.0 } else { e[a] - e[b] };
-        if margin > options.min_margin || (keep_ties && margin == 0.0) {
-            out.push(Pair {
+        let ((e_a, a), (e_b, b)) = (ranked[i], ranked[j]);
+        // A kept tie has margin 0, also between two equal infinities.
+        let margin = if e_a == e_b { 0.0 } else { e_a - e_b };
+        if margin > selection.min_margin || (keep_ties && e_a == e_b) {
+            out.push(Selected {
                 chosen: a,
                 rejected: b,
                 margin,
-                group,
             });
-            true
-        } else {
-            false
         }
     };
-    match options.strategy {
-        Strategy::BestVsWorst => {
-            emit(0, n - 1);
-        }
-        Strategy::BestVsAll => (1..n).for_each(|j| {
-            emit(0, j);
-        }),
+    match selection.strategy {
+        Strategy::BestVsWorst => emit(0, n - 1),
+        Strategy::BestVsAll | Strategy::BestVsRandom => (1..n).for_each(|j| emit(0, j)),
         Strategy::AllPairs => {
             for i in 0..n {
                 for j in i + 1..n {
@@ -404,47 +469,38 @@ fn mine_group(
                 }
             }
         }
-        Strategy::Adjacent => (0..n - 1).for_each(|i| {
-            emit(i, i + 1);
-        }),
+        Strategy::Adjacent => (0..n - 1).for_each(|i| emit(i, i + 1)),
         Strategy::TopKVsBottomK => {
-            let m = options.k.min(n / 2);
+            let m = selection.k.min(n / 2);
             for i in 0..m {
                 for j in n - m..n {
                     emit(i, j);
                 }
             }
         }
-        Strategy::BestVsRandom => {
-            // Emit every candidate, then keep the drawn one.
-            (1..n).for_each(|j| {
-                emit(0, j);
-            });
-            let candidates = out.len() - start;
-            if candidates > 0 {
-                let x = splitmix64(options.seed ^ group_id);
-                let pick = ((x as u128 * candidates as u128) >> 64) as usize;
-                let drawn = out[start + pick];
-                out.truncate(start);
-                out.push(drawn);
-            }
+    }
+    if selection.strategy == Strategy::BestVsRandom {
+        // Every candidate was emitted; keep the drawn one.
+        let candidates = out.len() - start;
+        if candidates > 0 {
+            let x = splitmix64(selection.seed ^ draw_key);
+            let pick = ((x as u128 * candidates as u128) >> 64) as usize;
+            let drawn = out[start + pick];
+            out.truncate(start);
+            out.push(drawn);
         }
     }
-    if let Some(cap) = options.max_pairs_per_prompt {
+    if let Some(cap) = selection.max_pairs {
         keep_largest_margins(out, start, cap, accounting);
     }
 
     let produced = &out[start..];
     if produced.is_empty() {
-        let all_equal = ranked.iter().all(|&r| e[r] == e[ranked[0]]);
+        let all_equal = ranked.iter().all(|&(e, _)| e == ranked[0].0);
         accounting.drop_rows(if all_equal { "tie" } else { "below_margin" }, n);
         return;
     }
-    accounting
-        .counts
-        .entry("groups_with_pairs")
-        .and_modify(|c| *c += 1)
-        .or_insert(1);
+    *accounting.counts.entry("groups_with_pairs").or_default() += 1;
     let mut used: Vec<usize> = produced
         .iter()
         .flat_map(|p| [p.chosen, p.rejected])
@@ -458,7 +514,7 @@ fn mine_group(
 /// Keep the `cap` largest-margin pairs of `out[start..]` (the earlier one wins equal margins),
 /// in their generation order.
 fn keep_largest_margins(
-    out: &mut Vec<Pair>,
+    out: &mut Vec<Selected>,
     start: usize,
     cap: usize,
     accounting: &mut Accounting,
@@ -507,7 +563,7 @@ fn build_batch(
     let prompt_values: ArrayRef = if is_text(prompt.field.data_type()) {
         Arc::new(TextColumn::new(prompt)?.views().gather(&chosen))
     } else {
-        take_rows(prompt, &chosen)?
+        prompt.take(&chosen)?
     };
     push("prompt", prompt_values, true);
     let responses = response.views();
@@ -548,7 +604,7 @@ fn build_batch(
         push("margin_std", Arc::new(Float64Array::from(spread)), false);
     }
     for column in carry {
-        push(column.name(), take_rows(column, &chosen)?, true);
+        push(column.name(), column.take(&chosen)?, true);
     }
     let schema = Arc::new(Schema::new(fields));
     if columns.is_empty() {
@@ -566,23 +622,6 @@ fn strength(per_column: &[Vec<f64>], chosen: usize, rejected: usize) -> (f64, f6
     let mean = margins.iter().sum::<f64>() / n;
     let variance = margins.iter().map(|m| (m - mean) * (m - mean)).sum::<f64>() / n;
     (agree, variance.sqrt())
-}
-
-/// The values of `column` at global `rows`, in that order, across its chunks.
-fn take_rows(column: &Column, rows: &[usize]) -> Result<ArrayRef> {
-    let starts = column.chunk_starts();
-    let indices: Vec<(usize, usize)> = rows
-        .iter()
-        .map(|&r| {
-            let chunk = starts.partition_point(|&s| s <= r) - 1;
-            (chunk, r - starts[chunk])
-        })
-        .collect();
-    let arrays: Vec<&dyn arrow_array::Array> = column.chunks.iter().map(|c| c.as_ref()).collect();
-    if arrays.is_empty() {
-        return Ok(arrow_array::new_empty_array(column.field.data_type()));
-    }
-    Ok(arrow_select::interleave::interleave(&arrays, &indices)?)
 }
 
 #[cfg(test)]

@@ -33,6 +33,11 @@ impl Table {
         Self { schema, batches }
     }
 
+    /// The schema of the table.
+    pub fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
     /// Number of rows over all chunks.
     pub fn num_rows(&self) -> usize {
         self.batches.iter().map(|b| b.num_rows()).sum()
@@ -139,6 +144,41 @@ impl Column {
                 s
             })
             .collect()
+    }
+
+    /// The value at global `row` as text for a message: quoted when it is text.
+    pub fn display(&self, row: usize) -> String {
+        let starts = self.chunk_starts();
+        let chunk = starts.partition_point(|&s| s <= row) - 1;
+        let array = &self.chunks[chunk];
+        let index = row - starts[chunk];
+        if array.is_null(index) {
+            return "null".to_string();
+        }
+        let text = arrow_cast::display::array_value_to_string(array, index)
+            .unwrap_or_else(|_| "?".to_string());
+        if crate::text::is_text(self.field.data_type()) {
+            format!("'{text}'")
+        } else {
+            text
+        }
+    }
+
+    /// The values at global `rows`, in that order, gathered across the chunks.
+    pub fn take(&self, rows: &[usize]) -> Result<ArrayRef> {
+        let starts = self.chunk_starts();
+        let indices: Vec<(usize, usize)> = rows
+            .iter()
+            .map(|&r| {
+                let chunk = starts.partition_point(|&s| s <= r) - 1;
+                (chunk, r - starts[chunk])
+            })
+            .collect();
+        let arrays: Vec<&dyn Array> = self.chunks.iter().map(|c| c.as_ref()).collect();
+        if arrays.is_empty() {
+            return Ok(arrow_array::new_empty_array(self.field.data_type()));
+        }
+        Ok(arrow_select::interleave::interleave(&arrays, &indices)?)
     }
 
     /// The values as `f64` with NaN for nulls: any integer or float type is accepted.

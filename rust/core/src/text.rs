@@ -176,6 +176,21 @@ pub struct Views {
 }
 
 impl Views {
+    /// Like [`Views::gather`], with a null wherever `rows` holds `None`.
+    pub fn gather_optional(&self, rows: &[Option<usize>]) -> StringViewArray {
+        let views: ScalarBuffer<u128> = rows
+            .iter()
+            .map(|r| r.map_or(0, |r| self.views[r]))
+            .collect();
+        let valid = |r: &Option<usize>| {
+            r.is_some_and(|r| self.nulls.as_ref().map_or(true, |n| n.is_valid(r)))
+        };
+        let nulls = NullBuffer::from_iter(rows.iter().map(valid));
+        let nulls = (nulls.null_count() > 0).then_some(nulls);
+        // SAFETY: as in `gather`; a null has the zero view.
+        unsafe { StringViewArray::new_unchecked(views, self.buffers.clone(), nulls) }
+    }
+
     /// A string_view array holding the rows `rows` (global row numbers), in that order,
     /// without copying any text.
     pub fn gather(&self, rows: &[usize]) -> StringViewArray {

@@ -5,7 +5,9 @@
 
 mod batching;
 mod errors;
+mod lists;
 mod pairs;
+mod trees;
 
 use pyo3::prelude::*;
 
@@ -20,5 +22,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(batching::plan_batches, module)?)?;
     module.add_function(wrap_pyfunction!(pairs::mine_pairs, module)?)?;
+    module.add_function(wrap_pyfunction!(lists::rank_lists, module)?)?;
+    module.add_function(wrap_pyfunction!(lists::order_curriculum, module)?)?;
+    module.add_function(wrap_pyfunction!(trees::build_trees, module)?)?;
+    module.add_function(wrap_pyfunction!(trees::tree_pairs, module)?)?;
+    module.add_function(wrap_pyfunction!(trees::tree_lists, module)?)?;
     Ok(())
 }

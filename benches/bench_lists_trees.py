@@ -1,0 +1,459 @@
+"""Side-by-side benchmark of ranked lists and preference trees: prefkit vs polars vs Python.
+
+Two workloads, each on a corpus cached as Parquet in ``bench-data/``:
+
+- ``rank_lists`` on 1M responses (125k prompts x 8, ``benches/datagen.py``: ~1 KB responses,
+  UltraFeedback-like tied scores): one list per prompt, responses best first (stable), with
+  scores and source rows, as ``pk.rank_lists`` (docs/lists.md, ties="keep", min_list_size=2).
+  - ``polars``: the faster of two expression plans: ``group_by(maintain_order=True).agg``
+    with ``sort_by(score, descending, maintain_order)`` per column, or one global stable sort
+    followed by ``group_by(maintain_order=True).agg`` (lists in first-appearance order of the
+    sorted frame).
+  - ``python``: a dict-of-lists loop over the columns as Python lists and ``sorted``.
+- ``build_trees`` on 100k paths x 8 steps (12.5k prompts x 8 sampled solutions; each step is
+  one of a few ~60-character variants, so paths share prefixes and the trie has ~4 nodes per
+  path): node table with mean reward and visits per node, as ``pk.build_trees``
+  (docs/trees.md).
+  - ``polars``: node ids chained per depth, ``id_d = hash(struct(id_{d-1}, step_d))`` over
+    ``list.get(d)`` columns, then one long frame ``group_by(id).agg(mean, len, first)`` and a
+    leaf flag from the set of parent ids (the natural vectorised trie).
+  - ``python``: a dict trie keyed by ``(parent, step)``.
+
+Every (workload, tool) runs in a fresh subprocess that loads the corpus as a polars DataFrame,
+resets the peak-RSS counter (``/proc/self/clear_refs``), runs the tool ``--repeats`` times and
+reports the median wall time and the peak RSS above the loaded input (``VmHWM`` minus RSS after
+loading). Before timing, a check subprocess verifies the tools agree (number of lists / nodes,
+and the rows of a sample of lists / the values of a sample of nodes).
+
+Examples
+--------
+Full size, as in the README::
+
+    python benches/bench_lists_trees.py --repeats 3
+
+A quick run::
+
+    python benches/bench_lists_trees.py --prompts 5000 --paths 10000 --repeats 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "bench-data"
+TOOLS = ("prefkit", "polars", "python")
+DEPTH = 8
+VARIANTS = 3
+
+
+# ------------------------------------------------------------------------------------------
+# Corpora
+# ------------------------------------------------------------------------------------------
+
+
+def lists_corpus(prompts: int) -> Path:
+    path = DATA / f"lists_{prompts}x8.parquet"
+    if not path.exists():
+        sys.path.insert(0, str(ROOT / "benches"))
+        from datagen import generate
+
+        DATA.mkdir(exist_ok=True)
+        generate(prompts=prompts, responses=8, seed=0).write_parquet(path)
+    return path
+
+
+def paths_corpus(paths: int) -> Path:
+    """``paths`` solutions, 8 per prompt, 8 steps each; step d of a path is one of
+    ``VARIANTS`` texts of ~60 characters, drawn with a skew so that prefixes are shared."""
+    path = DATA / f"paths_{paths}x{DEPTH}.parquet"
+    if path.exists():
+        return path
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(0)
+    prompts = paths // 8
+    texts = [
+        f"Step {d + 1}: variant {v} of the reasoning, with some words é{'x' * (30 + v)}."
+        for d in range(DEPTH)
+        for v in range(VARIANTS)
+    ]
+    choice = rng.choice(VARIANTS, size=(paths, DEPTH), p=[0.6, 0.3, 0.1])
+    index = (np.arange(DEPTH)[None, :] * VARIANTS + choice).ravel()
+    # Each prompt has its own step texts: prefix the prompt number to make them distinct.
+    prompt_of = np.repeat(np.arange(prompts), 8)
+    flat = [f"[{prompt_of[i // DEPTH]}] {texts[j]}" for i, j in enumerate(index)]
+    offsets = pa.array(np.arange(0, paths * DEPTH + 1, DEPTH, dtype=np.int32))
+    steps = pa.ListArray.from_arrays(offsets, pa.array(flat, pa.string()))
+    table = pa.table(
+        {
+            "prompt": pa.array([f"Problem {p}: compute the value." for p in prompt_of]),
+            "steps": steps,
+            "reward": pa.array(rng.random(paths).round(2)),
+        }
+    )
+    DATA.mkdir(exist_ok=True)
+    pq.write_table(table, path)
+    return path
+
+
+# ------------------------------------------------------------------------------------------
+# rank_lists implementations
+# ------------------------------------------------------------------------------------------
+
+
+def lists_prefkit(df: Any) -> Any:
+    import prefkit as pk
+
+    return pk.rank_lists(df)
+
+
+def _valid_rows(df: Any) -> Any:
+    import polars as pl
+
+    return df.with_row_index("row").filter(
+        pl.col("prompt").is_not_null()
+        & pl.col("response").is_not_null()
+        & pl.col("score").is_not_null()
+        & pl.col("score").is_not_nan()
+    )
+
+
+def lists_polars_agg(df: Any) -> Any:
+    import polars as pl
+
+    key = pl.col("score")
+    out = (
+        _valid_rows(df)
+        .group_by("prompt", maintain_order=True)
+        .agg(
+            pl.col("response").sort_by(key, descending=True, maintain_order=True).alias("responses"),
+            key.sort(descending=True).alias("scores"),
+            pl.col("row").sort_by(key, descending=True, maintain_order=True).alias("rows"),
+        )
+    )
+    return out.filter(pl.col("rows").list.len() >= 2)
+
+
+def lists_polars_sort(df: Any) -> Any:
+    import polars as pl
+
+    out = (
+        _valid_rows(df)
+        .sort("score", descending=True, maintain_order=True)
+        .group_by("prompt", maintain_order=True)
+        .agg(
+            pl.col("response").alias("responses"),
+            pl.col("score").alias("scores"),
+            pl.col("row").alias("rows"),
+        )
+    )
+    return out.filter(pl.col("rows").list.len() >= 2)
+
+
+def lists_python(df: Any) -> list:
+    import math
+
+    prompts = df["prompt"].to_list()
+    responses = df["response"].to_list()
+    scores = df["score"].to_list()
+    groups: dict[str, list[int]] = {}
+    for row, (p, r, s) in enumerate(zip(prompts, responses, scores)):
+        if p is None or r is None or s is None or math.isnan(s):
+            continue
+        groups.setdefault(p, []).append(row)
+    out = []
+    for p, rows in groups.items():
+        if len(rows) < 2:
+            continue
+        rows = sorted(rows, key=lambda i: -scores[i])
+        out.append((p, [responses[i] for i in rows], [scores[i] for i in rows], rows))
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# build_trees implementations
+# ------------------------------------------------------------------------------------------
+
+
+def trees_prefkit(df: Any) -> Any:
+    import prefkit as pk
+
+    return pk.build_trees(df)
+
+
+def trees_polars(df: Any) -> Any:
+    import polars as pl
+
+    base = df.select(
+        pl.col("prompt").hash().alias("id_0"), "reward", "steps"
+    ).with_columns(pl.col("steps").list.len().alias("n"))
+    ids = [pl.col("id_0")]
+    columns = [pl.col("id_0")]
+    for d in range(1, DEPTH + 1):
+        step = pl.col("steps").list.get(d - 1, null_on_oob=True)
+        ids.append(pl.struct(ids[-1].alias("p"), step.alias("s")).hash().alias(f"id_{d}"))
+        columns.append(ids[-1])
+    wide = base.with_columns(columns[1:])
+    parts = [
+        wide.select(
+            pl.col("id_0").alias("node_id"),
+            pl.lit(None, pl.UInt64).alias("parent_id"),
+            pl.lit(0, pl.Int32).alias("depth"),
+            pl.lit(None, pl.String).alias("step"),
+            "reward",
+        )
+    ]
+    for d in range(1, DEPTH + 1):
+        parts.append(
+            wide.filter(pl.col("n") >= d).select(
+                pl.col(f"id_{d}").alias("node_id"),
+                pl.col(f"id_{d - 1}").alias("parent_id"),
+                pl.lit(d, pl.Int32).alias("depth"),
+                pl.col("steps").list.get(d - 1).alias("step"),
+                "reward",
+            )
+        )
+    long = pl.concat(parts)
+    nodes = long.group_by("node_id", maintain_order=True).agg(
+        pl.col("parent_id").first(),
+        pl.col("depth").first(),
+        pl.col("step").first(),
+        pl.col("reward").mean().alias("value"),
+        pl.len().alias("visits"),
+    )
+    parents = nodes.select(pl.col("parent_id").drop_nulls().unique())
+    return nodes.with_columns(
+        (~pl.col("node_id").is_in(parents["parent_id"].implode())).alias("is_leaf")
+    )
+
+
+def trees_python(df: Any) -> list:
+    prompts = df["prompt"].to_list()
+    steps = df["steps"].to_list()
+    rewards = df["reward"].to_list()
+    trees: dict[str, dict] = {}
+    for prompt, path, reward in zip(prompts, steps, rewards):
+        tree = trees.get(prompt)
+        if tree is None:
+            tree = trees[prompt] = {"nodes": [[None, 0, None, 0.0, 0, 0]], "index": {}}
+        nodes, index = tree["nodes"], tree["index"]
+        root = nodes[0]
+        root[3] += reward
+        root[4] += 1
+        current = 0
+        for step in path:
+            child = index.get((current, step))
+            if child is None:
+                child = len(nodes)
+                nodes.append([current, nodes[current][1] + 1, step, 0.0, 0, 0])
+                nodes[current][5] += 1
+                index[(current, step)] = child
+            node = nodes[child]
+            node[3] += reward
+            node[4] += 1
+            current = child
+    out = []
+    for prompt, tree in trees.items():
+        for parent, depth, step, total, visits, children in tree["nodes"]:
+            out.append((prompt, parent, depth, step, total / visits, visits, children == 0))
+    return out
+
+
+IMPLEMENTATIONS = {
+    "rank_lists": {
+        "prefkit": [lists_prefkit],
+        "polars": [lists_polars_agg, lists_polars_sort],
+        "python": [lists_python],
+    },
+    "build_trees": {
+        "prefkit": [trees_prefkit],
+        "polars": [trees_polars],
+        "python": [trees_python],
+    },
+}
+
+
+def _count(out: Any) -> int:
+    return out.num_rows if hasattr(out, "num_rows") else len(out)
+
+
+# ------------------------------------------------------------------------------------------
+# Subprocess workers
+# ------------------------------------------------------------------------------------------
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _reset_peak() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _load(path: str) -> Any:
+    import polars as pl
+
+    return pl.read_parquet(path).rechunk()
+
+
+def worker(workload: str, tool: str, path: str, repeats: int) -> dict:
+    df = _load(path)
+    import prefkit  # noqa: F401  (import cost outside the timing, for every tool alike)
+
+    baseline = _rss()
+    reset = _reset_peak()
+    results = []
+    for function in IMPLEMENTATIONS[workload][tool]:
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            out = function(df)
+            times.append(time.perf_counter() - started)
+            count = _count(out)
+            del out
+        results.append({"variant": function.__name__, "median_s": statistics.median(times),
+                        "times": times, "count": count})
+    best = min(results, key=lambda r: r["median_s"])
+    return {
+        "workload": workload,
+        "tool": tool,
+        "rows": df.height,
+        "best": best,
+        "variants": results,
+        "peak_over_input_mb": (_peak() - baseline) / 2**20 if reset else None,
+    }
+
+
+def check(workload: str, path: str) -> dict:
+    """The tools agree: same counts; same rows in sampled lists / same values of nodes."""
+    df = _load(path)
+    small = df.head(min(df.height, 4000))
+    counts = {}
+    if workload == "rank_lists":
+        pk_out = lists_prefkit(small).to_pylist()
+        py_out = lists_python(small)
+        pl_out = lists_polars_agg(small).to_dicts()
+        pl_sort = lists_polars_sort(small)
+        assert [r["rows"] for r in pk_out] == [r[3] for r in py_out]
+        assert [r["rows"] for r in pk_out] == [r["rows"] for r in pl_out]
+        assert sorted(map(tuple, pl_sort["rows"].to_list())) == sorted(
+            tuple(r["rows"]) for r in pk_out
+        )
+        counts = {"lists": len(pk_out)}
+    else:
+        pk_out = trees_prefkit(small)
+        py_out = trees_python(small)
+        pl_out = trees_polars(small)
+        assert pk_out.num_rows == len(py_out) == pl_out.height, (
+            pk_out.num_rows, len(py_out), pl_out.height)
+        key = lambda rows: sorted((r[0], r[1], r[2]) for r in rows)
+        assert key(zip(pk_out.column("depth").to_pylist(), pk_out.column("visits").to_pylist(),
+                       pk_out.column("value").to_pylist())) == key(
+            (r[2], r[5], r[4]) for r in py_out)
+        assert sorted(pl_out["visits"].to_list()) == sorted(r[5] for r in py_out)
+        assert sum(pk_out.column("is_leaf").to_pylist()) == pl_out["is_leaf"].sum()
+        counts = {"nodes": pk_out.num_rows}
+    return {"workload": workload, "agree": True, **counts}
+
+
+def _subprocess(arguments: list[str]) -> dict:
+    done = subprocess.run(
+        [sys.executable, __file__, *arguments], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{arguments}: {done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _table(results: list[dict]) -> str:
+    lines = [
+        "| workload | tool | median time | vs prefkit | peak RSS over input | plan |",
+        "|---|---|---:|---:|---:|---|",
+    ]
+    for workload in ("rank_lists", "build_trees"):
+        rows = [r for r in results if r["workload"] == workload]
+        if not rows:
+            continue
+        base = next(r["best"]["median_s"] for r in rows if r["tool"] == "prefkit")
+        for r in rows:
+            t = r["best"]["median_s"]
+            ratio = "1.0x" if r["tool"] == "prefkit" else f"{t / base:.1f}x slower"
+            peak = r["peak_over_input_mb"]
+            peak = f"{peak:,.0f} MB" if peak is not None else "n/a"
+            lines.append(
+                f"| {workload} ({r['rows']:,} rows) | {r['tool']} | {t:.3f} s | {ratio} | "
+                f"{peak} | {r['best']['variant']} |"
+            )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--prompts", type=int, default=125_000, help="rank_lists: prompts x 8")
+    parser.add_argument("--paths", type=int, default=100_000, help="build_trees: paths x 8 steps")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--workloads", nargs="+", default=["rank_lists", "build_trees"])
+    parser.add_argument("--tools", nargs="+", default=list(TOOLS))
+    parser.add_argument("--worker", nargs=3, metavar=("WORKLOAD", "TOOL", "PATH"))
+    parser.add_argument("--check", nargs=2, metavar=("WORKLOAD", "PATH"))
+    args = parser.parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(*args.worker, args.repeats)))
+        return 0
+    if args.check:
+        print(json.dumps(check(*args.check)))
+        return 0
+    paths = {
+        "rank_lists": lists_corpus(args.prompts),
+        "build_trees": paths_corpus(args.paths),
+    }
+    results = []
+    for workload in args.workloads:
+        print(_subprocess(["--check", workload, str(paths[workload])]), file=sys.stderr)
+        for tool in args.tools:
+            result = _subprocess(
+                ["--worker", workload, tool, str(paths[workload]), "--repeats", str(args.repeats)]
+            )
+            print(json.dumps(result), file=sys.stderr)
+            results.append(result)
+    import polars as pl
+    import prefkit
+    import pyarrow as pa
+
+    print(
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; prefkit "
+        f"{prefkit.__version__}, polars {pl.__version__}, pyarrow {pa.__version__}; median of "
+        f"{args.repeats} runs, each tool in a fresh process\n"
+    )
+    print(_table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

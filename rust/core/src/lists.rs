@@ -1,0 +1,437 @@
+//! Ranked lists for listwise training (`pk.rank_lists`): per prompt, its responses sorted best
+//! first, with their scores and source rows.
+//!
+//! The exact rules are in docs/lists.md and mirrored by tests/reference.py. [`ListRules`] (ties,
+//! list size, minimum size) is shared with `tree_lists`, and so is [`string_lists`], which
+//! builds the `list<string>` columns.
+
+use std::sync::Arc;
+
+use arrow_array::builder::StringBuilder;
+use arrow_array::{ArrayRef, Float64Array, Int64Array, ListArray, RecordBatch, UInt64Array};
+use arrow_buffer::{NullBuffer, OffsetBuffer, ScalarBuffer};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use rayon::prelude::*;
+
+use crate::accounting::Accounting;
+use crate::error::{Error, Result};
+use crate::grouping::group_rows;
+use crate::key::KeyColumn;
+use crate::pairs::{check_no_nan, rank, NanPolicy, Ties};
+use crate::parallel;
+use crate::table::Table;
+use crate::text::{is_text, TextColumn};
+
+/// Lists per output batch at most; batches are built in parallel.
+const LISTS_PER_BATCH: usize = 1 << 14;
+
+/// How a ranked list is cut: ties, maximum and minimum size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListRules {
+    /// Keep at most this many items, the best ones.
+    pub list_size: Option<usize>,
+    /// A list with fewer items (after ties and `list_size`) is not emitted.
+    pub min_list_size: usize,
+    /// `Keep`: equal scores stay; `Drop`: of equal scores only the first (earliest) stays.
+    pub ties: Ties,
+}
+
+impl ListRules {
+    /// Check the sizes: `min_list_size >= 1`, `list_size >= max(1, min_list_size)`.
+    pub fn validate(&self) -> Result<()> {
+        if self.min_list_size < 1 {
+            return Err(Error::argument(
+                "min_list_size",
+                "an integer >= 1",
+                self.min_list_size,
+            ));
+        }
+        if let Some(size) = self.list_size {
+            if size < self.min_list_size {
+                return Err(Error::argument(
+                    "list_size",
+                    "an integer >= min_list_size",
+                    size,
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Cut `ranked` (best first, from [`rank`]) and account for every item: kept ones are
+    /// used, the others dropped as `tie`, `beyond_list_size` or `group_too_small`. Returns the
+    /// kept items, empty when the list is too small.
+    pub fn cut(&self, ranked: &[(f64, usize)], accounting: &mut Accounting) -> Vec<(f64, usize)> {
+        let mut kept: Vec<(f64, usize)> = Vec::with_capacity(ranked.len());
+        for &item in ranked {
+            if self.ties == Ties::Drop && kept.last().is_some_and(|last| last.0 == item.0) {
+                accounting.drop_rows("tie", 1);
+            } else {
+                kept.push(item);
+            }
+        }
+        if let Some(size) = self.list_size {
+            if kept.len() > size {
+                accounting.drop_rows("beyond_list_size", kept.len() - size);
+                kept.truncate(size);
+            }
+        }
+        if kept.len() < self.min_list_size {
+            accounting.drop_rows("group_too_small", kept.len());
+            kept.clear();
+            return kept;
+        }
+        accounting.rows_used += kept.len();
+        *accounting.counts.entry("lists_out").or_default() += 1;
+        kept
+    }
+}
+
+/// The arguments of [`rank_lists`]; see `pk.rank_lists` for their meaning.
+#[derive(Debug, Clone)]
+pub struct ListOptions {
+    pub prompt: String,
+    pub response: String,
+    pub score: String,
+    pub group: Option<String>,
+    pub rules: ListRules,
+    pub nan: NanPolicy,
+}
+
+/// Ranked lists, flat: list `l` holds `items[offsets[l]..offsets[l + 1]]` of group `groups[l]`.
+#[derive(Debug, Default)]
+struct Lists {
+    offsets: Vec<usize>,
+    items: Vec<(f64, usize)>,
+    groups: Vec<usize>,
+}
+
+/// One row per group: its valid responses sorted best first, as docs/lists.md describes.
+///
+/// Returns the result batches (at most [`LISTS_PER_BATCH`] lists each; text of one batch stays
+/// under 2 GiB), their schema, and the accounting of every input row.
+pub fn rank_lists(
+    table: &Table,
+    options: &ListOptions,
+) -> Result<(Vec<RecordBatch>, SchemaRef, Accounting)> {
+    options.rules.validate()?;
+    let prompt = table.column(&options.prompt)?;
+    let response = TextColumn::new(&table.column(&options.response)?)?;
+    let score_column = table.column(&options.score)?;
+    let key_column = match &options.group {
+        Some(name) => KeyColumn::new(&table.column(name)?)?,
+        None => KeyColumn::new(&prompt)?,
+    };
+    let score = score_column.to_f64()?;
+    if options.nan == NanPolicy::Error {
+        check_no_nan(
+            std::slice::from_ref(&score_column),
+            std::slice::from_ref(&score),
+        )?;
+    }
+    let responses = response.strs();
+    let keys = key_column.bytes();
+    let groups = group_rows(&keys);
+
+    let (lists, mut accounting) = parallel::install(|| {
+        let parts: Vec<(Lists, Accounting)> = (0..groups.len())
+            .into_par_iter()
+            .chunks(256)
+            .map(|group_ids| {
+                let mut lists = Lists::default();
+                let mut accounting = Accounting::default();
+                let mut ranked = Vec::new();
+                for g in group_ids {
+                    ranked.clear();
+                    for &row in groups.rows_of(g) {
+                        if responses[row].is_none() {
+                            accounting.drop_rows("null_response", 1);
+                        } else if score[row].is_nan() {
+                            accounting.drop_rows("nan_score", 1);
+                        } else {
+                            ranked.push((score[row], row));
+                        }
+                    }
+                    rank(&mut ranked);
+                    let kept = options.rules.cut(&ranked, &mut accounting);
+                    if !kept.is_empty() {
+                        lists.offsets.push(lists.items.len());
+                        lists.items.extend(kept);
+                        lists.groups.push(g);
+                    }
+                }
+                (lists, accounting)
+            })
+            .collect();
+        let mut all = Lists::default();
+        let mut accounting = Accounting::default();
+        for (part, part_accounting) in parts {
+            let base = all.items.len();
+            all.offsets.extend(part.offsets.iter().map(|o| o + base));
+            all.items.extend(part.items);
+            all.groups.extend(part.groups);
+            accounting.merge(&part_accounting);
+        }
+        all.offsets.push(all.items.len());
+        (all, accounting)
+    });
+    accounting.rows_in = table.num_rows();
+    accounting.drop_rows("null_key", groups.null_keys);
+    accounting.counts.insert("groups_in", groups.len());
+    accounting.counts.entry("lists_out").or_insert(0);
+    debug_assert_eq!(accounting.rows_accounted(), accounting.rows_in);
+
+    let prompt_views = is_text(prompt.field.data_type())
+        .then(|| TextColumn::new(&prompt).map(|t| t.views()))
+        .transpose()?;
+    let n_lists = lists.groups.len();
+    let ranges: Vec<(usize, usize)> = (0..n_lists)
+        .step_by(LISTS_PER_BATCH)
+        .map(|start| (start, (start + LISTS_PER_BATCH).min(n_lists)))
+        .collect();
+    let batches = parallel::install(|| {
+        ranges
+            .par_iter()
+            .map(|&(start, end)| {
+                let best: Vec<usize> = (start..end)
+                    .map(|l| lists.items[lists.offsets[l]].1)
+                    .collect();
+                let prompt_values: ArrayRef = match &prompt_views {
+                    Some(views) => Arc::new(views.gather(&best)),
+                    None => prompt.take(&best)?,
+                };
+                let items = &lists.items[lists.offsets[start]..lists.offsets[end]];
+                let offsets: Vec<usize> = lists.offsets[start..=end]
+                    .iter()
+                    .map(|o| o - lists.offsets[start])
+                    .collect();
+                let texts = items.iter().map(|&(_, row)| responses[row]);
+                let responses_array = string_lists(&offsets, texts, items.len())?;
+                let scores = list_of(
+                    &offsets,
+                    Arc::new(Float64Array::from_iter_values(items.iter().map(|i| i.0))),
+                )?;
+                let rows = list_of(
+                    &offsets,
+                    Arc::new(Int64Array::from_iter_values(
+                        items.iter().map(|i| i.1 as i64),
+                    )),
+                )?;
+                let ids = UInt64Array::from_iter_values(
+                    (start..end).map(|l| groups.ids[lists.groups[l]]),
+                );
+                Ok(vec![
+                    prompt_values,
+                    Arc::new(responses_array) as ArrayRef,
+                    Arc::new(scores),
+                    Arc::new(rows),
+                    Arc::new(ids),
+                ])
+            })
+            .collect::<Result<Vec<_>>>()
+    })?;
+    let prompt_type = if prompt_views.is_some() {
+        DataType::Utf8View
+    } else {
+        prompt.field.data_type().clone()
+    };
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("prompt", prompt_type, true),
+        Field::new("responses", string_list_type(), false),
+        Field::new("scores", list_type(DataType::Float64), false),
+        Field::new("rows", list_type(DataType::Int64), false),
+        Field::new("group_id", DataType::UInt64, false),
+    ]));
+    let batches = batches
+        .into_iter()
+        .map(|columns| RecordBatch::try_new(schema.clone(), columns))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok((batches, schema, accounting))
+}
+
+/// `list<item>` with non-null items.
+pub fn list_type(item: DataType) -> DataType {
+    DataType::List(Arc::new(Field::new("item", item, false)))
+}
+
+/// `list<string>` whose items may be null (a null step in a prefix).
+pub fn string_list_type() -> DataType {
+    DataType::List(Arc::new(Field::new("item", DataType::Utf8, true)))
+}
+
+/// A list array over `values`: list `l` holds `values[offsets[l]..offsets[l + 1]]`.
+pub fn list_of(offsets: &[usize], values: ArrayRef) -> Result<ListArray> {
+    let offsets = i32_offsets(offsets)?;
+    let field = Arc::new(Field::new("item", values.data_type().clone(), false));
+    Ok(ListArray::try_new(field, offsets, values, None)?)
+}
+
+/// A `list<string>` array: list `l` holds the next `offsets[l + 1] - offsets[l]` of `texts`
+/// (`count` in all), copied into one string buffer.
+pub fn string_lists<'a>(
+    offsets: &[usize],
+    texts: impl Iterator<Item = Option<&'a str>> + Clone,
+    count: usize,
+) -> Result<ListArray> {
+    let bytes: usize = texts.clone().map(|t| t.map_or(0, str::len)).sum();
+    if bytes > i32::MAX as usize {
+        return Err(Error::argument(
+            "the text of one result batch",
+            "under 2 GiB (list<string>)",
+            format!("{bytes} bytes"),
+        ));
+    }
+    let mut builder = StringBuilder::with_capacity(count, bytes);
+    for text in texts {
+        builder.append_option(text);
+    }
+    let values = builder.finish();
+    let offsets = i32_offsets(offsets)?;
+    let field = match string_list_type() {
+        DataType::List(field) => field,
+        _ => unreachable!(),
+    };
+    Ok(ListArray::try_new(
+        field,
+        offsets,
+        Arc::new(values),
+        None::<NullBuffer>,
+    )?)
+}
+
+fn i32_offsets(offsets: &[usize]) -> Result<OffsetBuffer<i32>> {
+    let last = offsets.last().copied().unwrap_or(0);
+    if last > i32::MAX as usize {
+        return Err(Error::argument(
+            "the items of one result batch",
+            "fewer than 2^31",
+            last,
+        ));
+    }
+    let values: ScalarBuffer<i32> = offsets.iter().map(|&o| o as i32).collect();
+    Ok(OffsetBuffer::new(values))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{Float64Type, Int64Type};
+    use arrow_array::StringArray;
+
+    fn table(prompts: &[&str], responses: &[Option<&str>], scores: &[f64]) -> Table {
+        let batch = RecordBatch::try_from_iter(vec![
+            (
+                "prompt",
+                Arc::new(StringArray::from(prompts.to_vec())) as ArrayRef,
+            ),
+            (
+                "response",
+                Arc::new(StringArray::from(responses.to_vec())) as ArrayRef,
+            ),
+            (
+                "score",
+                Arc::new(Float64Array::from(scores.to_vec())) as ArrayRef,
+            ),
+        ])
+        .unwrap();
+        Table::new(batch.schema(), vec![batch])
+    }
+
+    fn options(ties: Ties, list_size: Option<usize>, min_list_size: usize) -> ListOptions {
+        ListOptions {
+            prompt: "prompt".into(),
+            response: "response".into(),
+            score: "score".into(),
+            group: None,
+            rules: ListRules {
+                list_size,
+                min_list_size,
+                ties,
+            },
+            nan: NanPolicy::Drop,
+        }
+    }
+
+    fn sample() -> Table {
+        table(
+            &["a", "b", "a", "a", "b", "a", "c"],
+            &[
+                Some("w"),
+                Some("x"),
+                Some("y"),
+                None,
+                Some("z"),
+                Some("v"),
+                Some("u"),
+            ],
+            &[1.0, 0.5, 2.0, 3.0, f64::NAN, 1.0, 0.0],
+        )
+    }
+
+    fn lists(batch: &RecordBatch) -> Vec<(Vec<String>, Vec<f64>, Vec<i64>)> {
+        let responses = batch.column(1).as_list::<i32>();
+        let scores = batch.column(2).as_list::<i32>();
+        let rows = batch.column(3).as_list::<i32>();
+        (0..batch.num_rows())
+            .map(|i| {
+                let r = responses.value(i);
+                let r = r.as_string::<i32>();
+                (
+                    r.iter().map(|s| s.unwrap().to_string()).collect(),
+                    scores
+                        .value(i)
+                        .as_primitive::<Float64Type>()
+                        .values()
+                        .to_vec(),
+                    rows.value(i).as_primitive::<Int64Type>().values().to_vec(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn sorted_best_first_and_stable() {
+        let (batches, _, accounting) =
+            rank_lists(&sample(), &options(Ties::Keep, None, 2)).unwrap();
+        assert_eq!(batches.len(), 1);
+        let got = lists(&batches[0]);
+        assert_eq!(
+            got,
+            vec![(
+                vec!["y".to_string(), "w".into(), "v".into()],
+                vec![2.0, 1.0, 1.0],
+                vec![2, 0, 5]
+            )]
+        );
+        assert_eq!(accounting.rows_used, 3);
+        assert_eq!(accounting.dropped["null_response"], 1);
+        assert_eq!(accounting.dropped["nan_score"], 1);
+        assert_eq!(accounting.dropped["group_too_small"], 2);
+        assert_eq!(accounting.rows_accounted(), 7);
+    }
+
+    #[test]
+    fn dropped_ties_and_list_size() {
+        let (batches, _, accounting) =
+            rank_lists(&sample(), &options(Ties::Drop, None, 1)).unwrap();
+        let got = lists(&batches[0]);
+        assert_eq!(got[0].2, vec![2, 0]);
+        assert_eq!(accounting.dropped["tie"], 1);
+        let (batches, _, accounting) =
+            rank_lists(&sample(), &options(Ties::Keep, Some(1), 1)).unwrap();
+        assert_eq!(batches[0].num_rows(), 3);
+        assert_eq!(accounting.dropped["beyond_list_size"], 2);
+        assert!(batches[0].column(0).as_string_view().value(0) == "a");
+    }
+
+    #[test]
+    fn bad_sizes_are_errors() {
+        assert!(rank_lists(&sample(), &options(Ties::Keep, Some(1), 2)).is_err());
+        assert!(rank_lists(&sample(), &options(Ties::Keep, None, 0)).is_err());
+        let mut strict = options(Ties::Keep, None, 2);
+        strict.nan = NanPolicy::Error;
+        let message = rank_lists(&sample(), &strict).unwrap_err().to_string();
+        assert!(message.contains("row 4"), "{message}");
+    }
+}

@@ -1,0 +1,798 @@
+//! Preference trees: a trie over step-split sampled solutions (`pk.build_trees`), and step-level
+//! pairs (`pk.tree_pairs`) and ranked lists (`pk.tree_lists`) of sibling nodes, from that trie
+//! or from a node table made elsewhere (MCTS output), which is validated first.
+//!
+//! The exact rules are in docs/trees.md and mirrored by tests/reference.py. Sibling nodes are
+//! ranked and paired by the same code as the responses of a prompt ([`mine_ranked`]) and cut
+//! into lists by the same rules as `rank_lists` ([`ListRules`]).
+
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::{
+    Array, ArrayRef, BooleanArray, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray,
+    UInt64Array,
+};
+use arrow_schema::{DataType, Field, Schema};
+use hashbrown::{HashMap, HashTable};
+use rayon::prelude::*;
+use xxhash_rust::xxh3::xxh3_64_with_seed;
+
+use crate::accounting::Accounting;
+use crate::error::{Error, Result};
+use crate::grouping::group_rows;
+use crate::key::{key_id, KeyColumn};
+use crate::lists::{list_of, string_lists, ListRules};
+use crate::pairs::{mine_ranked, rank, Selected, Selection};
+use crate::parallel;
+use crate::table::{Column, Table};
+use crate::text::{is_text, TextColumn};
+
+const NONE: usize = usize::MAX;
+
+/// The id of a child node: xxh3-64 of its step's UTF-8 bytes, seeded with its parent's id.
+pub fn child_id(parent_id: u64, step: &str) -> u64 {
+    xxh3_64_with_seed(step.as_bytes(), parent_id)
+}
+
+/// The id of a tree's root node: `child_id(tree_id, "")`.
+pub fn root_id(tree_id: u64) -> u64 {
+    xxh3_64_with_seed(b"", tree_id)
+}
+
+/// The arguments of [`build_trees`]; see `pk.build_trees`.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    pub prompt: String,
+    pub steps: String,
+    pub reward: String,
+    pub group: Option<String>,
+}
+
+/// The steps of every path: a `list<text>` column read without copying.
+struct Steps {
+    /// Global element range of each row; None for a null list.
+    ranges: Vec<Option<(usize, usize)>>,
+    /// The elements of every list, across chunks.
+    elements: TextColumn,
+}
+
+impl Steps {
+    fn new(column: &Column) -> Result<Self> {
+        let wrong_type = || Error::ColumnType {
+            column: column.name().to_string(),
+            expected: "a list of text (list<string>, large_list<string>, list<string_view>)",
+            actual: column.field.data_type().to_string(),
+        };
+        let item = match column.field.data_type() {
+            DataType::List(item) | DataType::LargeList(item) if is_text(item.data_type()) => {
+                item.clone()
+            }
+            _ => return Err(wrong_type()),
+        };
+        let mut ranges = Vec::new();
+        let mut values = Vec::new();
+        let mut base = 0;
+        for chunk in &column.chunks {
+            let (offsets, child): (Vec<usize>, ArrayRef) = match chunk.data_type() {
+                DataType::List(_) => {
+                    let list = chunk.as_list::<i32>();
+                    let o = list.value_offsets().iter().map(|&o| o as usize).collect();
+                    (o, list.values().clone())
+                }
+                DataType::LargeList(_) => {
+                    let list = chunk.as_list::<i64>();
+                    let o = list.value_offsets().iter().map(|&o| o as usize).collect();
+                    (o, list.values().clone())
+                }
+                _ => return Err(wrong_type()),
+            };
+            for i in 0..chunk.len() {
+                ranges.push(
+                    chunk
+                        .is_valid(i)
+                        .then(|| (base + offsets[i], base + offsets[i + 1])),
+                );
+            }
+            base += child.len();
+            values.push(child);
+        }
+        let elements = TextColumn::new(&Column {
+            field: Arc::new(Field::new(column.name(), item.data_type().clone(), true)),
+            chunks: values,
+        })?;
+        Ok(Self { ranges, elements })
+    }
+}
+
+/// A node of a trie under construction.
+#[derive(Debug, Clone)]
+struct Node {
+    id: u64,
+    parent: usize,
+    depth: u32,
+    /// Global element index of its step; NONE at the root.
+    step: usize,
+    sum: f64,
+    visits: u64,
+    children: u32,
+}
+
+/// Build one trie per prompt (or `group`) from paths of steps with a final reward.
+///
+/// Returns the node table (columns as in docs/trees.md) and the accounting of every path.
+pub fn build_trees(table: &Table, options: &BuildOptions) -> Result<(RecordBatch, Accounting)> {
+    let prompt = table.column(&options.prompt)?;
+    let steps = Steps::new(&table.column(&options.steps)?)?;
+    let reward = table.column(&options.reward)?.to_f64()?;
+    let key_column = match &options.group {
+        Some(name) => KeyColumn::new(&table.column(name)?)?,
+        None => KeyColumn::new(&prompt)?,
+    };
+    let texts = steps.elements.strs();
+    let keys = key_column.bytes();
+    let groups = group_rows(&keys);
+
+    // One trie per group, built in parallel; each keeps the row of its first path (prompt).
+    let (trees, mut accounting) = parallel::install(|| {
+        let parts: Vec<(Vec<(usize, usize, Vec<Node>)>, Accounting)> = (0..groups.len())
+            .into_par_iter()
+            .chunks(64)
+            .map(|group_ids| {
+                let mut accounting = Accounting::default();
+                let trees = group_ids
+                    .into_iter()
+                    .filter_map(|g| {
+                        build_trie(
+                            groups.rows_of(g),
+                            groups.ids[g],
+                            &steps.ranges,
+                            &texts,
+                            &reward,
+                            &mut accounting,
+                        )
+                        .map(|(first, nodes)| (g, first, nodes))
+                    })
+                    .collect();
+                (trees, accounting)
+            })
+            .collect();
+        let mut trees = Vec::new();
+        let mut accounting = Accounting::default();
+        for (part, part_accounting) in parts {
+            trees.extend(part);
+            accounting.merge(&part_accounting);
+        }
+        (trees, accounting)
+    });
+    accounting.rows_in = table.num_rows();
+    accounting.drop_rows("null_key", groups.null_keys);
+    accounting.counts.insert("groups_in", groups.len());
+    accounting.counts.insert("trees_out", trees.len());
+    let nodes_out: usize = trees.iter().map(|t| t.2.len()).sum();
+    accounting.counts.insert("nodes_out", nodes_out);
+    debug_assert_eq!(accounting.rows_accounted(), accounting.rows_in);
+
+    let mut tree_id = Vec::with_capacity(nodes_out);
+    let mut node_id = Vec::with_capacity(nodes_out);
+    let mut parent_id = Vec::with_capacity(nodes_out);
+    let mut depth = Vec::with_capacity(nodes_out);
+    let mut step = Vec::with_capacity(nodes_out);
+    let mut value = Vec::with_capacity(nodes_out);
+    let mut visits = Vec::with_capacity(nodes_out);
+    let mut is_leaf = Vec::with_capacity(nodes_out);
+    let mut prompt_rows = Vec::with_capacity(nodes_out);
+    for (g, first, nodes) in &trees {
+        for node in nodes {
+            tree_id.push(groups.ids[*g]);
+            node_id.push(node.id);
+            parent_id.push((node.parent != NONE).then(|| nodes[node.parent].id));
+            depth.push(node.depth as i32);
+            step.push((node.step != NONE).then_some(node.step));
+            value.push(node.sum / node.visits as f64);
+            visits.push(node.visits as i64);
+            is_leaf.push(node.children == 0);
+            prompt_rows.push(*first);
+        }
+    }
+    let prompt_values: ArrayRef = if is_text(prompt.field.data_type()) {
+        Arc::new(TextColumn::new(&prompt)?.views().gather(&prompt_rows))
+    } else {
+        prompt.take(&prompt_rows)?
+    };
+    let columns: Vec<(&str, ArrayRef, bool)> = vec![
+        ("tree_id", Arc::new(UInt64Array::from(tree_id)), false),
+        ("node_id", Arc::new(UInt64Array::from(node_id)), false),
+        ("parent_id", Arc::new(UInt64Array::from(parent_id)), true),
+        ("depth", Arc::new(Int32Array::from(depth)), false),
+        (
+            "step",
+            Arc::new(steps.elements.views().gather_optional(&step)),
+            true,
+        ),
+        ("value", Arc::new(Float64Array::from(value)), false),
+        ("visits", Arc::new(Int64Array::from(visits)), false),
+        ("is_leaf", Arc::new(BooleanArray::from(is_leaf)), false),
+        ("prompt", prompt_values, true),
+    ];
+    Ok((batch_of(columns)?, accounting))
+}
+
+/// The trie of one group: `(row of its first valid path, nodes in creation order)`, or None
+/// when no path of the group is valid.
+fn build_trie(
+    rows: &[usize],
+    tree_id: u64,
+    ranges: &[Option<(usize, usize)>],
+    texts: &[Option<&str>],
+    reward: &[f64],
+    accounting: &mut Accounting,
+) -> Option<(usize, Vec<Node>)> {
+    let mut nodes: Vec<Node> = Vec::new();
+    let mut index: HashTable<u32> = HashTable::new();
+    let mut first = NONE;
+    for &row in rows {
+        let Some((start, end)) = ranges[row] else {
+            accounting.drop_rows("null_steps", 1);
+            continue;
+        };
+        if texts[start..end].iter().any(Option::is_none) {
+            accounting.drop_rows("null_step", 1);
+            continue;
+        }
+        let r = reward[row];
+        if r.is_nan() {
+            accounting.drop_rows("nan_reward", 1);
+            continue;
+        }
+        accounting.rows_used += 1;
+        if nodes.is_empty() {
+            first = row;
+            nodes.push(Node {
+                id: root_id(tree_id),
+                parent: NONE,
+                depth: 0,
+                step: NONE,
+                sum: 0.0,
+                visits: 0,
+                children: 0,
+            });
+        }
+        nodes[0].sum += r;
+        nodes[0].visits += 1;
+        let mut current = 0;
+        for (element, text) in texts[start..end].iter().enumerate() {
+            let element = start + element;
+            let text = text.expect("null steps were rejected");
+            let id = child_id(nodes[current].id, text);
+            let found = index
+                .find(id, |&i| {
+                    let node = &nodes[i as usize];
+                    node.parent == current && texts[node.step] == Some(text)
+                })
+                .copied();
+            let child = match found {
+                Some(i) => i as usize,
+                None => {
+                    let i = nodes.len();
+                    nodes.push(Node {
+                        id,
+                        parent: current,
+                        depth: nodes[current].depth + 1,
+                        step: element,
+                        sum: 0.0,
+                        visits: 0,
+                        children: 0,
+                    });
+                    nodes[current].children += 1;
+                    index.insert_unique(id, i as u32, |&j| nodes[j as usize].id);
+                    i
+                }
+            };
+            nodes[child].sum += r;
+            nodes[child].visits += 1;
+            current = child;
+        }
+    }
+    (!nodes.is_empty()).then_some((first, nodes))
+}
+
+/// Column names of a node table; see `pk.tree_pairs`.
+#[derive(Debug, Clone)]
+pub struct NodeColumns {
+    pub tree: String,
+    pub node: String,
+    pub parent: String,
+    pub step: String,
+    pub value: String,
+    /// Visit counts; without them every node counts as visited once.
+    pub visits: Option<String>,
+    /// Prompt of each tree, read at its root; without it the result's prompt is null.
+    pub prompt: Option<String>,
+}
+
+/// A validated node table: every row's parent row, depth and tree root, and the children of
+/// every row in row order.
+struct Forest {
+    parent: Vec<usize>,
+    depth: Vec<u32>,
+    root: Vec<usize>,
+    /// Children of row `r`: `children[child_offsets[r]..child_offsets[r + 1]]`.
+    child_offsets: Vec<usize>,
+    children: Vec<usize>,
+    /// Draw key of each row (xxh3-64 of its node id's canonical bytes).
+    draw_keys: Vec<u64>,
+    trees: usize,
+}
+
+/// Everything read from a node table.
+struct NodeTable {
+    forest: Forest,
+    tree: Column,
+    node: Column,
+    prompt: Option<Column>,
+    steps: TextColumn,
+    value: Vec<f64>,
+    visits: Option<Vec<f64>>,
+}
+
+impl NodeTable {
+    fn read(table: &Table, columns: &NodeColumns) -> Result<Self> {
+        let tree = table.column(&columns.tree)?;
+        let node = table.column(&columns.node)?;
+        let parent = table.column(&columns.parent)?;
+        let steps = TextColumn::new(&table.column(&columns.step)?)?;
+        let value = table.column(&columns.value)?.to_f64()?;
+        let visits = columns
+            .visits
+            .as_ref()
+            .map(|name| table.column(name)?.to_f64())
+            .transpose()?;
+        let prompt = columns
+            .prompt
+            .as_ref()
+            .map(|name| table.column(name))
+            .transpose()?;
+        let forest = validate(&tree, &node, &parent)?;
+        Ok(Self {
+            forest,
+            tree,
+            node,
+            prompt,
+            steps,
+            value,
+            visits,
+        })
+    }
+
+    /// The children of `parent` that can be ranked, best first; the others are counted.
+    fn ranked_children(
+        &self,
+        parent: usize,
+        steps: &[Option<&str>],
+        min_visits: f64,
+        accounting: &mut Accounting,
+    ) -> Vec<(f64, usize)> {
+        let f = &self.forest;
+        let mut ranked = Vec::new();
+        for &child in &f.children[f.child_offsets[parent]..f.child_offsets[parent + 1]] {
+            if steps[child].is_none() {
+                accounting.drop_rows("null_step", 1);
+            } else if self.value[child].is_nan() {
+                accounting.drop_rows("nan_value", 1);
+            } else if self
+                .visits
+                .as_ref()
+                .is_some_and(|v| !(v[child] >= min_visits))
+            {
+                accounting.drop_rows("below_min_visits", 1);
+            } else {
+                ranked.push((self.value[child], child));
+            }
+        }
+        rank(&mut ranked);
+        ranked
+    }
+
+    /// Parents with children, in row order.
+    fn parents(&self) -> Vec<usize> {
+        let f = &self.forest;
+        (0..f.parent.len())
+            .filter(|&r| f.child_offsets[r + 1] > f.child_offsets[r])
+            .collect()
+    }
+
+    /// Steps from the root's child down to `row` (the root's own step is not part of it).
+    fn prefix<'a>(&self, row: usize, steps: &[Option<&'a str>], out: &mut Vec<Option<&'a str>>) {
+        let start = out.len();
+        let mut current = row;
+        while self.forest.parent[current] != NONE {
+            out.push(steps[current]);
+            current = self.forest.parent[current];
+        }
+        out[start..].reverse();
+    }
+
+    /// Prompt of the tree of each of `rows` (read at its root), or nulls.
+    fn prompts(&self, rows: &[usize]) -> Result<ArrayRef> {
+        let roots: Vec<usize> = rows.iter().map(|&r| self.forest.root[r]).collect();
+        match &self.prompt {
+            Some(prompt) if is_text(prompt.field.data_type()) => {
+                Ok(Arc::new(TextColumn::new(prompt)?.views().gather(&roots)))
+            }
+            Some(prompt) => prompt.take(&roots),
+            None => Ok(Arc::new(StringArray::new_null(rows.len()))),
+        }
+    }
+
+    /// Prefix lists of the parents `rows` as a `list<string>` column.
+    fn prefixes(&self, rows: &[usize], steps: &[Option<&str>]) -> Result<ArrayRef> {
+        let mut offsets = vec![0];
+        let mut texts = Vec::new();
+        for &row in rows {
+            self.prefix(row, steps, &mut texts);
+            offsets.push(texts.len());
+        }
+        Ok(Arc::new(string_lists(
+            &offsets,
+            texts.iter().copied(),
+            texts.len(),
+        )?))
+    }
+}
+
+/// Check that a node table is a forest, and index it.
+fn validate(tree: &Column, node: &Column, parent: &Column) -> Result<Forest> {
+    let tree_keys = KeyColumn::new(tree)?;
+    let node_keys = KeyColumn::new(node)?;
+    let parent_keys = KeyColumn::new(parent)?;
+    let (tree_bytes, node_bytes, parent_bytes) =
+        (tree_keys.bytes(), node_keys.bytes(), parent_keys.bytes());
+    let n = node_bytes.len();
+    let name = |row: usize| format!("node {} (row {row})", node.display(row));
+    let in_tree = |row: usize| format!("{} {}", tree.name(), tree.display(row));
+    for row in 0..n {
+        if tree_bytes.get(row).is_none() {
+            return Err(Error::InvalidTree(format!(
+                "column '{}' is null at row {row}; every node needs a tree",
+                tree.name()
+            )));
+        }
+        if node_bytes.get(row).is_none() {
+            return Err(Error::InvalidTree(format!(
+                "column '{}' is null at row {row}; every node needs an id",
+                node.name()
+            )));
+        }
+    }
+    let groups = group_rows(&tree_bytes);
+    let mut tree_of = vec![0u32; n];
+    for g in 0..groups.len() {
+        for &row in groups.rows_of(g) {
+            tree_of[row] = g as u32;
+        }
+    }
+    let mut index: HashMap<(u32, &[u8]), usize> = HashMap::with_capacity(n);
+    for row in 0..n {
+        let key = (tree_of[row], node_bytes.get(row).expect("checked above"));
+        if let Some(&first) = index.get(&key) {
+            return Err(Error::InvalidTree(format!(
+                "duplicate node id: {} repeats the id of row {first} in {}",
+                name(row),
+                in_tree(row)
+            )));
+        }
+        index.insert(key, row);
+    }
+    let mut parent_row = vec![NONE; n];
+    let mut roots = vec![NONE; groups.len()];
+    for row in 0..n {
+        let g = tree_of[row] as usize;
+        match parent_bytes.get(row) {
+            None => {
+                if roots[g] != NONE {
+                    return Err(Error::InvalidTree(format!(
+                        "several roots in {}: {} and {} both have a null '{}'",
+                        in_tree(row),
+                        name(roots[g]),
+                        name(row),
+                        parent.name()
+                    )));
+                }
+                roots[g] = row;
+            }
+            Some(p) => match index.get(&(g as u32, p)) {
+                Some(&p) => parent_row[row] = p,
+                None => {
+                    return Err(Error::InvalidTree(format!(
+                        "orphan: {} has {} {}, which is no node of {}",
+                        name(row),
+                        parent.name(),
+                        parent.display(row),
+                        in_tree(row)
+                    )))
+                }
+            },
+        }
+    }
+    // Depths by walking up; a walk that meets itself is a cycle.
+    let mut depth = vec![u32::MAX; n];
+    let mut on_path = vec![false; n];
+    let mut path = Vec::new();
+    for row in 0..n {
+        let mut current = row;
+        path.clear();
+        while depth[current] == u32::MAX {
+            if on_path[current] {
+                return Err(Error::InvalidTree(format!(
+                    "cycle: {} is its own ancestor in {}",
+                    name(current),
+                    in_tree(current)
+                )));
+            }
+            on_path[current] = true;
+            path.push(current);
+            if parent_row[current] == NONE {
+                break;
+            }
+            current = parent_row[current];
+        }
+        for &r in path.iter().rev() {
+            depth[r] = if parent_row[r] == NONE {
+                0
+            } else {
+                depth[parent_row[r]] + 1
+            };
+            on_path[r] = false;
+        }
+    }
+    let root: Vec<usize> = (0..n).map(|r| roots[tree_of[r] as usize]).collect();
+    let mut counts = vec![0usize; n + 1];
+    for &p in &parent_row {
+        if p != NONE {
+            counts[p + 1] += 1;
+        }
+    }
+    for r in 0..n {
+        counts[r + 1] += counts[r];
+    }
+    let child_offsets = counts;
+    let mut fill = child_offsets.clone();
+    let mut children = vec![0; child_offsets[n]];
+    for (row, &p) in parent_row.iter().enumerate() {
+        if p != NONE {
+            children[fill[p]] = row;
+            fill[p] += 1;
+        }
+    }
+    let draw_keys = (0..n)
+        .map(|r| key_id(node_bytes.get(r).expect("checked above")))
+        .collect();
+    Ok(Forest {
+        parent: parent_row,
+        depth,
+        root,
+        child_offsets,
+        children,
+        draw_keys,
+        trees: groups.len(),
+    })
+}
+
+/// The arguments of [`tree_pairs`].
+#[derive(Debug, Clone)]
+pub struct TreePairOptions {
+    pub columns: NodeColumns,
+    pub selection: Selection,
+    pub min_visits: f64,
+}
+
+/// Step-level pairs between sibling nodes of every tree of a node table.
+pub fn tree_pairs(table: &Table, options: &TreePairOptions) -> Result<(RecordBatch, Accounting)> {
+    check_pair_selection(&options.selection)?;
+    check_min_visits(&options.columns, options.min_visits)?;
+    let nodes = NodeTable::read(table, &options.columns)?;
+    let steps = nodes.steps.strs();
+    let parents = nodes.parents();
+    let (pairs, mut accounting) = parallel::install(|| {
+        let parts: Vec<(Vec<(usize, Selected)>, Accounting)> = parents
+            .par_chunks(256)
+            .map(|chunk| {
+                let mut accounting = Accounting::default();
+                let mut out = Vec::new();
+                let mut selected = Vec::new();
+                for &p in chunk {
+                    let ranked =
+                        nodes.ranked_children(p, &steps, options.min_visits, &mut accounting);
+                    selected.clear();
+                    mine_ranked(
+                        &ranked,
+                        &options.selection,
+                        nodes.forest.draw_keys[p],
+                        &mut selected,
+                        &mut accounting,
+                    );
+                    out.extend(selected.iter().map(|&s| (p, s)));
+                }
+                (out, accounting)
+            })
+            .collect();
+        let mut pairs = Vec::new();
+        let mut accounting = Accounting::default();
+        for (part, part_accounting) in parts {
+            pairs.extend(part);
+            accounting.merge(&part_accounting);
+        }
+        (pairs, accounting)
+    });
+    let n = table.num_rows();
+    accounting.rows_in = n;
+    accounting.drop_rows("root", nodes.forest.trees);
+    accounting.counts.insert("trees_in", nodes.forest.trees);
+    accounting.counts.insert("pairs_out", pairs.len());
+    accounting.counts.entry("groups_with_pairs").or_insert(0);
+    debug_assert_eq!(accounting.rows_accounted(), accounting.rows_in);
+
+    let parent_rows: Vec<usize> = pairs.iter().map(|p| p.0).collect();
+    let chosen: Vec<usize> = pairs.iter().map(|p| p.1.chosen).collect();
+    let rejected: Vec<usize> = pairs.iter().map(|p| p.1.rejected).collect();
+    let step_views = nodes.steps.views();
+    let columns: Vec<(&str, ArrayRef, bool)> = vec![
+        ("prompt", nodes.prompts(&parent_rows)?, true),
+        ("prefix", nodes.prefixes(&parent_rows, &steps)?, false),
+        ("chosen", Arc::new(step_views.gather(&chosen)), false),
+        ("rejected", Arc::new(step_views.gather(&rejected)), false),
+        (
+            "score_chosen",
+            Arc::new(Float64Array::from_iter_values(
+                chosen.iter().map(|&r| nodes.value[r]),
+            )),
+            false,
+        ),
+        (
+            "score_rejected",
+            Arc::new(Float64Array::from_iter_values(
+                rejected.iter().map(|&r| nodes.value[r]),
+            )),
+            false,
+        ),
+        (
+            "margin",
+            Arc::new(Float64Array::from_iter_values(
+                pairs.iter().map(|p| p.1.margin),
+            )),
+            false,
+        ),
+        (
+            "depth",
+            Arc::new(Int32Array::from_iter_values(
+                chosen.iter().map(|&r| nodes.forest.depth[r] as i32),
+            )),
+            false,
+        ),
+        ("tree_id", nodes.tree.take(&chosen)?, false),
+        ("chosen_node", nodes.node.take(&chosen)?, false),
+        ("rejected_node", nodes.node.take(&rejected)?, false),
+    ];
+    Ok((batch_of(columns)?, accounting))
+}
+
+/// The arguments of [`tree_lists`].
+#[derive(Debug, Clone)]
+pub struct TreeListOptions {
+    pub columns: NodeColumns,
+    pub rules: ListRules,
+    pub min_visits: f64,
+}
+
+/// Ranked lists of the children of every branching node of a node table.
+pub fn tree_lists(table: &Table, options: &TreeListOptions) -> Result<(RecordBatch, Accounting)> {
+    options.rules.validate()?;
+    check_min_visits(&options.columns, options.min_visits)?;
+    let nodes = NodeTable::read(table, &options.columns)?;
+    let steps = nodes.steps.strs();
+    let parents = nodes.parents();
+    let mut accounting = Accounting::default();
+    let mut list_parents = Vec::new();
+    let mut offsets = vec![0];
+    let mut items: Vec<(f64, usize)> = Vec::new();
+    for &p in &parents {
+        let ranked = nodes.ranked_children(p, &steps, options.min_visits, &mut accounting);
+        let kept = options.rules.cut(&ranked, &mut accounting);
+        if !kept.is_empty() {
+            list_parents.push(p);
+            items.extend(kept);
+            offsets.push(items.len());
+        }
+    }
+    accounting.rows_in = table.num_rows();
+    accounting.drop_rows("root", nodes.forest.trees);
+    accounting.counts.insert("trees_in", nodes.forest.trees);
+    accounting.counts.entry("lists_out").or_insert(0);
+    debug_assert_eq!(accounting.rows_accounted(), accounting.rows_in);
+
+    let first_children: Vec<usize> = (0..list_parents.len())
+        .map(|l| items[offsets[l]].1)
+        .collect();
+    let columns: Vec<(&str, ArrayRef, bool)> = vec![
+        ("prompt", nodes.prompts(&list_parents)?, true),
+        ("prefix", nodes.prefixes(&list_parents, &steps)?, false),
+        (
+            "responses",
+            Arc::new(string_lists(
+                &offsets,
+                items.iter().map(|&(_, r)| steps[r]),
+                items.len(),
+            )?),
+            false,
+        ),
+        (
+            "scores",
+            Arc::new(list_of(
+                &offsets,
+                Arc::new(Float64Array::from_iter_values(items.iter().map(|i| i.0))),
+            )?),
+            false,
+        ),
+        (
+            "rows",
+            Arc::new(list_of(
+                &offsets,
+                Arc::new(Int64Array::from_iter_values(
+                    items.iter().map(|i| i.1 as i64),
+                )),
+            )?),
+            false,
+        ),
+        (
+            "depth",
+            Arc::new(Int32Array::from_iter_values(
+                first_children.iter().map(|&r| nodes.forest.depth[r] as i32),
+            )),
+            false,
+        ),
+        ("tree_id", nodes.tree.take(&first_children)?, false),
+    ];
+    Ok((batch_of(columns)?, accounting))
+}
+
+fn check_pair_selection(selection: &Selection) -> Result<()> {
+    if !(selection.min_margin >= 0.0 && selection.min_margin.is_finite()) {
+        return Err(Error::argument(
+            "min_margin",
+            "a finite number >= 0",
+            selection.min_margin,
+        ));
+    }
+    if selection.k < 1 {
+        return Err(Error::argument("k", "an integer >= 1", selection.k));
+    }
+    if selection.max_pairs == Some(0) {
+        return Err(Error::argument("max_pairs_per_node", "an integer >= 1", 0));
+    }
+    Ok(())
+}
+
+fn check_min_visits(columns: &NodeColumns, min_visits: f64) -> Result<()> {
+    if min_visits.is_nan() {
+        return Err(Error::argument("min_visits", "a number", min_visits));
+    }
+    if columns.visits.is_none() && min_visits > 1.0 {
+        return Err(Error::argument(
+            "min_visits",
+            "at most 1 when the node table has no visits column",
+            min_visits,
+        ));
+    }
+    Ok(())
+}
+
+/// One record batch from named columns.
+fn batch_of(columns: Vec<(&str, ArrayRef, bool)>) -> Result<RecordBatch> {
+    let fields: Vec<Field> = columns
+        .iter()
+        .map(|(name, array, nullable)| Field::new(*name, array.data_type().clone(), *nullable))
+        .collect();
+    let arrays = columns.into_iter().map(|(_, array, _)| array).collect();
+    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?)
+}

@@ -1,0 +1,144 @@
+"""``pk.rank_lists`` against ``tests/reference.py`` (property tests) and its documented edges."""
+
+from __future__ import annotations
+
+import math
+
+import prefkit as pk
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import reference as ref
+from hypothesis import given, note
+from hypothesis import strategies as st
+
+ALPHABET = st.sampled_from(list("ab é中\U0001f600\u0301\n"))
+TEXT = st.text(ALPHABET, min_size=0, max_size=5)
+SCORES = st.one_of(
+    st.sampled_from([0.0, 1.0, 2.0, 0.5, -1.0]),
+    st.sampled_from([None, math.nan, math.inf, -math.inf]),
+    st.floats(-5, 5, allow_nan=False),
+)
+
+
+@st.composite
+def long_tables(draw):
+    n = draw(st.integers(0, 25))
+    prompts = draw(st.lists(TEXT, min_size=1, max_size=4))
+    nulls = draw(st.booleans())
+
+    def maybe(strategy):
+        return st.one_of(strategy, st.none()) if nulls else strategy
+
+    rows = []
+    for _ in range(n):
+        rows.append(
+            {
+                "prompt": draw(maybe(st.sampled_from(prompts))),
+                "response": draw(maybe(TEXT)),
+                "score": draw(SCORES),
+                "gid": draw(st.integers(0, 2)),
+            }
+        )
+    schema = pa.schema(
+        [("prompt", pa.string()), ("response", pa.string()), ("score", pa.float64()),
+         ("gid", pa.int64())]
+    )
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+PARAMETERS = st.fixed_dictionaries(
+    {
+        "list_size": st.sampled_from([None, None, 1, 2, 3]),
+        "min_list_size": st.sampled_from([1, 2, 2, 3]),
+        "ties": st.sampled_from(["keep", "drop"]),
+        "group": st.sampled_from([None, None, "gid"]),
+    }
+).filter(lambda p: p["list_size"] is None or p["list_size"] >= p["min_list_size"])
+
+
+def check(table: pa.Table, rows: list[dict], **kwargs) -> pa.Table:
+    note(f"kwargs={kwargs} rows={rows}")
+    expected, accounting = ref.rank_lists(rows, **kwargs)
+    result = pk.rank_lists(table, **kwargs)
+    assert result.column_names == ["prompt", "responses", "scores", "rows", "group_id"]
+    assert result.schema.field("responses").type == pa.list_(pa.string())
+    assert result.schema.field("scores").type.value_type == pa.float64()
+    assert result.schema.field("rows").type.value_type == pa.int64()
+    assert result.schema.field("group_id").type == pa.uint64()
+    ref.assert_rows_equal(result.to_pylist(), expected)
+    report = pk.report_of(result)
+    assert report["op"] == "rank_lists"
+    got = {k: report.get(k) for k in accounting}
+    got["dropped"] = {r: c for r, c in report["dropped"].items() if c}
+    assert got == accounting
+    assert report["rows_used"] + sum(report["dropped"].values()) == report["rows_in"]
+    return result
+
+
+@given(table=long_tables(), parameters=PARAMETERS)
+def test_rank_lists_equals_reference(table, parameters):
+    check(table, table.to_pylist(), **parameters)
+
+
+@given(table=long_tables(), parameters=PARAMETERS)
+def test_chunked_sliced_view_and_large_input(table, parameters):
+    rows = table.to_pylist()
+    padding = table.slice(0, min(2, table.num_rows))
+    sliced = pa.concat_tables([padding, table, padding]).slice(padding.num_rows, table.num_rows)
+    chunked = pa.Table.from_batches(sliced.to_batches(max_chunksize=3), schema=sliced.schema)
+    check(chunked, rows, **parameters)
+    for text_type in (pa.string_view(), pa.large_string()):
+        schema = pa.schema(
+            [f.with_type(text_type) if f.type == pa.string() else f for f in table.schema]
+        )
+        check(table.cast(schema), rows, **parameters)
+
+
+def test_output_converts_to_polars_pandas_and_parquet(tmp_path):
+    pl = pytest.importorskip("polars")
+    data = pl.DataFrame(
+        {"prompt": ["a", "a", "b", "b", "b"], "response": ["x", "y", "u", "v", "w"],
+         "score": [1.0, 2.0, 0.0, 3.0, 3.0]}
+    )
+    lists = pk.rank_lists(data)
+    assert lists.column("responses").to_pylist() == [["y", "x"], ["v", "w", "u"]]
+    assert pl.from_arrow(lists)["responses"].to_list() == [["y", "x"], ["v", "w", "u"]]
+    assert lists.to_pandas()["responses"].map(list).tolist() == [["y", "x"], ["v", "w", "u"]]
+    pq.write_table(lists, tmp_path / "lists.parquet")
+    back = pq.read_table(tmp_path / "lists.parquet")
+    assert back.column("scores").to_pylist() == [[2.0, 1.0], [3.0, 3.0, 0.0]]
+    assert pk.report_of(back)["lists_out"] == 2
+
+
+def test_ties_drop_keeps_the_first_of_equal_scores():
+    data = pa.table({"prompt": ["p"] * 4, "response": list("abcd"), "score": [1.0, 2.0, 2.0, 1.0]})
+    out = pk.rank_lists(data, ties="drop")
+    assert out.column("responses").to_pylist() == [["b", "a"]]
+    assert pk.report_of(out)["dropped"] == {"tie": 2}
+
+
+def test_nan_error_and_bad_sizes():
+    data = pa.table({"prompt": ["p", "p"], "response": ["a", "b"], "score": [1.0, None]})
+    with pytest.raises(pk.PrefkitError, match="row 1"):
+        pk.rank_lists(data, nan="error")
+    with pytest.raises(pk.PrefkitError, match="list_size"):
+        pk.rank_lists(data, list_size=1, min_list_size=2)
+    with pytest.raises(pk.PrefkitError, match="min_list_size"):
+        pk.rank_lists(data, min_list_size=0)
+    with pytest.raises(pk.PrefkitError, match="ties"):
+        pk.rank_lists(data, ties="maybe")
+
+
+def test_many_groups_span_several_batches():
+    n = 40_000
+    data = pa.table(
+        {
+            "prompt": [f"p{i // 2}" for i in range(n)],
+            "response": [f"r{i}" for i in range(n)],
+            "score": [float(i % 2) for i in range(n)],
+        }
+    )
+    out = pk.rank_lists(data)
+    assert out.num_rows == n // 2
+    assert out.column("rows").to_pylist()[-1] == [n - 1, n - 2]
