@@ -4,8 +4,7 @@ These functions are the raw Rust operations; use the documented wrappers in ``pr
 Tables cross the boundary through the Arrow PyCapsule interface.
 """
 
-from typing import Any
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 def mine_pairs(
     table: Any,
