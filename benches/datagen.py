@@ -303,10 +303,13 @@ def main(argv: list[str] | None = None) -> int:
     df.write_parquet(tmp)
     tmp.replace(args.output)
     t2 = time.perf_counter()
-    text_mb = (df["prompt"].str.len_bytes().sum() + df["response"].str.len_bytes().sum()) / 1e6
+    response_mb = df["response"].str.len_bytes().sum() / 1e6
+    # Each prompt's text is stored once and its rows share it (string_view).
+    prompt_mb = df["prompt"].str.len_bytes().sum() / args.responses / 1e6
     print(
-        f"{df.height} rows ({args.prompts} prompts x {args.responses}), {text_mb:.0f} MB of text: "
-        f"generated in {t1 - t0:.1f} s, written to {args.output} in {t2 - t1:.1f} s",
+        f"{df.height} rows ({args.prompts} prompts x {args.responses}), text {response_mb:.0f} MB "
+        f"of responses + {prompt_mb:.0f} MB of prompts: generated in {t1 - t0:.1f} s, written to "
+        f"{args.output} in {t2 - t1:.1f} s",
         file=sys.stderr,
     )
     return 0
