@@ -41,10 +41,19 @@ impl Groups {
     }
 }
 
+/// Byte equality that skips the comparison when both sides are the same memory: repeated
+/// prompts in polars share one string, so their views point at the same bytes.
+#[inline]
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && (std::ptr::eq(a.as_ptr(), b.as_ptr()) || a == b)
+}
+
 /// Group the rows of `keys` by equal key.
 pub fn group_rows(keys: &KeyBytes<'_>) -> Groups {
     let n = keys.len();
-    let mut index: HashTable<u32> = HashTable::new();
+    // Most corpora have several responses per prompt; a quarter of the rows avoids most
+    // rehashing without reserving much for them.
+    let mut index: HashTable<u32> = HashTable::with_capacity(n / 4);
     let mut first_rows: Vec<usize> = Vec::new();
     let mut ids: Vec<u64> = Vec::new();
     let mut row_group: Vec<u32> = Vec::with_capacity(n);
@@ -59,10 +68,13 @@ pub fn group_rows(keys: &KeyBytes<'_>) -> Groups {
             continue;
         };
         let group = match previous {
-            Some((prev, g)) if prev == key => g,
+            Some((prev, g)) if same_bytes(prev, key) => g,
             _ => {
                 let id = key_id(key);
-                let found = index.find(id, |&g| keys.get(first_rows[g as usize]) == Some(key));
+                let found = index.find(id, |&g| {
+                    keys.get(first_rows[g as usize])
+                        .is_some_and(|k| same_bytes(k, key))
+                });
                 match found {
                     Some(&g) => g,
                     None => {

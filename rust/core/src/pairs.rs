@@ -240,14 +240,13 @@ pub fn mine_pairs(table: &Table, options: &PairOptions) -> Result<(RecordBatch, 
         check_no_nan(&score_columns, &per_column)?;
     }
     let score = ensemble(&per_column);
-    let responses = response.strs();
-    let has_response: Vec<bool> = responses.iter().map(Option::is_some).collect();
+    let has_response = response.valid();
     let effective: Vec<f64> = if options.length_penalty == 0.0 {
         score.clone()
     } else {
         score
             .iter()
-            .zip(&responses)
+            .zip(response.strs())
             .map(|(s, r)| s - options.length_penalty * r.map_or(0, |r| r.chars().count()) as f64)
             .collect()
     };
@@ -267,6 +266,7 @@ pub fn mine_pairs(table: &Table, options: &PairOptions) -> Result<(RecordBatch, 
             .map(|group_ids| {
                 let mut pairs = Vec::new();
                 let mut accounting = Accounting::default();
+                let mut scratch = Scratch::default();
                 for g in group_ids {
                     mine_group(
                         g,
@@ -274,6 +274,7 @@ pub fn mine_pairs(table: &Table, options: &PairOptions) -> Result<(RecordBatch, 
                         groups.ids[g],
                         &rows,
                         &selection,
+                        &mut scratch,
                         &mut pairs,
                         &mut accounting,
                     );
@@ -356,18 +357,29 @@ fn ensemble(columns: &[Vec<f64>]) -> Vec<f64> {
         .collect()
 }
 
+/// Buffers reused from one group to the next, so that mining allocates per worker, not per
+/// group.
+#[derive(Default)]
+struct Scratch {
+    ranked: Vec<(f64, usize)>,
+    selected: Vec<Selected>,
+}
+
 /// Mine one group into `out` and account for its rows.
+#[allow(clippy::too_many_arguments)]
 fn mine_group(
     group: usize,
     members: &[usize],
     group_id: u64,
     rows: &Rows<'_>,
     selection: &Selection,
+    scratch: &mut Scratch,
     out: &mut Vec<Pair>,
     accounting: &mut Accounting,
 ) {
     let e = rows.effective;
-    let mut ranked = Vec::with_capacity(members.len());
+    let ranked = &mut scratch.ranked;
+    ranked.clear();
     for &row in members {
         if !rows.has_response[row] {
             accounting.drop_rows("null_response", 1);
@@ -377,15 +389,48 @@ fn mine_group(
             ranked.push((e[row], row));
         }
     }
-    rank(&mut ranked);
-    let mut selected = Vec::new();
-    mine_ranked(&ranked, selection, group_id, &mut selected, accounting);
-    out.extend(selected.into_iter().map(|s| Pair {
+    if selection.strategy == Strategy::BestVsWorst {
+        // Only the two ends of the ranking matter: one scan instead of a sort.
+        rank_extremes(ranked);
+    } else {
+        rank(ranked);
+    }
+    scratch.selected.clear();
+    mine_ranked(
+        ranked,
+        selection,
+        group_id,
+        &mut scratch.selected,
+        accounting,
+    );
+    out.extend(scratch.selected.iter().map(|s| Pair {
         chosen: s.chosen,
         rejected: s.rejected,
         margin: s.margin,
         group,
     }));
+}
+
+/// Put the item [`rank`] would place first at the front and the one it would place last at
+/// the back (the first of the highest scores, the last of the lowest); the middle stays
+/// unordered. Enough for `best_vs_worst`, in one pass.
+fn rank_extremes(items: &mut [(f64, usize)]) {
+    let n = items.len();
+    if n < 2 {
+        return;
+    }
+    let (mut best, mut worst) = (0, 0);
+    for (i, item) in items.iter().enumerate() {
+        if item.0 > items[best].0 {
+            best = i;
+        }
+        if item.0 <= items[worst].0 {
+            worst = i;
+        }
+    }
+    items.swap(0, best);
+    let worst = if worst == 0 { best } else { worst };
+    items.swap(n - 1, worst);
 }
 
 /// How pairs are selected from one ranked list (a prompt's responses, a node's children): the
@@ -416,6 +461,10 @@ pub struct Selected {
     pub rejected: usize,
     /// Difference of their scores (0 for a kept tie).
     pub margin: f64,
+    /// Position of the chosen item in the ranked list.
+    pub chosen_rank: usize,
+    /// Position of the rejected item in the ranked list.
+    pub rejected_rank: usize,
 }
 
 /// Sort `(score, id)` items best first, stably: among equal scores the earlier item stays
@@ -456,6 +505,8 @@ pub fn mine_ranked(
                 chosen: a,
                 rejected: b,
                 margin,
+                chosen_rank: i,
+                rejected_rank: j,
             });
         }
     };
@@ -501,14 +552,27 @@ pub fn mine_ranked(
         return;
     }
     *accounting.counts.entry("groups_with_pairs").or_default() += 1;
-    let mut used: Vec<usize> = produced
-        .iter()
-        .flat_map(|p| [p.chosen, p.rejected])
-        .collect();
-    used.sort_unstable();
-    used.dedup();
-    accounting.rows_used += used.len();
-    accounting.drop_rows("not_selected", n - used.len());
+    let used = count_used(produced, n);
+    accounting.rows_used += used;
+    accounting.drop_rows("not_selected", n - used);
+}
+
+/// How many of the `n` ranked items appear in at least one of `pairs`.
+fn count_used(pairs: &[Selected], n: usize) -> usize {
+    if n <= 128 {
+        // The usual case: a bit set in one register.
+        let mut used = 0u128;
+        for p in pairs {
+            used |= (1u128 << p.chosen_rank) | (1u128 << p.rejected_rank);
+        }
+        return used.count_ones() as usize;
+    }
+    let mut used = vec![false; n];
+    for p in pairs {
+        used[p.chosen_rank] = true;
+        used[p.rejected_rank] = true;
+    }
+    used.iter().filter(|&&u| u).count()
 }
 
 /// Keep the `cap` largest-margin pairs of `out[start..]` (the earlier one wins equal margins),
@@ -541,7 +605,11 @@ fn keep_largest_margins(
     *accounting.counts.entry("pairs_capped").or_default() += produced - cap;
 }
 
-/// The result batch: columns as documented in docs/pairs.md.
+/// One result column, built on its own worker.
+type ColumnJob<'a> = Box<dyn Fn() -> Result<ArrayRef> + Send + Sync + 'a>;
+
+/// The result batch: columns as documented in docs/pairs.md, built in parallel (each is an
+/// independent gather over the pairs).
 fn build_batch(
     pairs: &[Pair],
     prompt: &Column,
@@ -551,66 +619,96 @@ fn build_batch(
     group_ids: &[u64],
     carry: &[Column],
 ) -> Result<RecordBatch> {
-    let chosen: Vec<usize> = pairs.iter().map(|p| p.chosen).collect();
-    let rejected: Vec<usize> = pairs.iter().map(|p| p.rejected).collect();
-    let mut fields = Vec::new();
-    let mut columns: Vec<ArrayRef> = Vec::new();
-    let mut push = |name: &str, array: ArrayRef, nullable: bool| {
-        fields.push(Field::new(name, array.data_type().clone(), nullable));
-        columns.push(array);
-    };
-
-    let prompt_values: ArrayRef = if is_text(prompt.field.data_type()) {
-        Arc::new(TextColumn::new(prompt)?.views().gather(&chosen))
-    } else {
-        prompt.take(&chosen)?
-    };
-    push("prompt", prompt_values, true);
+    let (chosen, rejected): (Vec<usize>, Vec<usize>) =
+        pairs.par_iter().map(|p| (p.chosen, p.rejected)).unzip();
+    let (chosen, rejected) = (&chosen, &rejected);
     let responses = response.views();
-    push("chosen", Arc::new(responses.gather(&chosen)), false);
-    push("rejected", Arc::new(responses.gather(&rejected)), false);
-    let gather_f64 = |rows: &[usize], values: &[f64]| -> ArrayRef {
-        Arc::new(Float64Array::from_iter_values(
-            rows.iter().map(|&r| values[r]),
-        ))
+    let responses = &responses;
+    let f64s = |values: Vec<f64>| -> Result<ArrayRef> { Ok(Arc::new(Float64Array::from(values))) };
+    let gather_f64 = move |rows: &'_ [usize], values: &'_ [f64]| -> Result<ArrayRef> {
+        f64s(rows.iter().map(|&r| values[r]).collect())
     };
-    push("score_chosen", gather_f64(&chosen, score), false);
-    push("score_rejected", gather_f64(&rejected, score), false);
-    push(
-        "margin",
-        Arc::new(Float64Array::from_iter_values(
-            pairs.iter().map(|p| p.margin),
-        )),
-        false,
-    );
-    push(
-        "group_id",
-        Arc::new(UInt64Array::from_iter_values(
-            pairs.iter().map(|p| group_ids[p.group]),
-        )),
-        false,
-    );
-    let as_i64 = |rows: &[usize]| -> ArrayRef {
-        Arc::new(Int64Array::from_iter_values(rows.iter().map(|&r| r as i64)))
+    let as_i64 = |rows: &[usize]| -> Result<ArrayRef> {
+        Ok(Arc::new(Int64Array::from_iter_values(
+            rows.iter().map(|&r| r as i64),
+        )))
     };
-    push("chosen_row", as_i64(&chosen), false);
-    push("rejected_row", as_i64(&rejected), false);
+    let mut jobs: Vec<(&str, bool, ColumnJob<'_>)> = vec![
+        (
+            "prompt",
+            true,
+            Box::new(move || {
+                if is_text(prompt.field.data_type()) {
+                    Ok(Arc::new(TextColumn::new(prompt)?.views().gather(chosen)) as ArrayRef)
+                } else {
+                    prompt.take(chosen)
+                }
+            }),
+        ),
+        (
+            "chosen",
+            false,
+            Box::new(move || Ok(Arc::new(responses.gather(chosen)) as ArrayRef)),
+        ),
+        (
+            "rejected",
+            false,
+            Box::new(move || Ok(Arc::new(responses.gather(rejected)) as ArrayRef)),
+        ),
+        (
+            "score_chosen",
+            false,
+            Box::new(move || gather_f64(chosen, score)),
+        ),
+        (
+            "score_rejected",
+            false,
+            Box::new(move || gather_f64(rejected, score)),
+        ),
+        (
+            "margin",
+            false,
+            Box::new(move || f64s(pairs.iter().map(|p| p.margin).collect())),
+        ),
+        (
+            "group_id",
+            false,
+            Box::new(move || {
+                Ok(Arc::new(UInt64Array::from_iter_values(
+                    pairs.iter().map(|p| group_ids[p.group]),
+                )) as ArrayRef)
+            }),
+        ),
+        ("chosen_row", false, Box::new(move || as_i64(chosen))),
+        ("rejected_row", false, Box::new(move || as_i64(rejected))),
+    ];
     if per_column.len() > 1 {
-        let (agreement, spread): (Vec<f64>, Vec<f64>) = pairs
-            .par_iter()
-            .map(|p| strength(per_column, p.chosen, p.rejected))
-            .unzip();
-        push("agreement", Arc::new(Float64Array::from(agreement)), false);
-        push("margin_std", Arc::new(Float64Array::from(spread)), false);
+        let strength_of = move |pick: fn((f64, f64)) -> f64| -> ColumnJob<'_> {
+            Box::new(move || {
+                f64s(
+                    pairs
+                        .iter()
+                        .map(|p| pick(strength(per_column, p.chosen, p.rejected)))
+                        .collect(),
+                )
+            })
+        };
+        jobs.push(("agreement", false, strength_of(|s| s.0)));
+        jobs.push(("margin_std", false, strength_of(|s| s.1)));
     }
     for column in carry {
-        push(column.name(), column.take(&chosen)?, true);
+        jobs.push((column.name(), true, Box::new(move || column.take(chosen))));
     }
-    let schema = Arc::new(Schema::new(fields));
-    if columns.is_empty() {
-        return Ok(RecordBatch::new_empty(schema));
-    }
-    Ok(RecordBatch::try_new(schema, columns)?)
+    let arrays = jobs
+        .par_iter()
+        .map(|(_, _, job)| job())
+        .collect::<Result<Vec<_>>>()?;
+    let fields: Vec<Field> = jobs
+        .iter()
+        .zip(&arrays)
+        .map(|((name, nullable, _), array)| Field::new(*name, array.data_type().clone(), *nullable))
+        .collect();
+    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?)
 }
 
 /// Agreement (share of score columns preferring the chosen row) and the population standard

@@ -80,8 +80,34 @@ impl TextColumn {
         out
     }
 
+    /// Whether each row is not null, in row order (cheaper than [`TextColumn::strs`]).
+    pub fn valid(&self) -> Vec<bool> {
+        let mut out = Vec::with_capacity(self.chunks.iter().map(TextChunk::len).sum());
+        for chunk in &self.chunks {
+            let array: &dyn Array = match chunk {
+                TextChunk::Utf8(a) => a,
+                TextChunk::LargeUtf8(a) => a,
+                TextChunk::Utf8View(a) => a,
+            };
+            match array.nulls() {
+                Some(nulls) => out.extend(nulls.iter()),
+                None => out.extend(std::iter::repeat_n(true, array.len())),
+            }
+        }
+        out
+    }
+
     /// A view of every row into the input's buffers, ready to be gathered into results.
     pub fn views(&self) -> Views {
+        if let [TextChunk::Utf8View(a)] = self.chunks.as_slice() {
+            // One string_view chunk (polars' layout): its views and buffers are used as they
+            // are, without a pass over the rows.
+            return Views {
+                views: a.views().clone(),
+                buffers: a.data_buffers().to_vec(),
+                nulls: a.nulls().cloned(),
+            };
+        }
         let len = self.chunks.iter().map(TextChunk::len).sum();
         let mut views = Vec::with_capacity(len);
         let mut buffers = Vec::new();
@@ -134,7 +160,7 @@ impl TextColumn {
         }
         let nulls = NullBuffer::from(validity);
         Views {
-            views,
+            views: views.into(),
             buffers,
             nulls: (nulls.null_count() > 0).then_some(nulls),
         }
@@ -170,18 +196,25 @@ impl TextChunk {
 /// Views of every row of a text column plus the buffers they point into.
 #[derive(Debug, Clone)]
 pub struct Views {
-    views: Vec<u128>,
+    views: ScalarBuffer<u128>,
     buffers: Vec<Buffer>,
     nulls: Option<NullBuffer>,
 }
 
 impl Views {
+    /// The view of `row`; the zero (empty) view for a null, whose input view may be garbage.
+    #[inline]
+    fn view(&self, row: usize) -> u128 {
+        match &self.nulls {
+            Some(nulls) if nulls.is_null(row) => 0,
+            _ => self.views[row],
+        }
+    }
+
     /// Like [`Views::gather`], with a null wherever `rows` holds `None`.
     pub fn gather_optional(&self, rows: &[Option<usize>]) -> StringViewArray {
-        let views: ScalarBuffer<u128> = rows
-            .iter()
-            .map(|r| r.map_or(0, |r| self.views[r]))
-            .collect();
+        let views: ScalarBuffer<u128> =
+            rows.iter().map(|r| r.map_or(0, |r| self.view(r))).collect();
         let valid = |r: &Option<usize>| {
             r.is_some_and(|r| self.nulls.as_ref().map_or(true, |n| n.is_valid(r)))
         };
@@ -194,7 +227,7 @@ impl Views {
     /// A string_view array holding the rows `rows` (global row numbers), in that order,
     /// without copying any text.
     pub fn gather(&self, rows: &[usize]) -> StringViewArray {
-        let views: ScalarBuffer<u128> = rows.iter().map(|&r| self.views[r]).collect();
+        let views: ScalarBuffer<u128> = rows.iter().map(|&r| self.view(r)).collect();
         let nulls = self.nulls.as_ref().and_then(|nulls| {
             let gathered = NullBuffer::from_iter(rows.iter().map(|&r| nulls.is_valid(r)));
             (gathered.null_count() > 0).then_some(gathered)
