@@ -106,7 +106,7 @@ def order_curriculum(
         "seed": seed,
     }
     result, accounting = _core.order_curriculum(table, **parameters)
-    result = pa.table(result)
+    result = as_table(result)
     stage = result.column("stage").to_numpy()
     sizes = np.bincount(stage) if len(stage) else np.array([], dtype=np.int64)
     accounting = dict(accounting)

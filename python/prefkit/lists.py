@@ -99,4 +99,4 @@ def rank_lists(
         "nan": nan,
     }
     result, accounting = _core.rank_lists(table, **parameters)
-    return attach(pa.table(result), "rank_lists", parameters, accounting, source=table)
+    return attach(as_table(result), "rank_lists", parameters, accounting, source=table)

@@ -148,7 +148,7 @@ def mine_pairs(
         "carry": carry,
     }
     result, accounting = _core.mine_pairs(table, **parameters)
-    return attach(pa.table(result), "mine_pairs", parameters, accounting, source=table)
+    return attach(as_table(result), "mine_pairs", parameters, accounting, source=table)
 
 
 def unnest(

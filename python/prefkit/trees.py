@@ -69,7 +69,7 @@ def build_trees(
     table = as_table(paths, argument="paths")
     parameters = {"prompt": prompt, "steps": steps, "reward": reward, "group": group}
     result, accounting = _core.build_trees(table, **parameters)
-    return attach(pa.table(result), "build_trees", parameters, accounting, source=table)
+    return attach(as_table(result), "build_trees", parameters, accounting, source=table)
 
 
 def _node_columns(
@@ -196,7 +196,7 @@ def tree_pairs(
         "seed": seed,
         "columns": list(columns),
     }
-    return attach(pa.table(result), "tree_pairs", parameters, accounting, source=table)
+    return attach(as_table(result), "tree_pairs", parameters, accounting, source=table)
 
 
 def tree_lists(
@@ -259,4 +259,4 @@ def tree_lists(
         "min_visits": min_visits,
         "columns": list(columns),
     }
-    return attach(pa.table(result), "tree_lists", parameters, accounting, source=table)
+    return attach(as_table(result), "tree_lists", parameters, accounting, source=table)
