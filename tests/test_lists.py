@@ -57,12 +57,13 @@ PARAMETERS = st.fixed_dictionaries(
 ).filter(lambda p: p["list_size"] is None or p["list_size"] >= p["min_list_size"])
 
 
-def check(table: pa.Table, rows: list[dict], **kwargs) -> pa.Table:
-    note(f"kwargs={kwargs} rows={rows}")
+def check(table: pa.Table, rows: list[dict], views: bool = False, **kwargs) -> pa.Table:
+    note(f"kwargs={kwargs} rows={rows} views={views}")
     expected, accounting = ref.rank_lists(rows, **kwargs)
-    result = pk.rank_lists(table, **kwargs)
+    result = pk.rank_lists(table, views=views, **kwargs)
     assert result.column_names == ["prompt", "responses", "scores", "rows", "group_id"]
-    assert result.schema.field("responses").type == pa.list_(pa.string())
+    text = pa.string_view() if views else pa.string()
+    assert result.schema.field("responses").type.value_type == text
     assert result.schema.field("scores").type.value_type == pa.float64()
     assert result.schema.field("rows").type.value_type == pa.int64()
     assert result.schema.field("group_id").type == pa.uint64()
@@ -88,11 +89,13 @@ def test_chunked_sliced_view_and_large_input(table, parameters):
     sliced = pa.concat_tables([padding, table, padding]).slice(padding.num_rows, table.num_rows)
     chunked = pa.Table.from_batches(sliced.to_batches(max_chunksize=3), schema=sliced.schema)
     check(chunked, rows, **parameters)
+    check(chunked, rows, views=True, **parameters)
     for text_type in (pa.string_view(), pa.large_string()):
         schema = pa.schema(
             [f.with_type(text_type) if f.type == pa.string() else f for f in table.schema]
         )
         check(table.cast(schema), rows, **parameters)
+        check(table.cast(schema), rows, views=True, **parameters)
 
 
 def test_output_converts_to_polars_pandas_and_parquet(tmp_path):
@@ -109,6 +112,16 @@ def test_output_converts_to_polars_pandas_and_parquet(tmp_path):
     back = pq.read_table(tmp_path / "lists.parquet")
     assert back.column("scores").to_pylist() == [[2.0, 1.0], [3.0, 3.0, 0.0]]
     assert pk.report_of(back)["lists_out"] == 2
+
+
+def test_views_share_the_input_and_materialize_for_pandas():
+    data = pa.table({"prompt": ["p"] * 3, "response": ["a" * 20, "b" * 20, "c"],
+                     "score": [1.0, 3.0, 2.0]})
+    lists = pk.rank_lists(data, views=True)
+    assert lists.schema.field("responses").type == pa.list_(pa.string_view())
+    assert lists.column("responses").to_pylist() == [["b" * 20, "c", "a" * 20]]
+    plain = pk.materialize(lists)
+    assert plain.to_pandas()["responses"].map(list).tolist() == [["b" * 20, "c", "a" * 20]]
 
 
 def test_ties_drop_keeps_the_first_of_equal_scores():

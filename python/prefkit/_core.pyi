@@ -41,6 +41,7 @@ def rank_lists(
     min_list_size: int,
     ties: str,
     nan: str,
+    views: bool,
 ) -> tuple[Any, dict[str, Any]]:
     """Ranked lists; returns an Arrow table (PyCapsule) and the row accounting."""
 

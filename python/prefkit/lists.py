@@ -32,6 +32,7 @@ def rank_lists(
     min_list_size: int = 2,
     ties: str = "keep",
     nan: str = "drop",
+    views: bool = False,
 ) -> pa.Table:
     """Turn a long table of rated responses into one ranked list per prompt.
 
@@ -57,6 +58,10 @@ def rank_lists(
         only the first (earliest row) stays, so scores are strictly decreasing.
     nan
         ``"drop"`` rows whose score is null or NaN (counted), or ``"error"``.
+    views
+        ``True``: ``responses`` is ``list<string_view>`` whose views point into the input's
+        buffers (no text is copied: fastest, least memory; pyarrow, polars and Parquet read it,
+        pandas needs ``pk.materialize`` first). Default: plain ``list<string>``.
 
     Returns
     -------
@@ -97,6 +102,7 @@ def rank_lists(
         "min_list_size": min_list_size,
         "ties": ties,
         "nan": nan,
+        "views": bool(views),
     }
     result, accounting = _core.rank_lists(table, **parameters)
     return attach(as_table(result), "rank_lists", parameters, accounting, source=table)

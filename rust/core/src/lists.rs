@@ -96,6 +96,9 @@ pub struct ListOptions {
     pub group: Option<String>,
     pub rules: ListRules,
     pub nan: NanPolicy,
+    /// `responses` as `list<string_view>` sharing the input's buffers instead of
+    /// `list<string>` (no text copied; pandas cannot convert it, `pk.materialize` can).
+    pub views: bool,
 }
 
 /// Ranked lists, flat: list `l` holds `items[offsets[l]..offsets[l + 1]]` of group `groups[l]`.
@@ -184,6 +187,7 @@ pub fn rank_lists(
     let prompt_views = is_text(prompt.field.data_type())
         .then(|| TextColumn::new(&prompt).map(|t| t.views()))
         .transpose()?;
+    let response_views = options.views.then(|| response.views());
     let n_lists = lists.groups.len();
     let ranges: Vec<(usize, usize)> = (0..n_lists)
         .step_by(LISTS_PER_BATCH)
@@ -205,8 +209,16 @@ pub fn rank_lists(
                     .iter()
                     .map(|o| o - lists.offsets[start])
                     .collect();
-                let texts = items.iter().map(|&(_, row)| responses[row]);
-                let responses_array = string_lists(&offsets, texts, items.len())?;
+                let responses_array = match &response_views {
+                    Some(views) => {
+                        let rows: Vec<usize> = items.iter().map(|&(_, row)| row).collect();
+                        list_of(&offsets, Arc::new(views.gather(&rows)))?
+                    }
+                    None => {
+                        let texts = items.iter().map(|&(_, row)| responses[row]);
+                        string_lists(&offsets, texts, items.len())?
+                    }
+                };
                 let scores = list_of(
                     &offsets,
                     Arc::new(Float64Array::from_iter_values(items.iter().map(|i| i.0))),
@@ -237,7 +249,15 @@ pub fn rank_lists(
     };
     let schema = Arc::new(Schema::new(vec![
         Field::new("prompt", prompt_type, true),
-        Field::new("responses", string_list_type(), false),
+        Field::new(
+            "responses",
+            if options.views {
+                list_type(DataType::Utf8View)
+            } else {
+                string_list_type()
+            },
+            false,
+        ),
         Field::new("scores", list_type(DataType::Float64), false),
         Field::new("rows", list_type(DataType::Int64), false),
         Field::new("group_id", DataType::UInt64, false),
@@ -350,6 +370,7 @@ mod tests {
                 ties,
             },
             nan: NanPolicy::Drop,
+            views: false,
         }
     }
 

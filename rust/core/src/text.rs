@@ -216,7 +216,7 @@ impl Views {
         let views: ScalarBuffer<u128> =
             rows.iter().map(|r| r.map_or(0, |r| self.view(r))).collect();
         let valid = |r: &Option<usize>| {
-            r.is_some_and(|r| self.nulls.as_ref().map_or(true, |n| n.is_valid(r)))
+            r.is_some_and(|r| self.nulls.as_ref().is_none_or(|n| n.is_valid(r)))
         };
         let nulls = NullBuffer::from_iter(rows.iter().map(valid));
         let nulls = (nulls.null_count() > 0).then_some(nulls);

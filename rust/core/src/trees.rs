@@ -6,6 +6,7 @@
 //! ranked and paired by the same code as the responses of a prompt ([`mine_ranked`]) and cut
 //! into lists by the same rules as `rank_lists` ([`ListRules`]).
 
+use std::cmp::Ordering;
 use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
@@ -105,6 +106,9 @@ impl Steps {
     }
 }
 
+/// A built trie: `(group, row of its first valid path, nodes in creation order)`.
+type Trie = (usize, usize, Vec<Node>);
+
 /// A node of a trie under construction.
 #[derive(Debug, Clone)]
 struct Node {
@@ -135,7 +139,7 @@ pub fn build_trees(table: &Table, options: &BuildOptions) -> Result<(RecordBatch
 
     // One trie per group, built in parallel; each keeps the row of its first path (prompt).
     let (trees, mut accounting) = parallel::install(|| {
-        let parts: Vec<(Vec<(usize, usize, Vec<Node>)>, Accounting)> = (0..groups.len())
+        let parts: Vec<(Vec<Trie>, Accounting)> = (0..groups.len())
             .into_par_iter()
             .chunks(64)
             .map(|group_ids| {
@@ -380,11 +384,12 @@ impl NodeTable {
                 accounting.drop_rows("null_step", 1);
             } else if self.value[child].is_nan() {
                 accounting.drop_rows("nan_value", 1);
-            } else if self
-                .visits
-                .as_ref()
-                .is_some_and(|v| !(v[child] >= min_visits))
-            {
+            } else if self.visits.as_ref().is_some_and(|v| {
+                // Below `min_visits`, or NaN (an unknown count is not enough).
+                v[child]
+                    .partial_cmp(&min_visits)
+                    .is_none_or(|o| o == Ordering::Less)
+            }) {
                 accounting.drop_rows("below_min_visits", 1);
             } else {
                 ranked.push((self.value[child], child));
@@ -473,8 +478,8 @@ fn validate(tree: &Column, node: &Column, parent: &Column) -> Result<Forest> {
         }
     }
     let mut index: HashMap<(u32, &[u8]), usize> = HashMap::with_capacity(n);
-    for row in 0..n {
-        let key = (tree_of[row], node_bytes.get(row).expect("checked above"));
+    for (row, &tree) in tree_of.iter().enumerate() {
+        let key = (tree, node_bytes.get(row).expect("checked above"));
         if let Some(&first) = index.get(&key) {
             return Err(Error::InvalidTree(format!(
                 "duplicate node id: {} repeats the id of row {first} in {}",
@@ -795,4 +800,207 @@ fn batch_of(columns: Vec<(&str, ArrayRef, bool)>) -> Result<RecordBatch> {
         .collect();
     let arrays = columns.into_iter().map(|(_, array, _)| array).collect();
     Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pairs::{Strategy, Ties};
+    use arrow_array::builder::{ListBuilder, StringBuilder};
+    use arrow_array::types::UInt64Type;
+
+    fn paths(prompts: &[&str], steps: &[&[&str]], rewards: &[f64]) -> Table {
+        let mut lists = ListBuilder::new(StringBuilder::new());
+        for path in steps {
+            for step in *path {
+                lists.values().append_value(step);
+            }
+            lists.append(true);
+        }
+        let batch = RecordBatch::try_from_iter(vec![
+            (
+                "prompt",
+                Arc::new(StringArray::from(prompts.to_vec())) as ArrayRef,
+            ),
+            ("steps", Arc::new(lists.finish()) as ArrayRef),
+            (
+                "reward",
+                Arc::new(Float64Array::from(rewards.to_vec())) as ArrayRef,
+            ),
+        ])
+        .unwrap();
+        Table::new(batch.schema(), vec![batch])
+    }
+
+    fn build(table: &Table) -> (RecordBatch, Accounting) {
+        build_trees(
+            table,
+            &BuildOptions {
+                prompt: "prompt".into(),
+                steps: "steps".into(),
+                reward: "reward".into(),
+                group: None,
+            },
+        )
+        .unwrap()
+    }
+
+    fn columns() -> NodeColumns {
+        NodeColumns {
+            tree: "tree_id".into(),
+            node: "node_id".into(),
+            parent: "parent_id".into(),
+            step: "step".into(),
+            value: "value".into(),
+            visits: Some("visits".into()),
+            prompt: Some("prompt".into()),
+        }
+    }
+
+    fn as_table(batch: RecordBatch) -> Table {
+        Table::new(batch.schema(), vec![batch])
+    }
+
+    #[test]
+    fn shared_prefixes_merge_and_values_are_means() {
+        let input = paths(
+            &["p", "p", "p", "q"],
+            &[&["a", "x"], &["a", "y"], &["b"], &[]],
+            &[1.0, 0.0, 0.5, 2.0],
+        );
+        let (nodes, accounting) = build(&input);
+        // p: root, a, x, y, b; q: root only.
+        assert_eq!(nodes.num_rows(), 6);
+        let value = nodes
+            .column(5)
+            .as_primitive::<arrow_array::types::Float64Type>();
+        assert_eq!(value.values().to_vec(), vec![0.5, 0.5, 1.0, 0.0, 0.5, 2.0]);
+        let ids = nodes.column(1).as_primitive::<UInt64Type>();
+        let tree = key_id(b"p");
+        assert_eq!(ids.value(0), root_id(tree));
+        assert_eq!(ids.value(1), child_id(root_id(tree), "a"));
+        assert_eq!(ids.value(2), child_id(child_id(root_id(tree), "a"), "x"));
+        assert_eq!(accounting.rows_used, 4);
+        assert_eq!(accounting.counts["trees_out"], 2);
+    }
+
+    #[test]
+    fn sibling_pairs_and_lists_use_the_shared_ranking() {
+        let input = paths(
+            &["p", "p", "p"],
+            &[&["a", "x"], &["a", "y"], &["b"]],
+            &[1.0, 0.0, 0.25],
+        );
+        let nodes = as_table(build(&input).0);
+        let selection = Selection {
+            strategy: Strategy::BestVsWorst,
+            k: 1,
+            min_margin: 0.0,
+            ties: Ties::Drop,
+            max_pairs: None,
+            seed: 0,
+        };
+        let (pairs, accounting) = tree_pairs(
+            &nodes,
+            &TreePairOptions {
+                columns: columns(),
+                selection,
+                min_visits: 1.0,
+            },
+        )
+        .unwrap();
+        let chosen = pairs.column(2).as_string_view();
+        assert_eq!(chosen.iter().flatten().collect::<Vec<_>>(), vec!["a", "x"]);
+        assert_eq!(accounting.rows_used, 4);
+        assert_eq!(accounting.dropped["root"], 1);
+        let (lists, _) = tree_lists(
+            &nodes,
+            &TreeListOptions {
+                columns: columns(),
+                rules: ListRules {
+                    list_size: None,
+                    min_list_size: 2,
+                    ties: Ties::Keep,
+                },
+                min_visits: 2.0,
+            },
+        )
+        .unwrap();
+        // With min_visits 2 only "a" (2 visits) remains at the root: no list of 2.
+        assert_eq!(lists.num_rows(), 0);
+    }
+
+    fn node_table(rows: &[(i64, i64, Option<i64>)]) -> Table {
+        let batch = RecordBatch::try_from_iter(vec![
+            (
+                "tree_id",
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.0))) as ArrayRef,
+            ),
+            (
+                "node_id",
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1))) as ArrayRef,
+            ),
+            (
+                "parent_id",
+                Arc::new(Int64Array::from_iter(rows.iter().map(|r| r.2))) as ArrayRef,
+            ),
+            (
+                "step",
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|_| "s"))) as ArrayRef,
+            ),
+            (
+                "value",
+                Arc::new(Float64Array::from_iter_values(rows.iter().map(|_| 1.0))) as ArrayRef,
+            ),
+        ])
+        .unwrap();
+        Table::new(batch.schema(), vec![batch])
+    }
+
+    fn error_of(rows: &[(i64, i64, Option<i64>)]) -> String {
+        let mut columns = columns();
+        columns.visits = None;
+        columns.prompt = None;
+        let options = TreeListOptions {
+            columns,
+            rules: ListRules {
+                list_size: None,
+                min_list_size: 2,
+                ties: Ties::Keep,
+            },
+            min_visits: 1.0,
+        };
+        tree_lists(&node_table(rows), &options)
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn bad_node_tables_name_the_node() {
+        let duplicate = error_of(&[(0, 1, None), (0, 2, Some(1)), (0, 2, Some(1))]);
+        assert!(duplicate.contains("node 2 (row 2)"), "{duplicate}");
+        let orphan = error_of(&[(0, 1, None), (0, 2, Some(9))]);
+        assert!(orphan.starts_with("orphan: node 2 (row 1)"), "{orphan}");
+        let roots = error_of(&[(0, 1, None), (0, 2, None)]);
+        assert!(roots.starts_with("several roots in tree_id 0"), "{roots}");
+        let cycle = error_of(&[(0, 1, None), (0, 2, Some(3)), (0, 3, Some(2))]);
+        assert!(cycle.starts_with("cycle: node 2 (row 1)"), "{cycle}");
+        let own_parent = error_of(&[(0, 5, Some(5))]);
+        assert!(own_parent.starts_with("cycle: node 5"), "{own_parent}");
+        // The same node id in two trees is fine.
+        let mut columns = columns();
+        columns.visits = None;
+        columns.prompt = None;
+        let fine = node_table(&[(0, 1, None), (1, 1, None), (1, 2, Some(1))]);
+        let options = TreeListOptions {
+            columns,
+            rules: ListRules {
+                list_size: None,
+                min_list_size: 1,
+                ties: Ties::Keep,
+            },
+            min_visits: 1.0,
+        };
+        assert_eq!(tree_lists(&fine, &options).unwrap().0.num_rows(), 1);
+    }
 }

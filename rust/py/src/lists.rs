@@ -12,7 +12,9 @@ use crate::errors::{accounting_dict, run_detached};
 
 /// Ranked lists; see `prefkit.rank_lists`. Returns `(table, accounting)`.
 #[pyfunction]
-#[pyo3(signature = (table, *, prompt, response, score, group, list_size, min_list_size, ties, nan))]
+#[pyo3(signature = (
+    table, *, prompt, response, score, group, list_size, min_list_size, ties, nan, views
+))]
 #[allow(clippy::too_many_arguments)]
 pub fn rank_lists<'py>(
     py: Python<'py>,
@@ -25,6 +27,7 @@ pub fn rank_lists<'py>(
     min_list_size: usize,
     ties: String,
     nan: String,
+    views: bool,
 ) -> PyResult<(PyTable, Bound<'py, PyDict>)> {
     let (batches, schema) = table.into_inner();
     let table = Table::new(schema, batches);
@@ -40,6 +43,7 @@ pub fn rank_lists<'py>(
                 ties: Ties::parse(&ties)?,
             },
             nan: NanPolicy::parse(&nan)?,
+            views,
         };
         lists::rank_lists(&table, &options)
     })?;
