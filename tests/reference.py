@@ -838,3 +838,121 @@ def accounting_of(report: dict) -> dict:
         "groups_with_pairs": report.get("groups_with_pairs"),
         "pairs_out": report.get("pairs_out"),
     }
+
+
+# --------------------------------------------------------------------------------------------
+# Deduplication and decontamination (docs/dedup.md)
+# --------------------------------------------------------------------------------------------
+
+#: Unicode White_Space, the characters Rust's ``char::is_whitespace`` accepts.
+WHITE_SPACE = frozenset(
+    "\t\n\x0b\x0c\r \x85\xa0\u1680\u2028\u2029\u202f\u205f\u3000"
+    + "".join(chr(c) for c in range(0x2000, 0x200B))
+)
+
+
+def collapse_whitespace(text: str) -> str:
+    """Whitespace runs become one space, none at the ends."""
+    spaced = "".join(" " if c in WHITE_SPACE else c for c in text)
+    return " ".join(word for word in spaced.split(" ") if word)
+
+
+def normalize_text(text: str) -> str:
+    """NFKC, per-character lowercase, punctuation and symbols (P*, S*) removed, whitespace
+    collapsed."""
+    import unicodedata
+
+    text = unicodedata.normalize("NFKC", text)
+    text = "".join(c.lower() for c in text)
+    text = "".join(c for c in text if unicodedata.category(c)[0] not in "PS")
+    return collapse_whitespace(text)
+
+
+def word_ngrams(text: str, n: int) -> list[str]:
+    """Word n-grams of a prepared text; the whole text when it has fewer than n words."""
+    if not text:
+        return []
+    words = text.split(" ")
+    if len(words) < n:
+        return [text]
+    return [" ".join(words[i : i + n]) for i in range(len(words) - n + 1)]
+
+
+def jaccard(a: str, b: str, n: int) -> float:
+    """True Jaccard similarity of the word n-gram sets of two normalised texts."""
+    sa, sb = set(word_ngrams(normalize_text(a), n)), set(word_ngrams(normalize_text(b), n))
+    return len(sa & sb) / len(sa | sb) if sa | sb else 1.0
+
+
+def dedup_exact(
+    rows: list[dict], columns: Sequence[str], normalize: bool = True, group: str | None = None
+) -> tuple[list[int], dict]:
+    """Exact dedup: the kept row indices (ascending) and the dropped count.
+
+    Units are single rows, or with ``group`` the rows sharing a group key (a null key is a unit
+    alone), judged by their first row. Text is normalised when asked; other values compare by
+    their canonical bytes; a null equals a null. The first unit of each value is kept.
+    """
+
+    def value(v: Any) -> Any:
+        if isinstance(v, str):
+            return ("text", normalize_text(v) if normalize else v)
+        return None if v is None else ("key", tagged_bytes(v))
+
+    units: list[list[int]] = []
+    by_key: dict = {}
+    for i, row in enumerate(rows):
+        if group is None or row[group] is None:
+            units.append([i])
+            continue
+        key = key_bytes(row[group])
+        if key in by_key:
+            units[by_key[key]].append(i)
+        else:
+            by_key[key] = len(units)
+            units.append([i])
+    seen: set = set()
+    kept: list[int] = []
+    dropped = 0
+    for unit in units:
+        key = tuple(value(rows[unit[0]][c]) for c in columns)
+        if key in seen:
+            dropped += len(unit)
+        else:
+            seen.add(key)
+            kept.extend(unit)
+    return sorted(kept), {"duplicate": dropped} if dropped else {}
+
+
+def find_contamination(
+    texts: list[str | None], references: list[str | None], ngram: int, normalize: bool = True
+) -> list[tuple[int, list[int]]]:
+    """Rows sharing a word n-gram with a reference text, and the reference rows matched.
+
+    A reference shorter than ``ngram`` words contributes its whole word sequence; a data row
+    matches when it holds one of the reference's word sequences as consecutive words.
+    """
+    prepare = normalize_text if normalize else collapse_whitespace
+    grams: dict[str, set[int]] = {}
+    lengths = {ngram}
+    for j, reference in enumerate(references):
+        if reference is None:
+            continue
+        text = prepare(reference)
+        for gram in word_ngrams(text, ngram):
+            grams.setdefault(gram, set()).add(j)
+        if text and len(text.split(" ")) < ngram:
+            lengths.add(len(text.split(" ")))
+    found = []
+    for i, text in enumerate(texts):
+        if text is None:
+            continue
+        text = prepare(text)
+        hits: set[int] = set()
+        for length in lengths:
+            words = text.split(" ") if text else []
+            for k in range(len(words) - length + 1):
+                hits |= grams.get(" ".join(words[k : k + length]), set())
+        if hits:
+            found.append((i, sorted(hits)))
+    return found

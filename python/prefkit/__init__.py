@@ -17,6 +17,14 @@ from prefkit._version import __version__
 from prefkit.batches import plan_batches
 from prefkit.collate import ListCollator, PairCollator, gather_hidden
 from prefkit.curriculum import order_curriculum
+from prefkit.dedup import (
+    decontaminate,
+    dedup,
+    find_contamination,
+    find_duplicates,
+    normalize_text,
+    split,
+)
 from prefkit.io import materialize, read_table, write_table
 from prefkit.lists import rank_lists
 from prefkit.pairs import mine_pairs, unnest
@@ -31,9 +39,14 @@ __all__ = [
     "PrefkitError",
     "__version__",
     "build_trees",
+    "decontaminate",
+    "dedup",
+    "find_contamination",
+    "find_duplicates",
     "gather_hidden",
     "materialize",
     "mine_pairs",
+    "normalize_text",
     "order_curriculum",
     "plan_batches",
     "rank_lists",
@@ -42,6 +55,7 @@ __all__ = [
     "report_of",
     "score",
     "score_pairs",
+    "split",
     "tokenize_lists",
     "tokenize_pairs",
     "tree_lists",

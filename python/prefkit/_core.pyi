@@ -89,3 +89,59 @@ def tree_lists(
     min_visits: float,
 ) -> tuple[Any, dict[str, Any]]:
     """Sibling lists of a node table."""
+def dedup_rows(
+    table: Any,
+    *,
+    columns: list[str],
+    group: str | None,
+    method: str,
+    normalize: bool,
+    ngram: int,
+    num_perm: int,
+    threshold: float,
+    bands: int | None,
+    seed: int,
+) -> tuple[Any, dict[str, Any]]:
+    """Dedup; returns the kept rows (Arrow int64 array) and the row accounting."""
+
+def find_duplicates(
+    table: Any,
+    *,
+    columns: list[str],
+    group: str | None,
+    method: str,
+    normalize: bool,
+    ngram: int,
+    num_perm: int,
+    threshold: float,
+    bands: int | None,
+    seed: int,
+) -> tuple[Any, Any]:
+    """Rows in duplicate clusters and their clusters' first rows (Arrow int64 arrays)."""
+
+def find_contamination(
+    table: Any,
+    reference: Any,
+    *,
+    column: str,
+    reference_column: str,
+    ngram: int,
+    normalize: bool,
+) -> tuple[Any, Any, dict[str, Any]]:
+    """Contaminated rows (int64), their reference rows (list<int64>) and the accounting."""
+
+def split_rows(
+    table: Any,
+    *,
+    group: str,
+    test_rows: int,
+    seed: int,
+    near_duplicates: bool,
+    ngram: int,
+    num_perm: int,
+    threshold: float,
+) -> tuple[Any, dict[str, Any]]:
+    """A boolean Arrow array (True: test side) and the accounting."""
+
+def normalize_text(text: str) -> str:
+    """One text normalised as dedup does."""

@@ -55,6 +55,25 @@ examples:
   prefkit trees mcts_nodes.parquet --nodes -o step_pairs.parquet --emit pairs
 """
 
+EPILOG_DEDUP = """\
+examples:
+  prefkit dedup pairs.parquet -o unique.parquet --columns prompt chosen rejected
+  prefkit dedup long.parquet -o unique.parquet --method minhash --group prompt --threshold 0.8
+"""
+
+EPILOG_DECONTAMINATE = """\
+examples:
+  prefkit decontaminate train.parquet --reference gsm8k_test.jsonl --reference-column question \\
+      -o clean.parquet
+"""
+
+EPILOG_SPLIT = """\
+examples:
+  prefkit split pairs.parquet --test-size 0.1 -o train.parquet --test-output test.parquet
+  prefkit split long.parquet --test-size 2000 --near-duplicates -o train.parquet \\
+      --test-output test.parquet
+"""
+
 
 EPILOG_SCORE = """\
 examples:
@@ -96,6 +115,10 @@ def _print_accounting(record: dict, output: str) -> None:
         "trees_out",
         "nodes_out",
         "stage_sizes",
+        "duplicate_clusters",
+        "reference_rows_matched",
+        "train_rows",
+        "test_rows",
     ):
         if name in record:
             print(f"{name}: {record[name]}")
@@ -315,6 +338,70 @@ def _trees(args: argparse.Namespace) -> int:
         return nodes
 
     return _run(args, operation)
+def _dedup(args: argparse.Namespace) -> int:
+    from prefkit.dedup import dedup
+
+    return _run(
+        args,
+        dedup,
+        columns=args.columns,
+        method=args.method,
+        normalize=not args.no_normalize,
+        ngram=args.ngram,
+        num_perm=args.num_perm,
+        threshold=args.threshold,
+        bands=args.bands,
+        seed=args.seed,
+        group=args.group,
+    )
+
+
+def _decontaminate(args: argparse.Namespace) -> int:
+    from prefkit.dedup import decontaminate
+
+    reference = read_table(args.reference)
+    return _run(
+        args,
+        decontaminate,
+        reference=reference,
+        column=args.column,
+        reference_column=args.reference_column,
+        ngram=args.ngram,
+        normalize=not args.no_normalize,
+    )
+
+
+def _split(args: argparse.Namespace) -> int:
+    from prefkit.dedup import split
+
+    parts: dict = {}
+
+    def operation(table, **options):
+        parts["train"], parts["test"] = split(table, **options)
+        return parts["train"]
+
+    test_size = float(args.test_size) if "." in args.test_size else int(args.test_size)
+    status = _run(
+        args,
+        operation,
+        test_size=test_size,
+        group=args.group,
+        seed=args.seed,
+        near_duplicates=args.near_duplicates,
+        threshold=args.threshold,
+    )
+    with _step(f"writing {args.test_output}", args.quiet):
+        write_table(parts["test"], args.test_output)
+    print(f"wrote {parts['test'].num_rows} rows to {args.test_output}")
+    return status
+
+
+def _minhash_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ngram", type=int, default=5, help="words per shingle (default: 5)")
+    parser.add_argument("--num-perm", type=int, default=128, help="sketch size (default: 128)")
+    parser.add_argument("--threshold", type=float, default=0.8, help="Jaccard (default: 0.8)")
+    parser.add_argument("--bands", type=int, default=None, help="LSH bands (default: chosen)")
+    parser.add_argument("--seed", type=int, default=0)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -488,6 +575,53 @@ def build_parser() -> argparse.ArgumentParser:
     trees.add_argument("--min-list-size", type=int, default=2)
     trees.add_argument("--seed", type=int, default=0)
     trees.set_defaults(run=_trees)
+    dedup = verbs.add_parser(
+        "dedup",
+        help="drop exact or near-duplicate rows (or whole prompt groups)",
+        description="Keep the first row of every duplicate cluster, in input order.",
+        epilog=EPILOG_DEDUP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _common(dedup)
+    dedup.add_argument("--columns", nargs="+", default=["prompt"], help="compared column(s)")
+    dedup.add_argument("--method", default="exact", choices=("exact", "minhash"))
+    dedup.add_argument("--group", default=None, help="keep or drop rows sharing this column")
+    dedup.add_argument("--no-normalize", action="store_true", help="compare raw text")
+    _minhash_options(dedup)
+    dedup.set_defaults(run=_dedup)
+
+    decontaminate = verbs.add_parser(
+        "decontaminate",
+        help="drop rows sharing a word n-gram with a reference set (benchmarks)",
+        description="Drop rows that share a word n-gram with any row of a reference file.",
+        epilog=EPILOG_DECONTAMINATE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _common(decontaminate)
+    decontaminate.add_argument("--reference", required=True, help="reference file")
+    decontaminate.add_argument("--column", default="prompt", help="text column of the input")
+    decontaminate.add_argument("--reference-column", default=None, help="default: --column")
+    decontaminate.add_argument("--ngram", type=int, default=13, help="words per n-gram")
+    decontaminate.add_argument("--no-normalize", action="store_true", help="compare raw words")
+    decontaminate.set_defaults(run=_decontaminate)
+
+    split = verbs.add_parser(
+        "split",
+        help="train/test split with no prompt (or near-duplicate) on both sides",
+        description="Split into train (-o) and test (--test-output) by whole prompt clusters.",
+        epilog=EPILOG_SPLIT,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _common(split)
+    split.add_argument("--test-output", required=True, help="test file (.parquet or .jsonl)")
+    split.add_argument(
+        "--test-size", required=True, help="fraction of rows (0.1) or a row count (2000)"
+    )
+    split.add_argument("--group", default="prompt", help="column kept on one side")
+    split.add_argument("--near-duplicates", action="store_true")
+    split.add_argument("--threshold", type=float, default=0.8)
+    split.add_argument("--seed", type=int, default=0)
+    split.set_defaults(run=_split)
     return parser
 
 

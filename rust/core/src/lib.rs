@@ -14,18 +14,24 @@
 //! - [`lists`]: ranked lists of responses per prompt.
 //! - [`trees`]: preference trees (tries of steps), node-table validation, sibling pairs/lists.
 //! - [`batching`]: token-budget batch plans.
+//! - [`normalize`]: the one text normalisation of dedup, decontamination and splits.
+//! - [`dedup`]: exact and MinHash-LSH deduplication, decontamination.
+//! - [`split`]: leak-free train/test splits.
 //! - [`accounting`]: rows in, rows used, rows dropped by reason.
 //! - [`parallel`]: the rayon pool, sized by `PREFKIT_NUM_THREADS` and safe after `fork`.
 
 pub mod accounting;
 pub mod batching;
 pub mod curriculum;
+pub mod dedup;
 pub mod error;
 pub mod grouping;
 pub mod key;
 pub mod lists;
+pub mod normalize;
 pub mod pairs;
 pub mod parallel;
+pub mod split;
 pub mod table;
 pub mod text;
 pub mod trees;

@@ -4,6 +4,7 @@
 //! around the Rust work, and turn every core error, and any panic, into `PrefkitError`.
 
 mod batching;
+mod dedup;
 mod errors;
 mod lists;
 mod pairs;
@@ -27,5 +28,10 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(trees::build_trees, module)?)?;
     module.add_function(wrap_pyfunction!(trees::tree_pairs, module)?)?;
     module.add_function(wrap_pyfunction!(trees::tree_lists, module)?)?;
+    module.add_function(wrap_pyfunction!(dedup::dedup_rows, module)?)?;
+    module.add_function(wrap_pyfunction!(dedup::find_duplicates, module)?)?;
+    module.add_function(wrap_pyfunction!(dedup::find_contamination, module)?)?;
+    module.add_function(wrap_pyfunction!(dedup::split_rows, module)?)?;
+    module.add_function(wrap_pyfunction!(dedup::normalize_text, module)?)?;
     Ok(())
 }

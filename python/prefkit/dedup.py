@@ -1,0 +1,399 @@
+"""Deduplication, decontamination and leak-free train/test splits of preference data.
+
+The rules (normalisation, shingles, MinHash-LSH, clusters, row accounting) are in
+``docs/dedup.md``; the work is done by the Rust core.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from prefkit import _core
+from prefkit._errors import PrefkitError
+from prefkit._provenance import attach
+from prefkit.io import as_table
+from prefkit.pairs import _check_int, _names
+
+METHODS = ("exact", "minhash")
+
+
+def normalize_text(text: str) -> str:
+    """Normalise one text exactly as dedup, decontamination and split do.
+
+    NFKC, then lowercase, then every punctuation or symbol character (Unicode categories
+    ``P*`` and ``S*``) removed, then whitespace runs collapsed into one space, none at the ends.
+
+    Examples
+    --------
+    >>> import prefkit as pk
+    >>> pk.normalize_text("  Ｈｅｌｌｏ,\\tWORLD!  It's $5 ")
+    'hello world its 5'
+    """
+    if not isinstance(text, str):
+        raise PrefkitError(f"text must be a str, got {type(text).__name__}")
+    return _core.normalize_text(text)
+
+
+def _dedup_arguments(
+    columns, method, normalize, ngram, num_perm, threshold, bands, seed, group
+) -> dict:
+    if method not in METHODS:
+        raise PrefkitError(f"method must be 'exact' or 'minhash', got {method!r}")
+    _check_int("ngram", ngram, 1)
+    _check_int("num_perm", num_perm, 1, 2**16)
+    _check_int("seed", seed, 0, 2**64 - 1)
+    if bands is not None:
+        _check_int("bands", bands, 1, num_perm)
+    if (
+        isinstance(threshold, bool)
+        or not isinstance(threshold, (int, float))
+        or not (0 < threshold <= 1)
+    ):
+        raise PrefkitError(f"threshold must be a number in (0, 1], got {threshold!r}")
+    if group is not None and not isinstance(group, str):
+        raise PrefkitError(f"group must be a column name or None, got {group!r}")
+    return {
+        "columns": _names(columns, "columns"),
+        "group": group,
+        "method": method,
+        "normalize": bool(normalize),
+        "ngram": ngram,
+        "num_perm": num_perm,
+        "threshold": float(threshold),
+        "bands": bands,
+        "seed": seed,
+    }
+
+
+def dedup(
+    data: Any,
+    *,
+    columns: str | Sequence[str] = "prompt",
+    method: str = "exact",
+    normalize: bool = True,
+    ngram: int = 5,
+    num_perm: int = 128,
+    threshold: float = 0.8,
+    bands: int | None = None,
+    seed: int = 0,
+    group: str | None = None,
+) -> pa.Table:
+    """Drop duplicate rows, keeping the first row of every duplicate cluster in input order.
+
+    Parameters
+    ----------
+    data
+        A table: pyarrow, polars, pandas, ``datasets.Dataset`` or any Arrow stream.
+    columns
+        The compared column, or several (a pair: ``["prompt", "chosen", "rejected"]``), compared
+        as a tuple. Text for ``minhash``; ``exact`` also compares integers and chat messages.
+    method
+        ``"exact"``: equal values. ``"minhash"``: MinHash-LSH near-duplicates, whose estimated
+        Jaccard similarity of word ``ngram``-grams is at least ``threshold`` (exact duplicates
+        are found too).
+    normalize
+        Compare normalised text (``pk.normalize_text``: NFKC, lowercase, punctuation and symbols
+        removed, whitespace collapsed). With ``False``, exact compares the raw text and minhash
+        only splits words on whitespace.
+    ngram, num_perm, threshold, bands, seed
+        MinHash: words per shingle, sketch size, similarity threshold, LSH bands (``None``
+        chooses bands x rows for the threshold, favouring recall; candidates are verified
+        against the threshold) and the hash seed (the same seed gives the same result).
+    group
+        Keep or drop rows by group: rows sharing this column's value (e.g. ``"prompt"`` in a
+        long table, one row per response) form one unit judged by its first row's values,
+        and all of a unit's rows stay or go together. ``None``: every row is judged alone.
+
+    Returns
+    -------
+    pyarrow.Table
+        The kept rows, in input order, all columns. Its metadata (``pk.report_of``) counts the
+        dropped rows by reason: ``duplicate`` (equal to the kept row's values) and
+        ``near_duplicate``.
+
+    Raises
+    ------
+    PrefkitError
+        Missing or mistyped columns, bad arguments.
+
+    Examples
+    --------
+    >>> import prefkit as pk, pyarrow as pa
+    >>> data = pa.table({"prompt": ["Hi there!", "hi there", "Bye"], "score": [1, 2, 3]})
+    >>> pk.dedup(data).column("score").to_pylist()
+    [1, 3]
+    >>> pk.report_of(pk.dedup(data))["dropped"]
+    {'duplicate': 1}
+
+    Whole prompt groups of a long table are kept or dropped together:
+
+    >>> long = pa.table({"prompt": ["Q?", "Q?", "q", "q"], "response": ["a", "b", "c", "d"]})
+    >>> pk.dedup(long, group="prompt").column("response").to_pylist()
+    ['a', 'b']
+    """
+    table = as_table(data)
+    arguments = _dedup_arguments(
+        columns, method, normalize, ngram, num_perm, threshold, bands, seed, group
+    )
+    kept, accounting = _core.dedup_rows(table, **arguments)
+    result = table.take(pa.array(kept))
+    return attach(result, "dedup", arguments, accounting, source=table)
+
+
+def find_duplicates(
+    data: Any,
+    *,
+    columns: str | Sequence[str] = "prompt",
+    method: str = "exact",
+    normalize: bool = True,
+    ngram: int = 5,
+    num_perm: int = 128,
+    threshold: float = 0.8,
+    bands: int | None = None,
+    seed: int = 0,
+    group: str | None = None,
+) -> pa.Table:
+    """Rows that belong to a duplicate cluster, and the cluster each belongs to.
+
+    Takes the same arguments as ``pk.dedup``, which drops every row listed here except those
+    whose ``cluster`` equals their ``row`` (the first member, which it keeps).
+
+    Returns
+    -------
+    pyarrow.Table
+        ``row`` (int64, ascending) for every row of a cluster with more than one member, and
+        ``cluster`` (int64): the row of the cluster's first member.
+
+    Examples
+    --------
+    >>> import prefkit as pk, pyarrow as pa
+    >>> data = pa.table({"prompt": ["a b", "c", "A, b!", "a b"]})
+    >>> pk.find_duplicates(data).to_pylist()  # doctest: +NORMALIZE_WHITESPACE
+    [{'row': 0, 'cluster': 0}, {'row': 2, 'cluster': 0}, {'row': 3, 'cluster': 0}]
+    """
+    table = as_table(data)
+    arguments = _dedup_arguments(
+        columns, method, normalize, ngram, num_perm, threshold, bands, seed, group
+    )
+    rows, clusters = _core.find_duplicates(table, **arguments)
+    result = pa.table({"row": pa.array(rows), "cluster": pa.array(clusters)})
+    accounting = {"rows_in": table.num_rows, "rows_in_clusters": result.num_rows}
+    return attach(result, "find_duplicates", arguments, accounting, source=table)
+
+
+def _reference_table(reference: Any, column: str) -> pa.Table:
+    if isinstance(reference, (list, tuple)):
+        return pa.table({column: pa.array(reference, pa.string())})
+    return as_table(reference, argument="reference")
+
+
+def _contamination(data, reference, column, reference_column, ngram, normalize):
+    table = as_table(data)
+    reference_column = column if reference_column is None else reference_column
+    references = _reference_table(reference, reference_column)
+    _check_int("ngram", ngram, 1)
+    parameters = {
+        "column": column,
+        "reference_column": reference_column,
+        "ngram": ngram,
+        "normalize": bool(normalize),
+    }
+    rows, matched, accounting = _core.find_contamination(table, references, **parameters)
+    return (
+        table,
+        pa.table({"row": pa.array(rows), "reference_rows": pa.array(matched)}),
+        (
+            parameters,
+            accounting,
+        ),
+    )
+
+
+def find_contamination(
+    data: Any,
+    reference: Any,
+    *,
+    column: str = "prompt",
+    reference_column: str | None = None,
+    ngram: int = 13,
+    normalize: bool = True,
+) -> pa.Table:
+    """Rows of ``data`` that share a word n-gram with a reference row, and which ones.
+
+    Both texts are normalised (``pk.normalize_text``) and split into words. A reference row
+    contributes its word ``ngram``-grams, or its whole word sequence when it is shorter; a data
+    row matches it when it contains one of them as consecutive words.
+
+    Parameters
+    ----------
+    data
+        The table to check.
+    reference
+        A table (e.g. benchmark prompts) or a list of strings.
+    column, reference_column
+        The text columns; ``reference_column`` defaults to ``column``.
+    ngram
+        Words per n-gram (13, as in the GPT-3 and open-instruct decontamination).
+    normalize
+        ``False`` compares raw words (split on whitespace).
+
+    Returns
+    -------
+    pyarrow.Table
+        ``row`` (int64) of every contaminated data row and ``reference_rows``
+        (``list<int64>``, ascending): the reference rows it matched.
+
+    Examples
+    --------
+    >>> import prefkit as pk, pyarrow as pa
+    >>> data = pa.table({"prompt": ["Q: What is 2 + 2? Answer briefly.", "Tell a joke"]})
+    >>> pk.find_contamination(data, ["what is 2 + 2"], ngram=13).to_pylist()
+    [{'row': 0, 'reference_rows': [0]}]
+    """
+    table, found, (parameters, accounting) = _contamination(
+        data, reference, column, reference_column, ngram, normalize
+    )
+    return attach(found, "find_contamination", parameters, accounting, source=table)
+
+
+def decontaminate(
+    data: Any,
+    reference: Any,
+    *,
+    column: str = "prompt",
+    reference_column: str | None = None,
+    ngram: int = 13,
+    normalize: bool = True,
+) -> pa.Table:
+    """Drop rows that share a word n-gram with any reference row (e.g. benchmark prompts).
+
+    Matching is that of ``pk.find_contamination``; takes the same arguments.
+
+    Returns
+    -------
+    pyarrow.Table
+        The other rows, in input order. Its metadata (``pk.report_of``) counts the dropped
+        rows as ``contaminated``, and under ``contaminated_rows`` lists every dropped row with
+        the reference rows it matched: ``[[row, [reference_row, ...]], ...]``.
+
+    Examples
+    --------
+    >>> import prefkit as pk, pyarrow as pa
+    >>> data = pa.table({"prompt": ["Q: What is 2 + 2? Answer briefly.", "Tell a joke"]})
+    >>> clean = pk.decontaminate(data, ["what is 2 + 2"])
+    >>> clean.column("prompt").to_pylist()
+    ['Tell a joke']
+    >>> pk.report_of(clean)["contaminated_rows"]
+    [[0, [0]]]
+    """
+    table, found, (parameters, accounting) = _contamination(
+        data, reference, column, reference_column, ngram, normalize
+    )
+    keep = np.ones(table.num_rows, dtype=bool)
+    keep[found.column("row").to_numpy()] = False
+    result = table.filter(pa.array(keep))
+    accounting = dict(accounting)
+    accounting["contaminated_rows"] = [
+        [record["row"], record["reference_rows"]] for record in found.to_pylist()
+    ]
+    return attach(result, "decontaminate", parameters, accounting, source=table)
+
+
+def split(
+    data: Any,
+    *,
+    test_size: float,
+    group: str = "prompt",
+    seed: int = 0,
+    near_duplicates: bool = False,
+    ngram: int = 5,
+    num_perm: int = 128,
+    threshold: float = 0.8,
+) -> tuple[pa.Table, pa.Table]:
+    """Split rows into train and test so that no prompt lands on both sides.
+
+    Rows sharing the ``group`` value (equal after normalisation) form one cluster; with
+    ``near_duplicates=True`` clusters whose MinHash similarity reaches ``threshold`` merge
+    too. Clusters are shuffled with ``seed`` and moved to the test side whole while they fit
+    in its budget of rows, so the test side may hold slightly fewer rows than asked.
+
+    Parameters
+    ----------
+    data
+        A long or pair table.
+    test_size
+        A fraction of the rows in (0, 1) (rounded up, as ``datasets.train_test_split`` does)
+        or a number of rows.
+    group
+        The column no value of which may appear on both sides (text, integers or chat
+        messages; text for ``near_duplicates``).
+    seed
+        Seed of the shuffle; the same seed gives the same split.
+    near_duplicates, ngram, num_perm, threshold
+        Also keep near-duplicate prompts on one side; MinHash parameters as in ``pk.dedup``.
+
+    Returns
+    -------
+    (pyarrow.Table, pyarrow.Table)
+        ``(train, test)``, each in input order, like ``datasets``' ``train_test_split``
+        (which returns them under the keys ``"train"`` and ``"test"``).
+
+    Examples
+    --------
+    >>> import prefkit as pk, pyarrow as pa
+    >>> data = pa.table({"prompt": ["a", "a", "b", "b", "c", "c"], "response": list("uvwxyz")})
+    >>> train, test = pk.split(data, test_size=2, seed=0)
+    >>> train.num_rows, test.num_rows
+    (4, 2)
+    >>> set(train.column("prompt").to_pylist()) & set(test.column("prompt").to_pylist())
+    set()
+    """
+    table = as_table(data)
+    n = table.num_rows
+    if isinstance(test_size, bool) or not isinstance(test_size, (int, float)):
+        raise PrefkitError(
+            f"test_size must be a fraction in (0, 1) or a row count, got {test_size!r}"
+        )
+    if isinstance(test_size, float):
+        if not 0 < test_size < 1:
+            raise PrefkitError(
+                f"test_size must be a fraction in (0, 1) or a row count, got {test_size!r}"
+            )
+        test_rows = math.ceil(test_size * n)
+    else:
+        _check_int("test_size", test_size, 0, n)
+        test_rows = test_size
+    _check_int("seed", seed, 0, 2**64 - 1)
+    _check_int("ngram", ngram, 1)
+    _check_int("num_perm", num_perm, 1, 2**16)
+    if not 0 < threshold <= 1:
+        raise PrefkitError(f"threshold must be a number in (0, 1], got {threshold!r}")
+    parameters = {
+        "group": group,
+        "test_rows": test_rows,
+        "seed": seed,
+        "near_duplicates": bool(near_duplicates),
+        "ngram": ngram,
+        "num_perm": num_perm,
+        "threshold": float(threshold),
+    }
+    is_test, accounting = _core.split_rows(table, **parameters)
+    is_test = pa.array(is_test)
+    parameters["test_size"] = test_size
+    train = attach(
+        table.filter(pc.invert(is_test)),
+        "split",
+        parameters,
+        {**accounting, "part": "train"},
+        source=table,
+    )
+    test = attach(
+        table.filter(is_test), "split", parameters, {**accounting, "part": "test"}, source=table
+    )
+    return train, test

@@ -1,0 +1,169 @@
+//! Exact duplicates: the compared value of every unit, and units grouped by equal value.
+
+use crate::error::{Error, Result};
+use crate::grouping::group_rows;
+use crate::key::{KeyBytes, KeyColumn};
+use crate::normalize::{FlatText, Form};
+use crate::table::Table;
+use crate::text::{is_text, TextColumn};
+
+/// A compared column, read once from the input.
+pub enum Source {
+    /// A text column.
+    Text(TextColumn),
+    /// Any other key type (integers, chat messages): compared by its canonical bytes.
+    Key(KeyColumn),
+}
+
+impl Source {
+    /// Read column `name` of `table`; with `text_only`, a non-text column is an error.
+    pub fn read(table: &Table, name: &str, text_only: bool) -> Result<Self> {
+        let column = table.column(name)?;
+        if is_text(column.field.data_type()) {
+            return Ok(Source::Text(TextColumn::new(&column)?));
+        }
+        if text_only {
+            return Err(Error::ColumnType {
+                column: name.to_string(),
+                expected: "text (string, large_string or string_view) for near-duplicate detection",
+                actual: column.field.data_type().to_string(),
+            });
+        }
+        Ok(Source::Key(KeyColumn::new(&column)?))
+    }
+}
+
+/// The compared value of every unit in one column.
+pub enum UnitValues<'a> {
+    /// Text as it is, borrowed from the input.
+    Borrowed(Vec<Option<&'a str>>),
+    /// Text prepared (normalised) into a flat buffer.
+    Prepared(FlatText),
+    /// Canonical key bytes of every row, and the row that stands for each unit.
+    Key(KeyBytes<'a>, Vec<usize>),
+}
+
+impl<'a> UnitValues<'a> {
+    /// The values of `source` at rows `reps` (one per unit), text prepared as `form`.
+    pub fn new(source: &'a Source, reps: &[usize], form: Form) -> Self {
+        match source {
+            Source::Text(text) => {
+                let strs = text.strs();
+                let picked: Vec<Option<&'a str>> = reps.iter().map(|&r| strs[r]).collect();
+                if form == Form::Raw {
+                    UnitValues::Borrowed(picked)
+                } else {
+                    UnitValues::Prepared(FlatText::prepare(&picked, form))
+                }
+            }
+            Source::Key(key) => UnitValues::Key(key.bytes(), reps.to_vec()),
+        }
+    }
+
+    /// The text of unit `u` (None for null or a non-text column).
+    #[inline]
+    pub fn text(&self, u: usize) -> Option<&str> {
+        match self {
+            UnitValues::Borrowed(strs) => strs[u],
+            UnitValues::Prepared(flat) => flat.get(u),
+            UnitValues::Key(..) => None,
+        }
+    }
+
+    /// The compared bytes of unit `u`, None for null.
+    #[inline]
+    fn bytes(&self, u: usize) -> Option<&[u8]> {
+        match self {
+            UnitValues::Key(bytes, reps) => bytes.get(reps[u]),
+            _ => self.text(u).map(str::as_bytes),
+        }
+    }
+}
+
+/// For every unit, the first unit (in order) whose values equal its own in all columns; a
+/// null equals a null.
+pub fn exact_roots(columns: &[UnitValues<'_>], units: usize) -> Vec<u32> {
+    let keys = if let [only] = columns {
+        let mut data = Vec::new();
+        let mut offsets = vec![0];
+        let mut valid = Vec::with_capacity(units);
+        for u in 0..units {
+            // Text borrowed as is needs no copy; anything else is laid out once.
+            if let UnitValues::Key(..) = only {
+                data.extend_from_slice(only.bytes(u).unwrap_or_default());
+            }
+            valid.push(only.bytes(u).is_some());
+            offsets.push(data.len());
+        }
+        match only {
+            UnitValues::Key(..) => KeyBytes::Encoded {
+                data,
+                offsets,
+                valid,
+            },
+            _ => KeyBytes::Text((0..units).map(|u| only.text(u)).collect()),
+        }
+    } else {
+        // Several columns: a tagged concatenation (null, or length-prefixed bytes) per unit,
+        // so that no two different tuples share bytes.
+        let mut data = Vec::new();
+        let mut offsets = Vec::with_capacity(units + 1);
+        offsets.push(0);
+        for u in 0..units {
+            for column in columns {
+                match column.bytes(u) {
+                    None => data.push(0u8),
+                    Some(bytes) => {
+                        data.push(1u8);
+                        data.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+                        data.extend_from_slice(bytes);
+                    }
+                }
+            }
+            offsets.push(data.len());
+        }
+        KeyBytes::Encoded {
+            data,
+            offsets,
+            valid: vec![true; units],
+        }
+    };
+    let groups = group_rows(&keys);
+    let mut roots = vec![u32::MAX; units];
+    for g in 0..groups.len() {
+        let members = groups.rows_of(g);
+        for &u in members {
+            roots[u] = members[0] as u32;
+        }
+    }
+    // Null keys: all equal to the first null.
+    let mut first_null = None;
+    for (u, root) in roots.iter_mut().enumerate() {
+        if *root == u32::MAX {
+            *root = *first_null.get_or_insert(u as u32);
+        }
+    }
+    roots
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn equal_values_share_the_first_unit_and_nulls_are_equal() {
+        let flat = FlatText::prepare(
+            &[Some("A b"), Some("a, B"), None, Some("c"), None],
+            Form::Normalized,
+        );
+        let roots = exact_roots(&[UnitValues::Prepared(flat)], 5);
+        assert_eq!(roots, vec![0, 0, 2, 3, 2]);
+    }
+
+    #[test]
+    fn several_columns_compare_as_tuples() {
+        let a = UnitValues::Borrowed(vec![Some("ab"), Some("a"), Some("ab"), None]);
+        let b = UnitValues::Borrowed(vec![Some("c"), Some("bc"), Some("c"), Some("c")]);
+        assert_eq!(exact_roots(&[a, b], 4), vec![0, 1, 0, 3]);
+    }
+}
