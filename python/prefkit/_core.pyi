@@ -145,3 +145,6 @@ def split_rows(
 
 def normalize_text(text: str) -> str:
     """One text normalised as dedup does."""
+
+def take(table: Any, rows: Any) -> Any:
+    """The rows ``rows`` (Arrow int64) of ``table``, in that order (any type, string_view too)."""

@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from prefkit import _core
 from prefkit._errors import PrefkitError
@@ -142,7 +141,7 @@ def dedup(
         columns, method, normalize, ngram, num_perm, threshold, bands, seed, group
     )
     kept, accounting = _core.dedup_rows(table, **arguments)
-    result = table.take(pa.array(kept))
+    result = pa.table(_core.take(table, kept))
     return attach(result, "dedup", arguments, accounting, source=table)
 
 
@@ -161,8 +160,9 @@ def find_duplicates(
 ) -> pa.Table:
     """Rows that belong to a duplicate cluster, and the cluster each belongs to.
 
-    Takes the same arguments as ``pk.dedup``, which drops every row listed here except those
-    whose ``cluster`` equals their ``row`` (the first member, which it keeps).
+    Takes the same arguments as ``pk.dedup``. Without ``group``, dedup drops exactly the rows
+    listed here whose ``row`` differs from their ``cluster``; with ``group``, it keeps every row
+    of the cluster's first unit.
 
     Returns
     -------
@@ -187,8 +187,15 @@ def find_duplicates(
     return attach(result, "find_duplicates", arguments, accounting, source=table)
 
 
+def _take(table: pa.Table, mask: np.ndarray) -> pa.Table:
+    """The rows of ``table`` where ``mask`` is true (string_view columns included)."""
+    return pa.table(_core.take(table, pa.array(np.flatnonzero(mask), pa.int64())))
+
+
 def _reference_table(reference: Any, column: str) -> pa.Table:
     if isinstance(reference, (list, tuple)):
+        if not all(text is None or isinstance(text, str) for text in reference):
+            raise PrefkitError("reference must be a table or a list of strings")
         return pa.table({column: pa.array(reference, pa.string())})
     return as_table(reference, argument="reference")
 
@@ -297,7 +304,7 @@ def decontaminate(
     )
     keep = np.ones(table.num_rows, dtype=bool)
     keep[found.column("row").to_numpy()] = False
-    result = table.filter(pa.array(keep))
+    result = _take(table, keep)
     accounting = dict(accounting)
     accounting["contaminated_rows"] = [
         [record["row"], record["reference_rows"]] for record in found.to_pylist()
@@ -384,16 +391,16 @@ def split(
         "threshold": float(threshold),
     }
     is_test, accounting = _core.split_rows(table, **parameters)
-    is_test = pa.array(is_test)
+    is_test = pa.array(is_test).to_numpy(zero_copy_only=False)
     parameters["test_size"] = test_size
     train = attach(
-        table.filter(pc.invert(is_test)),
+        _take(table, ~is_test),
         "split",
         parameters,
         {**accounting, "part": "train"},
         source=table,
     )
     test = attach(
-        table.filter(is_test), "split", parameters, {**accounting, "part": "test"}, source=table
+        _take(table, is_test), "split", parameters, {**accounting, "part": "test"}, source=table
     )
     return train, test

@@ -105,6 +105,35 @@ pub fn type_name(data_type: &DataType) -> String {
     }
 }
 
+impl Table {
+    /// The rows at global `rows`, in that order, as one record batch of the table's schema.
+    pub fn take(&self, rows: &[usize]) -> Result<RecordBatch> {
+        let columns = self
+            .schema
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(index, field)| {
+                Column {
+                    field: field.clone(),
+                    chunks: self
+                        .batches
+                        .iter()
+                        .map(|b| b.column(index).clone())
+                        .collect(),
+                }
+                .take(rows)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let options = arrow_array::RecordBatchOptions::new().with_row_count(Some(rows.len()));
+        Ok(RecordBatch::try_new_with_options(
+            self.schema.clone(),
+            columns,
+            &options,
+        )?)
+    }
+}
+
 impl Column {
     /// This column with dictionary-encoded chunks (pandas categoricals, polars Categorical)
     /// decoded to their value type; other columns are returned as they are.
@@ -225,5 +254,31 @@ impl Column {
             }
         }
         Ok(values)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::cast::AsArray;
+    use arrow_array::{Int64Array, StringViewArray};
+
+    #[test]
+    fn take_gathers_rows_across_chunks_in_the_given_order() {
+        let batch = |texts: Vec<&str>, ids: Vec<i64>| {
+            RecordBatch::try_from_iter([
+                ("t", Arc::new(StringViewArray::from(texts)) as ArrayRef),
+                ("id", Arc::new(Int64Array::from(ids)) as ArrayRef),
+            ])
+            .unwrap()
+        };
+        let first = batch(vec!["a", "b"], vec![0, 1]);
+        let table = Table::new(first.schema(), vec![first, batch(vec!["c"], vec![2])]);
+        let taken = table.take(&[2, 0]).unwrap();
+        let texts: Vec<_> = taken.column(0).as_string_view().iter().flatten().collect();
+        assert_eq!(texts, vec!["c", "a"]);
+        assert_eq!(table.take(&[]).unwrap().num_rows(), 0);
+        let empty = Table::new(table.schema.clone(), vec![]);
+        assert_eq!(empty.take(&[]).unwrap().num_columns(), 2);
     }
 }

@@ -8,6 +8,7 @@ mod dedup;
 mod errors;
 mod lists;
 mod pairs;
+mod table;
 mod trees;
 
 use pyo3::prelude::*;
@@ -33,5 +34,6 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(dedup::find_contamination, module)?)?;
     module.add_function(wrap_pyfunction!(dedup::split_rows, module)?)?;
     module.add_function(wrap_pyfunction!(dedup::normalize_text, module)?)?;
+    module.add_function(wrap_pyfunction!(table::take, module)?)?;
     Ok(())
 }

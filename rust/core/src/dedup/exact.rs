@@ -83,50 +83,12 @@ impl<'a> UnitValues<'a> {
 /// For every unit, the first unit (in order) whose values equal its own in all columns; a
 /// null equals a null.
 pub fn exact_roots(columns: &[UnitValues<'_>], units: usize) -> Vec<u32> {
-    let keys = if let [only] = columns {
-        let mut data = Vec::new();
-        let mut offsets = vec![0];
-        let mut valid = Vec::with_capacity(units);
-        for u in 0..units {
-            // Text borrowed as is needs no copy; anything else is laid out once.
-            if let UnitValues::Key(..) = only {
-                data.extend_from_slice(only.bytes(u).unwrap_or_default());
-            }
-            valid.push(only.bytes(u).is_some());
-            offsets.push(data.len());
+    let keys = match columns {
+        // One text column: its text is the key, borrowed, not copied.
+        [only @ (UnitValues::Borrowed(_) | UnitValues::Prepared(_))] => {
+            KeyBytes::Text((0..units).map(|u| only.text(u)).collect())
         }
-        match only {
-            UnitValues::Key(..) => KeyBytes::Encoded {
-                data,
-                offsets,
-                valid,
-            },
-            _ => KeyBytes::Text((0..units).map(|u| only.text(u)).collect()),
-        }
-    } else {
-        // Several columns: a tagged concatenation (null, or length-prefixed bytes) per unit,
-        // so that no two different tuples share bytes.
-        let mut data = Vec::new();
-        let mut offsets = Vec::with_capacity(units + 1);
-        offsets.push(0);
-        for u in 0..units {
-            for column in columns {
-                match column.bytes(u) {
-                    None => data.push(0u8),
-                    Some(bytes) => {
-                        data.push(1u8);
-                        data.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
-                        data.extend_from_slice(bytes);
-                    }
-                }
-            }
-            offsets.push(data.len());
-        }
-        KeyBytes::Encoded {
-            data,
-            offsets,
-            valid: vec![true; units],
-        }
+        _ => tagged(columns, units),
     };
     let groups = group_rows(&keys);
     let mut roots = vec![u32::MAX; units];
@@ -144,6 +106,32 @@ pub fn exact_roots(columns: &[UnitValues<'_>], units: usize) -> Vec<u32> {
         }
     }
     roots
+}
+
+/// Every unit's values as one tagged byte string (per column: 0 for null, or 1, the length
+/// as u64 and the bytes), so that no two different tuples share bytes.
+fn tagged<'a>(columns: &[UnitValues<'_>], units: usize) -> KeyBytes<'a> {
+    let mut data = Vec::new();
+    let mut offsets = Vec::with_capacity(units + 1);
+    offsets.push(0);
+    for u in 0..units {
+        for column in columns {
+            match column.bytes(u) {
+                None => data.push(0u8),
+                Some(bytes) => {
+                    data.push(1u8);
+                    data.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+                    data.extend_from_slice(bytes);
+                }
+            }
+        }
+        offsets.push(data.len());
+    }
+    KeyBytes::Encoded {
+        data,
+        offsets,
+        valid: vec![true; units],
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,42 @@
+//! Row gathering across the boundary: any column type, string_view included (pyarrow's
+//! `take` and `filter` have no string_view kernels).
+
+use arrow_array::{Array, Int64Array};
+use prefkit_core::{Error, Table};
+use pyo3::prelude::*;
+use pyo3_arrow::{PyArray, PyTable};
+
+use crate::errors::run_detached;
+
+/// The rows `rows` (int64 row numbers) of `table`, in that order, as a one-batch table.
+#[pyfunction]
+pub fn take(py: Python<'_>, table: PyTable, rows: PyArray) -> PyResult<PyTable> {
+    let (batches, schema) = table.into_inner();
+    let table = Table::new(schema, batches);
+    let batch = run_detached(py, move || {
+        let array = rows.array();
+        let rows =
+            array
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .ok_or_else(|| Error::ColumnType {
+                    column: "rows".to_string(),
+                    expected: "int64",
+                    actual: array.data_type().to_string(),
+                })?;
+        let n = table.num_rows();
+        let rows = rows
+            .values()
+            .iter()
+            .map(|&r| {
+                usize::try_from(r)
+                    .ok()
+                    .filter(|&r| r < n)
+                    .ok_or_else(|| Error::argument("rows", "row numbers of the table", r))
+            })
+            .collect::<Result<Vec<usize>, Error>>()?;
+        table.take(&rows)
+    })?;
+    let schema = batch.schema();
+    PyTable::try_new(vec![batch], schema)
+}
