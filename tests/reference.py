@@ -956,3 +956,215 @@ def find_contamination(
         if hits:
             found.append((i, sorted(hits)))
     return found
+
+
+# --------------------------------------------------------------------------------------------
+# Prompt splitting (docs/split_prompt.md)
+# --------------------------------------------------------------------------------------------
+
+
+def _split_point_text(chosen: str, rejected: str, boundary: str | None):
+    """Number of characters of the prompt, or the reason the pair cannot be split."""
+    if chosen == rejected:
+        return "identical"
+    shared = 0
+    while shared < min(len(chosen), len(rejected)) and chosen[shared] == rejected[shared]:
+        shared += 1
+    cut = shared
+    if boundary is not None:
+        at = chosen[:shared].rfind(boundary)
+        if at < 0:
+            return "no_shared_prompt"
+        cut = at + len(boundary)
+    if cut == 0:
+        return "no_shared_prompt"
+    if cut == len(chosen) or cut == len(rejected):
+        return "empty_completion"
+    return cut
+
+
+def _split_point_messages(chosen: list, rejected: list, boundary: str | None):
+    """Number of prompt messages, or the reason the pair cannot be split."""
+    shared = 0
+    while shared < min(len(chosen), len(rejected)) and chosen[shared] == rejected[shared]:
+        shared += 1
+    if shared == len(chosen) == len(rejected):
+        return "identical"
+    cut = shared
+    if boundary is not None:
+        roles = [m["role"] if m is not None else None for m in chosen[:shared]]
+        cut = max((i + 1 for i, role in enumerate(roles) if role == boundary), default=0)
+    if cut == 0:
+        return "no_shared_prompt"
+    if cut == len(chosen) or cut == len(rejected):
+        return "empty_completion"
+    return cut
+
+
+def split_prompt(
+    rows: Sequence[dict],
+    *,
+    chosen: str = "chosen",
+    rejected: str = "rejected",
+    boundary: str | None = None,
+) -> tuple[list[dict], dict]:
+    """Full conversations -> ``prompt, chosen, rejected`` + the other columns, and accounting."""
+    out = []
+    dropped: dict[str, int] = {}
+    for row in rows:
+        c, r = row[chosen], row[rejected]
+        if c is None or r is None:
+            cut = "null_conversation"
+        elif isinstance(c, str):
+            cut = _split_point_text(c, r, boundary)
+        else:
+            cut = _split_point_messages(c, r, boundary)
+        if isinstance(cut, str):
+            dropped[cut] = dropped.get(cut, 0) + 1
+            continue
+        record = {"prompt": c[:cut], "chosen": c[cut:], "rejected": r[cut:]}
+        for name, value in row.items():
+            if name not in (chosen, rejected):
+                record[name] = value
+        out.append(record)
+    accounting = {"rows_in": len(rows), "rows_used": len(out), "dropped": dropped}
+    return out, accounting
+
+
+# --------------------------------------------------------------------------------------------
+# Preference strength, filtering, length bias (docs/strength.md)
+# --------------------------------------------------------------------------------------------
+
+
+def _number(value: Any) -> float:
+    return math.nan if value is None else float(value)
+
+
+def preference_strength(
+    rows: Sequence[dict], *, chosen_scores: Sequence[str], rejected_scores: Sequence[str]
+) -> list[dict]:
+    """Rows with ``strength_mean``, ``strength_std``, ``agreement`` set (NaN if any score is
+    null or NaN)."""
+    out = []
+    for row in rows:
+        margins = [
+            _number(row[c]) - _number(row[r]) for c, r in zip(chosen_scores, rejected_scores)
+        ]
+        record = dict(row)
+        if any(math.isnan(m) for m in margins):
+            mean = std = agreement = math.nan
+        else:
+            mean = sum(margins) / len(margins)
+            std = math.sqrt(sum((m - mean) ** 2 for m in margins) / len(margins))
+            agreement = sum(1 for m in margins if m > 0) / len(margins)
+        record["strength_mean"] = mean
+        record["strength_std"] = std
+        record["agreement"] = agreement
+        out.append(record)
+    return out
+
+
+def filter_pairs(
+    rows: Sequence[dict],
+    *,
+    min_margin: float | None = None,
+    min_agreement: float | None = None,
+    max_strength_std: float | None = None,
+    flip_disagreeing: bool = False,
+    chosen_scores: Sequence[str] = (),
+    rejected_scores: Sequence[str] = (),
+) -> tuple[list[dict], dict]:
+    """Flip (strength_mean < 0), then keep the pairs that pass every test; NaN fails.
+
+    ``chosen_scores``/``rejected_scores``: the per-model columns given to
+    ``preference_strength`` (swapped on a flip, and the strength recomputed from them)."""
+    flipped = 0
+    staged = []
+    for row in rows:
+        row = dict(row)
+        if flip_disagreeing and _number(row["strength_mean"]) < 0:
+            flipped += 1
+            swaps = [
+                (name, name.replace("chosen", "rejected"))
+                for name in row
+                if "chosen" in name and name.replace("chosen", "rejected") in row
+            ]
+            swaps += [
+                pair for pair in zip(chosen_scores, rejected_scores) if pair not in swaps
+            ]
+            for a, b in swaps:
+                row[a], row[b] = row[b], row[a]
+            for name in ("margin", "strength_mean"):
+                if name in row and row[name] is not None:
+                    row[name] = -float(row[name])
+            if chosen_scores:
+                row = preference_strength(
+                    [row], chosen_scores=chosen_scores, rejected_scores=rejected_scores
+                )[0]
+            elif "agreement" in row and row["agreement"] is not None:
+                row["agreement"] = 1.0 - float(row["agreement"])
+        staged.append(row)
+    kept = []
+    dropped: dict[str, int] = {}
+    for row in staged:
+        why = None
+        std = row.get("strength_std", row.get("margin_std"))
+        if min_margin is not None and not _number(row["margin"]) > min_margin:
+            why = "below_margin"
+        elif min_agreement is not None and not _number(row["agreement"]) >= min_agreement:
+            why = "low_agreement"
+        elif max_strength_std is not None and not _number(std) <= max_strength_std:
+            why = "high_strength_std"
+        if why:
+            dropped[why] = dropped.get(why, 0) + 1
+        else:
+            kept.append(row)
+    accounting = {
+        "rows_in": len(rows),
+        "rows_used": len(kept),
+        "dropped": dropped,
+        "flipped": flipped,
+    }
+    return kept, accounting
+
+
+def text_length(value: Any) -> int | None:
+    """Characters of a text, or of the ``content`` of chat messages."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return len(value)
+    return sum(len(m["content"] or "") for m in value if m is not None)
+
+
+def length_stats(rows: Sequence[dict], *, margin: str = "margin") -> dict:
+    """Length bias of pairs (docs/strength.md), computed one pair at a time."""
+    pairs = []
+    for row in rows:
+        c, r = text_length(row["chosen"]), text_length(row["rejected"])
+        if c is not None and r is not None:
+            pairs.append((c, r, _number(row[margin]) if margin in row else math.nan))
+    n = len(pairs)
+    ratios = [c / r for c, r, _ in pairs if r > 0]
+    stats = {
+        "pairs": n,
+        "chosen_longer": sum(1 for c, r, _ in pairs if c > r) / n if n else None,
+        "rejected_longer": sum(1 for c, r, _ in pairs if c < r) / n if n else None,
+        "same_length": sum(1 for c, r, _ in pairs if c == r) / n if n else None,
+        "mean_chosen_length": sum(c for c, _, _ in pairs) / n if n else None,
+        "mean_rejected_length": sum(r for _, r, _ in pairs) / n if n else None,
+        "mean_length_ratio": sum(ratios) / len(ratios) if ratios else None,
+        "margin_length_correlation": None,
+    }
+    finite = [(m, c - r) for c, r, m in pairs if math.isfinite(m)]
+    if len(finite) >= 2:
+        xs = [m for m, _ in finite]
+        ys = [d for _, d in finite]
+        mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+        sxy = sum((x - mx) * (y - my) for x, y in finite)
+        sxx = sum((x - mx) ** 2 for x in xs)
+        syy = sum((y - my) ** 2 for y in ys)
+        if max(xs) != min(xs) and max(ys) != min(ys) and sxx > 0 and syy > 0:
+            corr = sxy / (math.sqrt(sxx) * math.sqrt(syy))
+            stats["margin_length_correlation"] = corr if math.isfinite(corr) else None
+    return stats

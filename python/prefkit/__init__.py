@@ -27,9 +27,11 @@ from prefkit.dedup import (
 )
 from prefkit.io import materialize, read_table, write_table
 from prefkit.lists import rank_lists
-from prefkit.pairs import mine_pairs, unnest
+from prefkit.pairs import mine_pairs, split_prompt, unnest
 from prefkit.reference import reference_logps
+from prefkit.report import report
 from prefkit.scoring import score, score_pairs
+from prefkit.strength import filter_pairs, length_stats, preference_strength
 from prefkit.tokenize import tokenize_lists, tokenize_pairs
 from prefkit.trees import build_trees, tree_lists, tree_pairs
 
@@ -41,21 +43,26 @@ __all__ = [
     "build_trees",
     "decontaminate",
     "dedup",
+    "filter_pairs",
     "find_contamination",
     "find_duplicates",
     "gather_hidden",
+    "length_stats",
     "materialize",
     "mine_pairs",
     "normalize_text",
     "order_curriculum",
     "plan_batches",
+    "preference_strength",
     "rank_lists",
     "read_table",
     "reference_logps",
+    "report",
     "report_of",
     "score",
     "score_pairs",
     "split",
+    "split_prompt",
     "tokenize_lists",
     "tokenize_pairs",
     "tree_lists",

@@ -148,3 +148,16 @@ def normalize_text(text: str) -> str:
 
 def take(table: Any, rows: Any) -> Any:
     """The rows ``rows`` (Arrow int64) of ``table``, in that order (any type, string_view too)."""
+
+def split_prompt(
+    table: Any,
+    *,
+    chosen: str,
+    rejected: str,
+    boundary: str | None,
+    unsplittable: str,
+) -> tuple[Any, dict[str, Any]]:
+    """Split full conversations; returns an Arrow table (PyCapsule) and the row accounting."""
+
+def text_lengths(table: Any, column: str) -> Any:
+    """Length in characters of every row of a text column (int64 array, null for null)."""

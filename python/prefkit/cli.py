@@ -27,6 +27,26 @@ examples:
   prefkit pairs rated.parquet -o pairs.parquet --strategy best_vs_random --seed 7 --carry source
 """
 
+EPILOG_SPLIT = """\
+examples:
+  prefkit split-prompt hh.jsonl -o split.parquet --hh
+  prefkit split-prompt hh.parquet -o split.parquet --boundary '\\n\\nAssistant:'
+  prefkit split-prompt chats.parquet -o split.parquet --chosen chosen --rejected rejected --boundary user
+"""
+
+EPILOG_STRENGTH = """\
+examples:
+  prefkit strength pairs.parquet -o strong.parquet --chosen-scores a_c b_c --rejected-scores a_r b_r
+  prefkit strength pairs.parquet -o strong.parquet --chosen-scores a_c b_c \\
+      --rejected-scores a_r b_r --flip-disagreeing --min-agreement 0.75 --max-strength-std 1.0
+"""
+
+EPILOG_REPORT = """\
+examples:
+  prefkit pairs examples/ultrafeedback_mini.jsonl --completions completions -o pairs.parquet
+  prefkit report pairs.parquet --out report/      # report/report.md and PNG plots
+"""
+
 EPILOG_UNNEST = """\
 examples:
   prefkit unnest ultrafeedback.parquet -o long.parquet
@@ -119,6 +139,9 @@ def _print_accounting(record: dict, output: str) -> None:
         "reference_rows_matched",
         "train_rows",
         "test_rows",
+        "flipped",
+        "disagreeing",
+        "nan_strength",
     ):
         if name in record:
             print(f"{name}: {record[name]}")
@@ -404,6 +427,75 @@ def _minhash_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
 
 
+def _unescape(text: str | None) -> str | None:
+    r"""``\n``, ``\t`` and ``\\`` typed on a command line as the characters they stand for."""
+    if text is None:
+        return None
+    out, i = [], 0
+    escapes = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
+    while i < len(text):
+        if text[i] == "\\" and i + 1 < len(text) and text[i + 1] in escapes:
+            out.append(escapes[text[i + 1]])
+            i += 2
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
+
+
+def _split_prompt(args: argparse.Namespace) -> int:
+    from prefkit.pairs import split_prompt
+
+    boundary = "\n\nAssistant:" if args.hh else _unescape(args.boundary)
+    return _run(
+        args,
+        split_prompt,
+        chosen=args.chosen,
+        rejected=args.rejected,
+        boundary=boundary,
+        unsplittable=args.unsplittable,
+    )
+
+
+def _strength(args: argparse.Namespace) -> int:
+    from prefkit.strength import filter_pairs, preference_strength
+
+    filters = {
+        "min_margin": args.min_margin,
+        "min_agreement": args.min_agreement,
+        "max_strength_std": args.max_strength_std,
+        "flip_disagreeing": args.flip_disagreeing,
+    }
+
+    def operation(table, **options):
+        table = preference_strength(table, **options)
+        if any(v not in (None, False) for v in filters.values()):
+            table = filter_pairs(table, **filters)
+        return table
+
+    return _run(
+        args,
+        operation,
+        chosen_scores=args.chosen_scores,
+        rejected_scores=args.rejected_scores,
+    )
+
+
+def _report(args: argparse.Namespace) -> int:
+    from prefkit.report import write_report
+
+    table = _read(args.input, args.quiet)
+    with _step(f"report on {table.num_rows} rows", args.quiet):
+        path = write_report(table, args.out, title=args.title or f"prefkit report: {args.input}")
+    pngs = sorted(p.name for p in path.parent.glob("*.png"))
+    print(f"wrote {path}" + (f" and {', '.join(pngs)}" if pngs else ""))
+    record = report_of(table)
+    if record:
+        print(f"table made by {record.get('op')}: rows in {record.get('rows_in')}, "
+              f"rows out {record.get('rows_out')}")
+    return 0
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", help="input file (.parquet, .jsonl[.gz], .json, .csv, .arrow)")
     parser.add_argument("-o", "--output", required=True, help="output file (.parquet or .jsonl)")
@@ -622,6 +714,62 @@ def build_parser() -> argparse.ArgumentParser:
     split.add_argument("--threshold", type=float, default=0.8)
     split.add_argument("--seed", type=int, default=0)
     split.set_defaults(run=_split)
+
+    split_prompt = verbs.add_parser(
+        "split-prompt",
+        help="full conversations (HH-style text or chat messages) to prompt/chosen/rejected",
+        description="Split full chosen/rejected conversations into their shared prompt and the "
+        "two completions (docs/split_prompt.md).",
+        epilog=EPILOG_SPLIT,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _common(split_prompt)
+    split_prompt.add_argument("--chosen", default="chosen", help="chosen conversation column")
+    split_prompt.add_argument("--rejected", default="rejected", help="rejected conversation column")
+    split_prompt.add_argument(
+        "--boundary",
+        default=None,
+        help="text: separator the prompt must end with (\\n and \\t are unescaped); "
+        "messages: role of the prompt's last message",
+    )
+    split_prompt.add_argument(
+        "--hh", action="store_true", help="Anthropic HH text: --boundary '\\n\\nAssistant:'"
+    )
+    split_prompt.add_argument("--unsplittable", default="drop", choices=("drop", "error"))
+    split_prompt.set_defaults(run=_split_prompt)
+
+    strength = verbs.add_parser(
+        "strength",
+        help="preference strength from several reward models; drop or flip pairs by it",
+        description="Add strength_mean, strength_std and agreement from per-reward-model score "
+        "columns, then (with any filter option) drop or flip pairs.",
+        epilog=EPILOG_STRENGTH,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _common(strength)
+    strength.add_argument("--chosen-scores", nargs="+", required=True, metavar="COLUMN")
+    strength.add_argument("--rejected-scores", nargs="+", required=True, metavar="COLUMN")
+    strength.add_argument("--min-margin", type=float, default=None)
+    strength.add_argument("--min-agreement", type=float, default=None)
+    strength.add_argument("--max-strength-std", type=float, default=None)
+    strength.add_argument(
+        "--flip-disagreeing", action="store_true", help="flip pairs with strength_mean < 0"
+    )
+    strength.set_defaults(run=_strength)
+
+    report = verbs.add_parser(
+        "report",
+        help="report.md with statistics and PNG plots of a pair, list or tree table",
+        description="Write report.md (counts, margins, pairs per prompt, stage sizes, length "
+        "bias, row accounting) and PNG plots into a folder. Needs matplotlib.",
+        epilog=EPILOG_REPORT,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    report.add_argument("input", help="a pair, list or tree table (.parquet, .jsonl, ...)")
+    report.add_argument("--out", required=True, metavar="DIR", help="folder for report.md + PNGs")
+    report.add_argument("--title", default=None, help="title of report.md")
+    report.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    report.set_defaults(run=_report)
     return parser
 
 

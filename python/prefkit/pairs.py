@@ -240,3 +240,84 @@ def unnest(
         "score": scores,
     }
     return attach(result, "unnest", parameters, accounting, source=table)
+
+
+def split_prompt(
+    data: Any,
+    *,
+    chosen: str = "chosen",
+    rejected: str = "rejected",
+    boundary: str | None = None,
+    unsplittable: str = "drop",
+) -> pa.Table:
+    r"""Split full conversations (HH-style) into ``prompt, chosen, rejected``.
+
+    Each row holds the whole chosen and the whole rejected conversation; the prompt is what they
+    share and the completions are the rest. Text and chat messages are both accepted (the two
+    columns must be of the same kind). The exact rules are in ``docs/split_prompt.md``.
+
+    - Text: the prompt is the longest common prefix (on a character boundary). With
+      ``boundary`` (e.g. ``"\n\nAssistant:"``) it is cut back to the end of the last occurrence
+      of ``boundary`` inside the shared prefix, so the prompt ends with the boundary and a
+      completion that starts with the same words as the other one is not cut in the middle.
+    - Chat messages (``list<struct<role, content, ...>>``): the prompt is the leading messages
+      both conversations share (every field equal). With ``boundary`` (a role, e.g. ``"user"``)
+      it is cut back to end with the last shared message of that role.
+
+    Rows that cannot be split are dropped and counted by reason (``null_conversation``,
+    ``identical``, ``no_shared_prompt``, ``empty_completion``), or raise with
+    ``unsplittable="error"``.
+
+    Parameters
+    ----------
+    data
+        A table with the two conversation columns; other columns are kept (after
+        ``prompt, chosen, rejected``).
+    chosen, rejected
+        The conversation columns: text (string, large_string, string_view) or chat messages.
+    boundary
+        Text: a separator that must end the prompt. Messages: the role of the prompt's last
+        message. ``None``: the whole shared part is the prompt.
+    unsplittable
+        ``"drop"`` (count) or ``"error"`` (raise naming the row) for rows that cannot be split.
+
+    Returns
+    -------
+    pyarrow.Table
+        ``prompt, chosen, rejected`` then the input's other columns. Text columns are
+        string_view slices of the input's strings (no text is copied); messages stay lists of
+        message structs of the input's type.
+
+    Raises
+    ------
+    PrefkitError
+        Missing or mistyped columns, an input column named ``prompt`` (or ``chosen`` /
+        ``rejected`` besides the conversation columns), an empty ``boundary``, or an unsplittable
+        row with ``unsplittable="error"``.
+
+    Examples
+    --------
+    >>> import prefkit as pk, pyarrow as pa
+    >>> hh = pa.table({
+    ...     "chosen": ["\n\nHuman: Hi!\n\nAssistant: Hello, how can I help?"],
+    ...     "rejected": ["\n\nHuman: Hi!\n\nAssistant: Hello. Go away."],
+    ... })
+    >>> pk.split_prompt(hh, boundary="\n\nAssistant:").to_pylist()  # doctest: +NORMALIZE_WHITESPACE
+    [{'prompt': '\n\nHuman: Hi!\n\nAssistant:', 'chosen': ' Hello, how can I help?',
+      'rejected': ' Hello. Go away.'}]
+    >>> chat = pa.table({
+    ...     "chosen": [[{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]],
+    ...     "rejected": [[{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "5"}]],
+    ... })
+    >>> pk.split_prompt(chat).column("rejected").to_pylist()
+    [[{'role': 'assistant', 'content': '5'}]]
+    """
+    table = as_table(data)
+    parameters = {
+        "chosen": chosen,
+        "rejected": rejected,
+        "boundary": boundary,
+        "unsplittable": unsplittable,
+    }
+    result, accounting = _core.split_prompt(table, **parameters)
+    return attach(as_table(result), "split_prompt", parameters, accounting, source=table)

@@ -38,6 +38,19 @@ pub enum Error {
     /// message names the node and its row.
     #[error("{0}")]
     InvalidTree(String),
+    /// A row cannot be split into prompt and completions and the caller asked for an error.
+    #[error("row {row} of columns '{chosen}'/'{rejected}' cannot be split: {why}; pass unsplittable=\"drop\" to drop such rows")]
+    Unsplittable {
+        chosen: String,
+        rejected: String,
+        row: usize,
+        why: &'static str,
+    },
+    /// The input has a column that the result writes itself.
+    #[error(
+        "the input already has a column '{0}', which the result writes; rename or drop it first"
+    )]
+    ExistingColumn(String),
     /// An error raised by arrow-rs itself.
     #[error("arrow: {0}")]
     Arrow(#[from] ArrowError),

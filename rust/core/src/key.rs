@@ -124,7 +124,8 @@ impl KeyBytes<'_> {
     }
 }
 
-fn encodable(data_type: &DataType) -> bool {
+/// Whether values of `data_type` have a canonical encoding ([`encode_value`]).
+pub fn encodable(data_type: &DataType) -> bool {
     match data_type {
         DataType::Null | DataType::Boolean | DataType::Float32 | DataType::Float64 => true,
         t if t.is_integer() || is_text(t) => true,
@@ -142,6 +143,12 @@ fn push_text(out: &mut Vec<u8>, s: &str) {
     out.push(TEXT);
     push_len(out, s.len());
     out.extend_from_slice(s.as_bytes());
+}
+
+/// Append the tagged canonical encoding of `array[i]` to `out` (docs/pairs.md): equal values
+/// have equal bytes. `array`'s type must be [`encodable`].
+pub fn encode_value(array: &ArrayRef, i: usize, out: &mut Vec<u8>) {
+    encode(array, i, out)
 }
 
 /// Append the tagged encoding of `array[i]` to `out`.

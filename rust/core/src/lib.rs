@@ -13,6 +13,7 @@
 //! - [`curriculum`]: curriculum stages and order of pairs.
 //! - [`lists`]: ranked lists of responses per prompt.
 //! - [`trees`]: preference trees (tries of steps), node-table validation, sibling pairs/lists.
+//! - [`split_prompt`]: full conversations into prompt, chosen and rejected.
 //! - [`batching`]: token-budget batch plans.
 //! - [`normalize`]: the one text normalisation of dedup, decontamination and splits.
 //! - [`dedup`]: exact and MinHash-LSH deduplication, decontamination.
@@ -32,6 +33,7 @@ pub mod normalize;
 pub mod pairs;
 pub mod parallel;
 pub mod split;
+pub mod split_prompt;
 pub mod table;
 pub mod text;
 pub mod trees;

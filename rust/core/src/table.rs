@@ -43,6 +43,11 @@ impl Table {
         self.batches.iter().map(|b| b.num_rows()).sum()
     }
 
+    /// The column names, in schema order.
+    pub fn column_names(&self) -> Vec<String> {
+        self.schema.fields().iter().map(|f| f.name().clone()).collect()
+    }
+
     /// The column called `name`, or [`Error::MissingColumn`].
     pub fn column(&self, name: &str) -> Result<Column> {
         let index = self
@@ -193,7 +198,7 @@ impl Column {
         }
     }
 
-    /// The values at global `rows`, in that order, gathered across the chunks.
+    /// The values at global `rows`, in that order, gathered across the chunks (any type).
     pub fn take(&self, rows: &[usize]) -> Result<ArrayRef> {
         let starts = self.chunk_starts();
         let indices: Vec<(usize, usize)> = rows
@@ -204,7 +209,7 @@ impl Column {
             })
             .collect();
         let arrays: Vec<&dyn Array> = self.chunks.iter().map(|c| c.as_ref()).collect();
-        if arrays.is_empty() {
+        if arrays.is_empty() || rows.is_empty() {
             return Ok(arrow_array::new_empty_array(self.field.data_type()));
         }
         Ok(arrow_select::interleave::interleave(&arrays, &indices)?)

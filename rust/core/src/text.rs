@@ -97,6 +97,17 @@ impl TextColumn {
         out
     }
 
+    /// Every row's length in characters (Unicode scalar values), None for null.
+    pub fn char_lengths(&self) -> Vec<Option<usize>> {
+        use rayon::prelude::*;
+        let strs = self.strs();
+        crate::parallel::install(|| {
+            strs.par_iter()
+                .map(|s| s.map(|s| s.chars().count()))
+                .collect()
+        })
+    }
+
     /// A view of every row into the input's buffers, ready to be gathered into results.
     pub fn views(&self) -> Views {
         if let [TextChunk::Utf8View(a)] = self.chunks.as_slice() {
@@ -236,5 +247,36 @@ impl Views {
         // from a valid string_view array, and points into the buffer (or window) registered
         // for it at the same index in `buffers`; nulls have the zero view.
         unsafe { StringViewArray::new_unchecked(views, self.buffers.clone(), nulls) }
+    }
+    /// A string_view array of substrings, without copying text: entry `(row, start, end)` is
+    /// bytes `start..end` of row `row`'s string. Rows must be valid (not null) and `start`,
+    /// `end` must be char boundaries of that string.
+    pub fn gather_slices(&self, slices: &[(usize, usize, usize)]) -> StringViewArray {
+        let views: ScalarBuffer<u128> = slices
+            .iter()
+            .map(|&(row, start, end)| {
+                let view = self.views[row];
+                let len = view as u32 as usize;
+                assert!(
+                    start <= end && end <= len,
+                    "slice {start}..{end} of a {len}-byte string"
+                );
+                if len <= 12 {
+                    // Inline: the bytes live in the view itself, after the length.
+                    let bytes = view.to_le_bytes();
+                    make_view(&bytes[4 + start..4 + end], 0, 0)
+                } else {
+                    let buffer = (view >> 64) as u32;
+                    let offset = (view >> 96) as u32;
+                    let data = &self.buffers[buffer as usize]
+                        [offset as usize + start..offset as usize + end];
+                    make_view(data, buffer, offset + start as u32)
+                }
+            })
+            .collect();
+        // SAFETY: each view addresses a sub-range of a valid string of the input that starts
+        // and ends on char boundaries (the caller's contract), so it is valid UTF-8, in a
+        // buffer registered at the same index in `buffers`; there are no nulls.
+        unsafe { StringViewArray::new_unchecked(views, self.buffers.clone(), None) }
     }
 }

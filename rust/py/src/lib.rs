@@ -10,6 +10,8 @@ mod lists;
 mod pairs;
 mod table;
 mod trees;
+mod split_prompt;
+mod table;
 
 use pyo3::prelude::*;
 
@@ -35,5 +37,7 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(dedup::split_rows, module)?)?;
     module.add_function(wrap_pyfunction!(dedup::normalize_text, module)?)?;
     module.add_function(wrap_pyfunction!(table::take, module)?)?;
+    module.add_function(wrap_pyfunction!(split_prompt::split_prompt, module)?)?;
+    module.add_function(wrap_pyfunction!(table::text_lengths, module)?)?;
     Ok(())
 }

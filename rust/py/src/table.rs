@@ -1,7 +1,10 @@
-//! Row gathering across the boundary: any column type, string_view included (pyarrow's
-//! `take` and `filter` have no string_view kernels).
+//! Row gathering and text lengths across the boundary: any column type, string_view included
+//! (pyarrow's `take`, `filter` and `utf8_length` have no string_view kernels).
+
+use std::sync::Arc;
 
 use arrow_array::{Array, Int64Array};
+use prefkit_core::text::TextColumn;
 use prefkit_core::{Error, Table};
 use pyo3::prelude::*;
 use pyo3_arrow::{PyArray, PyTable};
@@ -39,4 +42,17 @@ pub fn take(py: Python<'_>, table: PyTable, rows: PyArray) -> PyResult<PyTable> 
     })?;
     let schema = batch.schema();
     PyTable::try_new(vec![batch], schema)
+}
+
+/// The length in characters of every row of the text column `column` (int64, null for null).
+#[pyfunction]
+pub fn text_lengths(py: Python<'_>, table: PyTable, column: String) -> PyResult<PyArray> {
+    let (batches, schema) = table.into_inner();
+    let table = Table::new(schema, batches);
+    let lengths = run_detached(py, move || {
+        let text = TextColumn::new(&table.column(&column)?)?;
+        Ok(text.char_lengths())
+    })?;
+    let array = Int64Array::from_iter(lengths.into_iter().map(|n| n.map(|n| n as i64)));
+    Ok(PyArray::from_array_ref(Arc::new(array)))
 }
