@@ -45,7 +45,11 @@ impl Table {
 
     /// The column names, in schema order.
     pub fn column_names(&self) -> Vec<String> {
-        self.schema.fields().iter().map(|f| f.name().clone()).collect()
+        self.schema
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect()
     }
 
     /// The column called `name`, or [`Error::MissingColumn`].
