@@ -8,10 +8,9 @@ mod dedup;
 mod errors;
 mod lists;
 mod pairs;
-mod table;
-mod trees;
 mod split_prompt;
 mod table;
+mod trees;
 
 use pyo3::prelude::*;
 
