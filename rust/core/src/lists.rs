@@ -132,7 +132,13 @@ pub fn rank_lists(
             std::slice::from_ref(&score),
         )?;
     }
-    let responses = response.strs();
+    // Text is only read to copy it; with views a validity pass is enough.
+    let has_response = response.valid();
+    let responses = if options.views {
+        Vec::new()
+    } else {
+        response.strs()
+    };
     let keys = key_column.bytes();
     let groups = group_rows(&keys);
 
@@ -147,7 +153,7 @@ pub fn rank_lists(
                 for g in group_ids {
                     ranked.clear();
                     for &row in groups.rows_of(g) {
-                        if responses[row].is_none() {
+                        if !has_response[row] {
                             accounting.drop_rows("null_response", 1);
                         } else if score[row].is_nan() {
                             accounting.drop_rows("nan_score", 1);
