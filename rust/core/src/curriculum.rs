@@ -79,21 +79,13 @@ pub fn reorder(table: &Table, curriculum: &Curriculum) -> Result<RecordBatch> {
     if schema.index_of("stage").is_ok() {
         return Err(Error::DuplicateColumn("stage".to_string()));
     }
-    let columns = parallel::install(|| {
-        use rayon::prelude::*;
-        schema
-            .fields()
-            .par_iter()
-            .map(|field| table.column(field.name())?.take(&curriculum.rows))
-            .collect::<Result<Vec<ArrayRef>>>()
-    })?;
+    let rows = table.take(&curriculum.rows)?;
     let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
     fields.push(Field::new("stage", DataType::Int32, false));
-    let mut columns = columns;
-    columns.push(Arc::new(Int32Array::from(curriculum.stages.clone())));
-    let schema = Arc::new(Schema::new(fields));
+    let mut columns = rows.columns().to_vec();
+    columns.push(Arc::new(Int32Array::from(curriculum.stages.clone())) as ArrayRef);
     Ok(RecordBatch::try_new_with_options(
-        schema,
+        Arc::new(Schema::new(fields)),
         columns,
         &RecordBatchOptions::new().with_row_count(Some(curriculum.rows.len())),
     )?)
