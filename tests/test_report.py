@@ -176,3 +176,13 @@ def test_cli_split_prompt_and_strength(tmp_path, capsys):
     row = pk.read_table(strong).to_pylist()[0]
     assert (row["chosen"], row["rejected"], row["strength_mean"]) == (" go", " hello!", 0.5)
     assert "flipped: 1" in capsys.readouterr().out
+
+
+def test_missing_matplotlib_is_a_clear_error(tmp_path, monkeypatch):
+    import sys
+
+    from prefkit.report import write_report
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    with pytest.raises(pk.PrefkitError, match="pip install matplotlib"):
+        write_report(mined(), tmp_path)

@@ -287,7 +287,12 @@ ACCENT = "#d1495b"
 
 
 def _pyplot():
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError as error:  # an optional dependency: say how to get it
+        raise PrefkitError(
+            "writing a report needs matplotlib: pip install matplotlib (or prefkit[all])"
+        ) from error
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
