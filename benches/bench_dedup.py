@@ -65,7 +65,7 @@ def make(path: Path, docs: int, words: int, dup_rate: float, seed: int) -> None:
     tokens = rng.choice(len(vocabulary), size=(docs, words), p=weights)
     source = np.full(docs, -1)
     # Copies go to random rows; each copies an earlier row that is not a copy itself.
-    copies = np.sort(rng.choice(np.arange(docs // 10, docs), size=planted, replace=False))
+    copies = np.sort(rng.choice(np.arange(1, docs), size=planted, replace=False))
     originals = set(range(docs)) - set(copies.tolist())
     for row in copies:
         original = int(rng.integers(0, row))
@@ -144,7 +144,7 @@ def worker(args: argparse.Namespace) -> None:
         started = time.perf_counter()
         kept = run_tool(args.worker, table)
         times.append(time.perf_counter() - started)
-    kept_rows = set(kept["i"].to_pylist())
+    kept_rows = set(pa.table(kept)["i"].to_pylist())  # polars frames too
     dropped = sorted(set(range(table.num_rows)) - kept_rows)
     print(json.dumps({"seconds": statistics.median(times), "peak": _vm_hwm(), "dropped": dropped}))
 
@@ -212,6 +212,7 @@ def driver(args: argparse.Namespace) -> None:
             f"| {rows:,} | {tool} | {seconds:.3f} | {rows / seconds:,.0f} | {ratio} | "
             f"{recall:.3f} | {precision:.3f} | {peak:,.0f} |"
         )
+        print(lines[-1], file=sys.stderr)
     print("\n".join(lines))
 
 

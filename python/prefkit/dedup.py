@@ -112,7 +112,8 @@ def dedup(
     Returns
     -------
     pyarrow.Table
-        The kept rows, in input order, all columns. Its metadata (``pk.report_of``) counts the
+        The kept rows, in input order, all columns; text columns as string_view arrays that
+        share the input's buffers (``pk.materialize`` gives plain strings). Its metadata (``pk.report_of``) counts the
         dropped rows by reason: ``duplicate`` (equal to the kept row's values) and
         ``near_duplicate``.
 
@@ -285,7 +286,8 @@ def decontaminate(
     Returns
     -------
     pyarrow.Table
-        The other rows, in input order. Its metadata (``pk.report_of``) counts the dropped
+        The other rows, in input order (text as string_view, as in ``pk.dedup``). Its
+        metadata (``pk.report_of``) counts the dropped
         rows as ``contaminated``, and under ``contaminated_rows`` lists every dropped row with
         the reference rows it matched: ``[[row, [reference_row, ...]], ...]``.
 
@@ -348,7 +350,7 @@ def split(
     Returns
     -------
     (pyarrow.Table, pyarrow.Table)
-        ``(train, test)``, each in input order, like ``datasets``' ``train_test_split``
+        ``(train, test)``, each in input order (text as string_view, as in ``pk.dedup``), like ``datasets``' ``train_test_split``
         (which returns them under the keys ``"train"`` and ``"test"``).
 
     Examples

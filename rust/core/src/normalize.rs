@@ -8,7 +8,7 @@
 
 use rayon::prelude::*;
 use unicode_general_category::{get_general_category, GeneralCategory as C};
-use unicode_normalization::UnicodeNormalization;
+use unicode_normalization::{is_nfkc_quick, IsNormalized, UnicodeNormalization};
 
 use crate::parallel;
 
@@ -43,23 +43,61 @@ fn is_punctuation_or_symbol(c: char) -> bool {
     )
 }
 
-/// Appends characters to a string, collapsing whitespace runs into one space.
-struct Collapser<'a> {
-    out: &'a mut String,
-    space: bool,
+/// Whether an ASCII byte is Unicode `White_Space` (what `char::is_whitespace` says).
+#[inline]
+fn is_ascii_space(b: u8) -> bool {
+    b == b' ' || (0x09..=0x0d).contains(&b)
 }
 
-impl Collapser<'_> {
-    #[inline]
-    fn push(&mut self, c: char) {
-        if c.is_whitespace() {
-            self.space = !self.out.is_empty();
-        } else {
-            if self.space {
-                self.out.push(' ');
-                self.space = false;
+/// Append `c` to `out`, or remember a pending space when it is whitespace.
+#[inline]
+fn put(c: char, space: &mut bool, out: &mut String) {
+    if c.is_whitespace() {
+        *space = !out.is_empty();
+    } else {
+        if *space {
+            out.push(' ');
+            *space = false;
+        }
+        out.push(c);
+    }
+}
+
+/// Append `text` to `out` with whitespace runs collapsed into one space (none at the ends);
+/// with `fold`, also lowercase it and drop punctuation and symbols. ASCII bytes take a
+/// byte-level path; only other characters are decoded.
+fn clean_into(text: &str, fold: bool, out: &mut String) {
+    let mut space = false;
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b < 0x80 {
+            i += 1;
+            if fold && b.is_ascii_punctuation() {
+                continue;
             }
-            self.out.push(c);
+            if is_ascii_space(b) {
+                space = !out.is_empty();
+                continue;
+            }
+            if space {
+                out.push(' ');
+                space = false;
+            }
+            out.push(if fold { b.to_ascii_lowercase() } else { b } as char);
+            continue;
+        }
+        let c = text[i..].chars().next().expect("a character starts here");
+        i += c.len_utf8();
+        if fold {
+            for lower in c.to_lowercase() {
+                if !is_punctuation_or_symbol(lower) {
+                    put(lower, &mut space, out);
+                }
+            }
+        } else {
+            put(c, &mut space, out);
         }
     }
 }
@@ -67,27 +105,14 @@ impl Collapser<'_> {
 /// Write `text` prepared as `form` into `out` (cleared first).
 pub fn prepare_into(text: &str, form: Form, out: &mut String) {
     out.clear();
-    let mut sink = Collapser { out, space: false };
     match form {
-        Form::Raw => sink.out.push_str(text),
-        Form::Words => text.chars().for_each(|c| sink.push(c)),
-        // ASCII is already NFKC, and its lowercase is ASCII.
-        Form::Normalized if text.is_ascii() => {
-            for b in text.bytes() {
-                if !b.is_ascii_punctuation() {
-                    sink.push(b.to_ascii_lowercase() as char);
-                }
-            }
+        Form::Raw => out.push_str(text),
+        Form::Words => clean_into(text, false, out),
+        // ASCII and most other text is NFKC already; the quick check saves the composition.
+        Form::Normalized if text.is_ascii() || is_nfkc_quick(text.chars()) == IsNormalized::Yes => {
+            clean_into(text, true, out)
         }
-        Form::Normalized => {
-            for c in text.nfkc() {
-                for lower in c.to_lowercase() {
-                    if !is_punctuation_or_symbol(lower) {
-                        sink.push(lower);
-                    }
-                }
-            }
-        }
+        Form::Normalized => clean_into(&text.nfkc().collect::<String>(), true, out),
     }
 }
 

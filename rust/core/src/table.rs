@@ -4,9 +4,10 @@ use std::sync::Arc;
 
 use arrow_array::{Array, ArrayRef, Float64Array, RecordBatch};
 use arrow_cast::cast;
-use arrow_schema::{DataType, Field, SchemaRef};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
 
 use crate::error::{Error, Result};
+use crate::text::{is_text, TextColumn};
 
 /// An input table: its schema and its record batches (chunks), as the caller passed them.
 ///
@@ -115,30 +116,39 @@ pub fn type_name(data_type: &DataType) -> String {
 }
 
 impl Table {
-    /// The rows at global `rows`, in that order, as one record batch of the table's schema.
+    /// The rows at global `rows`, in that order, as one record batch. Text columns come back
+    /// as string_view arrays whose views point into the input's buffers (no text is copied);
+    /// other columns keep their type.
     pub fn take(&self, rows: &[usize]) -> Result<RecordBatch> {
-        let columns = self
-            .schema
-            .fields()
-            .iter()
-            .enumerate()
-            .map(|(index, field)| {
-                Column {
-                    field: field.clone(),
-                    chunks: self
-                        .batches
-                        .iter()
-                        .map(|b| b.column(index).clone())
-                        .collect(),
-                }
-                .take(rows)
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let mut fields = Vec::with_capacity(self.schema.fields().len());
+        let mut columns = Vec::with_capacity(fields.capacity());
+        for (index, field) in self.schema.fields().iter().enumerate() {
+            let column = Column {
+                field: field.clone(),
+                chunks: self
+                    .batches
+                    .iter()
+                    .map(|b| b.column(index).clone())
+                    .collect(),
+            };
+            if is_text(field.data_type()) {
+                let views = TextColumn::new(&column)?.views().gather(rows);
+                columns.push(Arc::new(views) as ArrayRef);
+                fields.push(Arc::new(
+                    field.as_ref().clone().with_data_type(DataType::Utf8View),
+                ));
+            } else {
+                columns.push(column.take(rows)?);
+                fields.push(field.clone());
+            }
+        }
+        let schema = Arc::new(Schema::new_with_metadata(
+            fields,
+            self.schema.metadata().clone(),
+        ));
         let options = arrow_array::RecordBatchOptions::new().with_row_count(Some(rows.len()));
         Ok(RecordBatch::try_new_with_options(
-            self.schema.clone(),
-            columns,
-            &options,
+            schema, columns, &options,
         )?)
     }
 }
