@@ -146,8 +146,9 @@ def split_rows(
 def normalize_text(text: str) -> str:
     """One text normalised as dedup does."""
 
-def take(table: Any, rows: Any) -> Any:
-    """The rows ``rows`` (Arrow int64) of ``table``, in that order (any type, string_view too)."""
+def take(table: Any, rows: Any, *, views: bool = False) -> Any:
+    """The rows ``rows`` (Arrow int64) of ``table``, in that order (any type, string_view too);
+    with ``views``, text columns as string_view arrays sharing the input's buffers."""
 
 def split_prompt(
     table: Any,

@@ -142,7 +142,7 @@ def dedup(
         columns, method, normalize, ngram, num_perm, threshold, bands, seed, group
     )
     kept, accounting = _core.dedup_rows(table, **arguments)
-    result = pa.table(_core.take(table, kept))
+    result = pa.table(_core.take(table, kept, views=True))
     return attach(result, "dedup", arguments, accounting, source=table)
 
 
@@ -190,7 +190,8 @@ def find_duplicates(
 
 def _take(table: pa.Table, mask: np.ndarray) -> pa.Table:
     """The rows of ``table`` where ``mask`` is true (string_view columns included)."""
-    return pa.table(_core.take(table, pa.array(np.flatnonzero(mask), pa.int64())))
+    rows = pa.array(np.flatnonzero(mask), pa.int64())
+    return pa.table(_core.take(table, rows, views=True))
 
 
 def _reference_table(reference: Any, column: str) -> pa.Table:

@@ -79,7 +79,7 @@ pub fn reorder(table: &Table, curriculum: &Curriculum) -> Result<RecordBatch> {
     if schema.index_of("stage").is_ok() {
         return Err(Error::DuplicateColumn("stage".to_string()));
     }
-    let rows = table.take(&curriculum.rows)?;
+    let rows = table.take(&curriculum.rows, false)?;
     let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
     fields.push(Field::new("stage", DataType::Int32, false));
     let mut columns = rows.columns().to_vec();

@@ -116,10 +116,10 @@ pub fn type_name(data_type: &DataType) -> String {
 }
 
 impl Table {
-    /// The rows at global `rows`, in that order, as one record batch. Text columns come back
-    /// as string_view arrays whose views point into the input's buffers (no text is copied);
-    /// other columns keep their type.
-    pub fn take(&self, rows: &[usize]) -> Result<RecordBatch> {
+    /// The rows at global `rows`, in that order, as one record batch. With `views`, text
+    /// columns come back as string_view arrays whose views point into the input's buffers (no
+    /// text is copied); otherwise, and for other columns, every column keeps its type.
+    pub fn take(&self, rows: &[usize], views: bool) -> Result<RecordBatch> {
         let mut fields = Vec::with_capacity(self.schema.fields().len());
         let mut columns = Vec::with_capacity(fields.capacity());
         for (index, field) in self.schema.fields().iter().enumerate() {
@@ -131,7 +131,7 @@ impl Table {
                     .map(|b| b.column(index).clone())
                     .collect(),
             };
-            if is_text(field.data_type()) {
+            if views && is_text(field.data_type()) {
                 let views = TextColumn::new(&column)?.views().gather(rows);
                 columns.push(Arc::new(views) as ArrayRef);
                 fields.push(Arc::new(
@@ -293,11 +293,11 @@ mod tests {
         };
         let first = batch(vec!["a", "b"], vec![0, 1]);
         let table = Table::new(first.schema(), vec![first, batch(vec!["c"], vec![2])]);
-        let taken = table.take(&[2, 0]).unwrap();
+        let taken = table.take(&[2, 0], true).unwrap();
         let texts: Vec<_> = taken.column(0).as_string_view().iter().flatten().collect();
         assert_eq!(texts, vec!["c", "a"]);
-        assert_eq!(table.take(&[]).unwrap().num_rows(), 0);
+        assert_eq!(table.take(&[], false).unwrap().num_rows(), 0);
         let empty = Table::new(table.schema.clone(), vec![]);
-        assert_eq!(empty.take(&[]).unwrap().num_columns(), 2);
+        assert_eq!(empty.take(&[], false).unwrap().num_columns(), 2);
     }
 }

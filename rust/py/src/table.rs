@@ -11,9 +11,11 @@ use pyo3_arrow::{PyArray, PyTable};
 
 use crate::errors::run_detached;
 
-/// The rows `rows` (int64 row numbers) of `table`, in that order, as a one-batch table.
+/// The rows `rows` (int64 row numbers) of `table`, in that order, as a one-batch table; with
+/// `views`, text columns as string_view arrays sharing the input's buffers.
 #[pyfunction]
-pub fn take(py: Python<'_>, table: PyTable, rows: PyArray) -> PyResult<PyTable> {
+#[pyo3(signature = (table, rows, *, views=false))]
+pub fn take(py: Python<'_>, table: PyTable, rows: PyArray, views: bool) -> PyResult<PyTable> {
     let (batches, schema) = table.into_inner();
     let table = Table::new(schema, batches);
     let batch = run_detached(py, move || {
@@ -38,7 +40,7 @@ pub fn take(py: Python<'_>, table: PyTable, rows: PyArray) -> PyResult<PyTable> 
                     .ok_or_else(|| Error::argument("rows", "row numbers of the table", r))
             })
             .collect::<Result<Vec<usize>, Error>>()?;
-        table.take(&rows)
+        table.take(&rows, views)
     })?;
     let schema = batch.schema();
     PyTable::try_new(vec![batch], schema)
