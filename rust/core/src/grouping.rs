@@ -4,11 +4,14 @@
 //! group without hashing, so contiguous groups (the layout after `unnest`, or of any corpus
 //! written prompt by prompt) cost one comparison per row and one hash per group. Other rows
 //! are hashed with xxh3 and looked up; equal hashes are verified byte for byte, so a collision
-//! never merges two keys.
+//! never merges two keys. Large inputs are grouped in contiguous ranges, one per worker, and
+//! merged.
 
 use hashbrown::HashTable;
+use rayon::prelude::*;
 
 use crate::key::{key_id, KeyBytes};
+use crate::parallel;
 
 /// Groups of rows. Group `g` holds `rows[offsets[g]..offsets[g + 1]]`, in input order; groups
 /// are numbered in order of their first row.
@@ -48,51 +51,130 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && (std::ptr::eq(a.as_ptr(), b.as_ptr()) || a == b)
 }
 
-/// Group the rows of `keys` by equal key.
-pub fn group_rows(keys: &KeyBytes<'_>) -> Groups {
-    let n = keys.len();
-    // Most corpora have several responses per prompt; a quarter of the rows avoids most
-    // rehashing without reserving much for them.
-    let mut index: HashTable<u32> = HashTable::with_capacity(n / 4);
-    let mut first_rows: Vec<usize> = Vec::new();
-    let mut ids: Vec<u64> = Vec::new();
-    let mut row_group: Vec<u32> = Vec::with_capacity(n);
-    let mut counts: Vec<usize> = Vec::new();
+/// Rows per worker below which grouping stays on one thread.
+const MIN_ROWS_PER_PART: usize = 1 << 16;
+
+/// The groups of one contiguous range of rows, numbered locally in order of first row.
+struct PartGroups {
+    /// Local group of each row of the range (`u32::MAX` for a null key).
+    row_group: Vec<u32>,
+    /// First row (global) and key id of each local group.
+    first_rows: Vec<usize>,
+    ids: Vec<u64>,
+    null_keys: usize,
+}
+
+/// Find the group of `key` in `index` (groups identified by their first row), or add it.
+#[inline]
+fn find_or_insert(
+    index: &mut HashTable<u32>,
+    keys: &KeyBytes<'_>,
+    key: &[u8],
+    id: u64,
+    row: usize,
+    first_rows: &mut Vec<usize>,
+    ids: &mut Vec<u64>,
+) -> u32 {
+    let found = index.find(id, |&g| {
+        keys.get(first_rows[g as usize])
+            .is_some_and(|k| same_bytes(k, key))
+    });
+    match found {
+        Some(&g) => g,
+        None => {
+            let g = ids.len() as u32;
+            ids.push(id);
+            first_rows.push(row);
+            index.insert_unique(id, g, |&g| ids[g as usize]);
+            g
+        }
+    }
+}
+
+/// Group the rows `range` of `keys`: one comparison per row with the previous key, one hash
+/// per run of equal keys.
+fn group_part(keys: &KeyBytes<'_>, range: std::ops::Range<usize>) -> PartGroups {
+    let mut index: HashTable<u32> = HashTable::with_capacity(range.len() / 4);
+    let mut part = PartGroups {
+        row_group: Vec::with_capacity(range.len()),
+        first_rows: Vec::new(),
+        ids: Vec::new(),
+        null_keys: 0,
+    };
     let mut previous: Option<(&[u8], u32)> = None;
-    let mut null_keys = 0;
-    for row in 0..n {
+    for row in range {
         let Some(key) = keys.get(row) else {
-            row_group.push(u32::MAX);
-            null_keys += 1;
+            part.row_group.push(u32::MAX);
+            part.null_keys += 1;
             previous = None;
             continue;
         };
         let group = match previous {
             Some((prev, g)) if same_bytes(prev, key) => g,
-            _ => {
-                let id = key_id(key);
-                let found = index.find(id, |&g| {
-                    keys.get(first_rows[g as usize])
-                        .is_some_and(|k| same_bytes(k, key))
-                });
-                match found {
-                    Some(&g) => g,
-                    None => {
-                        let g = ids.len() as u32;
-                        ids.push(id);
-                        first_rows.push(row);
-                        counts.push(0);
-                        index.insert_unique(id, g, |&g| ids[g as usize]);
-                        g
-                    }
-                }
-            }
+            _ => find_or_insert(
+                &mut index,
+                keys,
+                key,
+                key_id(key),
+                row,
+                &mut part.first_rows,
+                &mut part.ids,
+            ),
         };
-        counts[group as usize] += 1;
-        row_group.push(group);
+        part.row_group.push(group);
         previous = Some((key, group));
     }
+    part
+}
+
+/// Group the rows of `keys` by equal key.
+///
+/// Large inputs are cut into one contiguous range per worker; each range is grouped on its
+/// own, then the ranges' groups are merged in range order (a lookup per local group, not per
+/// row), which keeps groups numbered by their first row.
+pub fn group_rows(keys: &KeyBytes<'_>) -> Groups {
+    let n = keys.len();
+    let parts = parallel::install(|| {
+        let workers = rayon::current_num_threads()
+            .min(n / MIN_ROWS_PER_PART)
+            .max(1);
+        let step = n.div_ceil(workers).max(1);
+        (0..workers)
+            .into_par_iter()
+            .map(|w| group_part(keys, (w * step).min(n)..((w + 1) * step).min(n)))
+            .collect::<Vec<_>>()
+    });
+
+    // Merge: local group -> global group, in range order.
+    let mut index: HashTable<u32> =
+        HashTable::with_capacity(parts.first().map_or(0, |p| p.ids.len()));
+    let mut first_rows: Vec<usize> = Vec::new();
+    let mut ids: Vec<u64> = Vec::new();
+    let mut null_keys = 0;
+    let global_of: Vec<Vec<u32>> = parts
+        .iter()
+        .map(|part| {
+            null_keys += part.null_keys;
+            part.ids
+                .iter()
+                .zip(&part.first_rows)
+                .map(|(&id, &row)| {
+                    let key = keys.get(row).expect("a group's first row has a key");
+                    find_or_insert(&mut index, keys, key, id, row, &mut first_rows, &mut ids)
+                })
+                .collect()
+        })
+        .collect();
+
     // Counting sort by group keeps input order inside each group.
+    let mut counts = vec![0usize; ids.len()];
+    for (part, global) in parts.iter().zip(&global_of) {
+        for &g in &part.row_group {
+            if g != u32::MAX {
+                counts[global[g as usize] as usize] += 1;
+            }
+        }
+    }
     let mut offsets = Vec::with_capacity(ids.len() + 1);
     let mut total = 0;
     for &c in &counts {
@@ -102,10 +184,15 @@ pub fn group_rows(keys: &KeyBytes<'_>) -> Groups {
     offsets.push(total);
     let mut fill = offsets[..ids.len()].to_vec();
     let mut rows = vec![0; total];
-    for (row, &g) in row_group.iter().enumerate() {
-        if g != u32::MAX {
-            rows[fill[g as usize]] = row;
-            fill[g as usize] += 1;
+    let mut row = 0;
+    for (part, global) in parts.iter().zip(&global_of) {
+        for &g in &part.row_group {
+            if g != u32::MAX {
+                let g = global[g as usize] as usize;
+                rows[fill[g]] = row;
+                fill[g] += 1;
+            }
+            row += 1;
         }
     }
     Groups {
@@ -140,6 +227,24 @@ mod tests {
         let g = groups_of(&[Some("a"), None, Some("a")]);
         assert_eq!(g.len(), 1);
         assert_eq!(g.rows_of(0), &[0, 2]);
+    }
+
+    #[test]
+    fn ranges_merge_into_the_sequential_grouping() {
+        // Enough rows for several workers; keys recur across the range boundaries.
+        let names: Vec<String> = (0..300_000u64)
+            .map(|i| format!("k{}", (i * 7919) % 1000))
+            .collect();
+        let keys: Vec<Option<&str>> = names.iter().map(|s| Some(s.as_str())).collect();
+        let parallel = group_rows(&KeyBytes::Text(keys.clone()));
+        let sequential = group_part(&KeyBytes::Text(keys), 0..300_000);
+        assert_eq!(parallel.len(), 1000);
+        assert_eq!(parallel.ids, sequential.ids);
+        for g in 0..parallel.len() {
+            assert_eq!(parallel.rows_of(g)[0], sequential.first_rows[g]);
+            assert!(parallel.rows_of(g).windows(2).all(|w| w[0] < w[1]));
+        }
+        assert_eq!(parallel.rows.len(), 300_000);
     }
 
     #[test]
