@@ -349,7 +349,8 @@ def _bars(plt, path: Path, counts: dict, title: str, xlabel: str, ylabel: str, l
                   marker="o", linewidth=1.5)
         finite = [v for v in points.values() if v is not None and math.isfinite(v)]
         if finite:
-            twin.set_ylim(min(0.0, min(finite)), max(finite) * 1.15 if max(finite) > 0 else 1)
+            # The line peaks at 70% of the height, below the counts printed in the bars.
+            twin.set_ylim(min(0.0, min(finite)), max(finite) / 0.7 if max(finite) > 0 else 1)
         twin.set_ylabel(label, color=ACCENT)
         twin.tick_params(axis="y", colors=ACCENT)
         twin.spines["top"].set_visible(False)
