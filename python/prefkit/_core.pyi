@@ -162,3 +162,6 @@ def split_prompt(
 
 def text_lengths(table: Any, column: str) -> Any:
     """Length in characters of every row of a text column (int64 array, null for null)."""
+
+def key_ids(table: Any, column: str) -> Any:
+    """Every row's group key id (uint64 xxh3 of the key, the group_id; null for a null key)."""

@@ -148,7 +148,16 @@ def _print_accounting(record: dict, output: str) -> None:
 
 
 def _read(path: str, quiet: bool):
-    """Read the input; a Parquet file is read batch by batch behind a progress bar of rows."""
+    """Read the input; a Parquet file is read batch by batch behind a progress bar of rows; a
+    glob or folder is read whole, its files in sorted order."""
+    if _is_many(path):
+        import pyarrow as pa
+
+        from prefkit.stream import _files
+
+        with _step(f"reading {path}", quiet):
+            tables = [read_table(file) for file in _files(path)]
+            return pa.concat_tables(tables, promote_options="permissive")
     if quiet or not path.lower().endswith(".parquet"):
         with _step(f"reading {path}", quiet):
             return read_table(path)
@@ -171,7 +180,42 @@ def _read(path: str, quiet: bool):
     return pa.Table.from_batches(batches, schema=source.schema_arrow)
 
 
-def _run(args: argparse.Namespace, operation: Callable, **options) -> int:
+def _is_many(path: str) -> bool:
+    """A glob or a folder of files (not a saved ``datasets`` folder)."""
+    if any(c in path for c in "*?["):
+        return True
+    folder = Path(path)
+    return folder.is_dir() and not (
+        (folder / "dataset_info.json").exists() or (folder / "state.json").exists()
+    )
+
+
+def _run(
+    args: argparse.Namespace,
+    operation: Callable,
+    streamed: Callable | None = None,
+    **options,
+) -> int:
+    """Run a verb: ``streamed`` (the public function, which streams paths) when the input is a
+    glob or folder or --memory-limit/--out-dir is given, else ``operation`` on the table read."""
+    wants_stream = args.memory_limit is not None or args.out_dir is not None
+    if streamed is not None and (wants_stream or _is_many(args.input)):
+        target = args.out_dir or args.output
+        with _step(f"{args.verb} on {args.input} (streaming)", args.quiet):
+            result = streamed(
+                args.input, out=args.out_dir, memory_limit=args.memory_limit, **options
+            )
+        if args.out_dir is None:
+            with _step(f"writing {args.output}", args.quiet):
+                write_table(result, args.output)
+        _print_accounting(report_of(result), target)
+        return 0
+    if wants_stream:
+        raise PrefkitError(
+            f"'{args.verb}' with these options works in memory: --memory-limit and --out-dir "
+            "apply to pairs, lists, curriculum --per-prompt and trees (without --completions, "
+            "--nodes or --emit)"
+        )
     table = _read(args.input, args.quiet)
     with _step(f"{args.verb} on {table.num_rows} rows", args.quiet):
         result = operation(table, **options)
@@ -198,6 +242,7 @@ def _pairs(args: argparse.Namespace) -> int:
     return _run(
         args,
         operation,
+        None if args.completions else mine_pairs,
         prompt=args.prompt,
         response=args.response,
         score=args.score if len(args.score) > 1 else args.score[0],
@@ -291,6 +336,7 @@ def _curriculum(args: argparse.Namespace) -> int:
     return _run(
         args,
         order_curriculum,
+        order_curriculum if args.per_prompt else None,
         by=args.by,
         order=args.order,
         stages=args.stages,
@@ -319,6 +365,7 @@ def _lists(args: argparse.Namespace) -> int:
     return _run(
         args,
         operation,
+        None if args.completions else rank_lists,
         prompt=args.prompt,
         response=args.response,
         score=args.score,
@@ -360,7 +407,13 @@ def _trees(args: argparse.Namespace) -> int:
             )
         return nodes
 
-    return _run(args, operation)
+    def streamed(data, **options):
+        return build_trees(
+            data, prompt=args.prompt, steps=args.steps, reward=args.reward, group=args.group,
+            **options,
+        )
+
+    return _run(args, operation, streamed if args.emit == "nodes" and not args.nodes else None)
 def _dedup(args: argparse.Namespace) -> int:
     from prefkit.dedup import dedup
 
@@ -497,8 +550,23 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("input", help="input file (.parquet, .jsonl[.gz], .json, .csv, .arrow)")
-    parser.add_argument("-o", "--output", required=True, help="output file (.parquet or .jsonl)")
+    parser.add_argument(
+        "input",
+        help="input file (.parquet, .jsonl[.gz], .json, .csv, .arrow), a folder or a quoted glob",
+    )
+    parser.add_argument("-o", "--output", default=None, help="output file (.parquet or .jsonl)")
+    parser.add_argument(
+        "--out-dir",
+        default=None,
+        metavar="FOLDER",
+        help="stream the result into this new folder as Parquet files (instead of -o)",
+    )
+    parser.add_argument(
+        "--memory-limit",
+        default=None,
+        metavar="SIZE",
+        help="out-of-core: bound each in-memory step, e.g. 2GB (spills to a temp folder)",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
 
 
@@ -775,7 +843,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``prefkit`` command; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.output is None and (args.out_dir is None or args.verb == "score"):
+        parser.error(
+            "-o/--output is required" + ("" if args.verb == "score" else " (or --out-dir)")
+        )
     try:
         return args.run(args)
     except PrefkitError as error:

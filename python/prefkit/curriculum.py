@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from prefkit import _core
+from prefkit import _core, stream
 from prefkit._errors import PrefkitError
 from prefkit._provenance import attach
 from prefkit.io import as_table
@@ -26,6 +27,9 @@ def order_curriculum(
     group: str | None = None,
     shuffle_within_stage: bool = True,
     seed: int = 0,
+    out: str | os.PathLike | None = None,
+    memory_limit: int | str | None = None,
+    contiguous: bool | None = None,
 ) -> pa.Table:
     """Reorder pairs into a curriculum and label each with its stage.
 
@@ -56,6 +60,13 @@ def order_curriculum(
         order. With one stage and shuffling, the result is a seeded shuffle.
     seed
         Seed of the shuffle.
+    out, memory_limit, contiguous
+        Out-of-core execution of ``per_prompt=True`` (``docs/stream.md``): with a path, glob,
+        folder, ``pyarrow.dataset.Dataset`` or one of these, the input is streamed by group;
+        ``out`` is a new folder the result is written to as Parquet, ``memory_limit``
+        (``"2GB"``) bounds each in-memory step, ``contiguous=True`` promises groups never
+        reappear. Every row gets the stage of the in-memory call; the rows are ordered by stage
+        within each chunk, not globally.
 
     Returns
     -------
@@ -84,12 +95,32 @@ def order_curriculum(
      {'prompt': 'p', 'margin': 2.0, 'stage': 1}, {'prompt': 'q', 'margin': 0.5, 'stage': 1},
      {'prompt': 'p', 'margin': 1.0, 'stage': 2}]
     """
-    table = as_table(pairs)
     if order not in ORDERS:
         raise PrefkitError(f"order must be 'easy_to_hard' or 'hard_to_easy', got {order!r}")
     if stages is not None:
         _check_int("stages", stages, 1, 2**31 - 1)
     _check_int("seed", seed, 0, 2**64 - 1)
+    if stream.is_streaming(pairs, out, memory_limit):
+        if not per_prompt:
+            raise PrefkitError(
+                "order_curriculum streams with per_prompt=True only: the global order needs "
+                "every row at once; read the pairs into memory (pk.read_table) instead"
+            )
+        parameters = {
+            "by": by,
+            "order": order,
+            "stages": stages,
+            "per_prompt": True,
+            "group": group,
+            "shuffle_within_stage": shuffle_within_stage,
+            "seed": seed,
+        }
+        return stream.run(
+            order_curriculum, "order_curriculum", pairs, parameters,
+            key=lambda schema: group or ("group_id" if "group_id" in schema.names else "prompt"),
+            out=out, memory_limit=memory_limit, contiguous=contiguous,
+        )
+    table = as_table(pairs)
     if "stage" in table.column_names:
         raise PrefkitError(
             "column 'stage' is both a result column and an input column; rename or drop it first"

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pyarrow as pa
 
-from prefkit import _core
+from prefkit import _core, stream
 from prefkit._errors import PrefkitError
 from prefkit._provenance import attach
 from prefkit.io import as_table
@@ -33,6 +34,9 @@ def rank_lists(
     ties: str = "keep",
     nan: str = "drop",
     views: bool = False,
+    out: str | os.PathLike | None = None,
+    memory_limit: int | str | None = None,
+    contiguous: bool | None = None,
 ) -> pa.Table:
     """Turn a long table of rated responses into one ranked list per prompt.
 
@@ -62,6 +66,12 @@ def rank_lists(
         ``True``: ``responses`` is ``list<string_view>`` whose views point into the input's
         buffers (no text is copied: fastest, least memory; pyarrow, polars and Parquet read it,
         pandas needs ``pk.materialize`` first). Default: plain ``list<string>``.
+    out, memory_limit, contiguous
+        Out-of-core execution (``docs/stream.md``): with a path, glob, folder,
+        ``pyarrow.dataset.Dataset`` or one of these, the input is streamed; ``out`` is a new
+        folder the result is written to as Parquet (a ``pyarrow.dataset.Dataset`` is returned),
+        ``memory_limit`` (``"2GB"``) bounds each in-memory step (spilling to a temporary folder
+        when groups are not contiguous), ``contiguous=True`` promises groups never reappear.
 
     Returns
     -------
@@ -89,7 +99,6 @@ def rank_lists(
     >>> pk.report_of(lists)["dropped"]
     {'group_too_small': 1}
     """
-    table = as_table(data)
     _check_list_sizes(list_size, min_list_size, ties)
     if not isinstance(score, str):
         raise PrefkitError(f"score must be one column name, got {score!r}")
@@ -104,5 +113,11 @@ def rank_lists(
         "nan": nan,
         "views": bool(views),
     }
+    if stream.is_streaming(data, out, memory_limit):
+        return stream.run(
+            rank_lists, "rank_lists", data, parameters, key=group or prompt,
+            row_columns=("rows",), out=out, memory_limit=memory_limit, contiguous=contiguous,
+        )
+    table = as_table(data)
     result, accounting = _core.rank_lists(table, **parameters)
     return attach(as_table(result), "rank_lists", parameters, accounting, source=table)

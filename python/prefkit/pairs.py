@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from prefkit import _core
+from prefkit import _core, stream
 from prefkit._errors import PrefkitError
 from prefkit._provenance import attach
 from prefkit.io import as_table
@@ -54,6 +55,9 @@ def mine_pairs(
     length_penalty: float = 0.0,
     seed: int = 0,
     carry: Sequence[str] = (),
+    out: str | os.PathLike | None = None,
+    memory_limit: int | str | None = None,
+    contiguous: bool | None = None,
 ) -> pa.Table:
     """Mine chosen/rejected pairs from a long table of rated responses.
 
@@ -91,6 +95,12 @@ def mine_pairs(
         Seed of ``best_vs_random``; the same seed gives the same pairs.
     carry
         Further columns copied from the chosen row.
+    out, memory_limit, contiguous
+        Out-of-core execution (``docs/stream.md``): with a path, glob, folder,
+        ``pyarrow.dataset.Dataset`` or one of these, the input is streamed; ``out`` is a new
+        folder the result is written to as Parquet (a ``pyarrow.dataset.Dataset`` is returned),
+        ``memory_limit`` (``"2GB"``) bounds each in-memory step (spilling to a temporary folder
+        when groups are not contiguous), ``contiguous=True`` promises groups never reappear.
 
     Returns
     -------
@@ -119,7 +129,6 @@ def mine_pairs(
     >>> pk.report_of(pairs)["dropped"]
     {}
     """
-    table = as_table(data)
     scores = _names(score, "score")
     carry = _names(carry, "carry") if carry else []
     for argument, value in (("strategy", strategy), ("ties", ties), ("nan", nan)):
@@ -147,6 +156,13 @@ def mine_pairs(
         "seed": seed,
         "carry": carry,
     }
+    if stream.is_streaming(data, out, memory_limit):
+        return stream.run(
+            mine_pairs, "mine_pairs", data, parameters, key=group or prompt,
+            row_columns=("chosen_row", "rejected_row"), out=out, memory_limit=memory_limit,
+            contiguous=contiguous,
+        )
+    table = as_table(data)
     result, accounting = _core.mine_pairs(table, **parameters)
     return attach(as_table(result), "mine_pairs", parameters, accounting, source=table)
 

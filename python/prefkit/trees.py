@@ -7,11 +7,12 @@ value (MCTS-DPO, TPO). Both also take node tables made elsewhere (MCTS output), 
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pyarrow as pa
 
-from prefkit import _core
+from prefkit import _core, stream
 from prefkit._errors import PrefkitError
 from prefkit._provenance import attach
 from prefkit.io import as_table
@@ -26,6 +27,9 @@ def build_trees(
     steps: str = "steps",
     reward: str = "reward",
     group: str | None = None,
+    out: str | os.PathLike | None = None,
+    memory_limit: int | str | None = None,
+    contiguous: bool | None = None,
 ) -> pa.Table:
     """Build one trie per prompt from sampled solutions split into steps.
 
@@ -42,6 +46,12 @@ def build_trees(
         Column names.
     group
         Column to group paths into trees instead of the prompt.
+    out, memory_limit, contiguous
+        Out-of-core execution (``docs/stream.md``): with a path, glob, folder,
+        ``pyarrow.dataset.Dataset`` or one of these, the input is streamed; ``out`` is a new
+        folder the result is written to as Parquet (a ``pyarrow.dataset.Dataset`` is returned),
+        ``memory_limit`` (``"2GB"``) bounds each in-memory step (spilling to a temporary folder
+        when groups are not contiguous), ``contiguous=True`` promises groups never reappear.
 
     Returns
     -------
@@ -66,8 +76,13 @@ def build_trees(
      {'depth': 1, 'step': '3*4=12', 'value': 0.5, 'visits': 2, 'is_leaf': False},
      {'depth': 2, 'step': '2+12=14', 'value': 1.0, 'visits': 1, 'is_leaf': True}]
     """
-    table = as_table(paths, argument="paths")
     parameters = {"prompt": prompt, "steps": steps, "reward": reward, "group": group}
+    if stream.is_streaming(paths, out, memory_limit):
+        return stream.run(
+            build_trees, "build_trees", paths, parameters, key=group or prompt, out=out,
+            memory_limit=memory_limit, contiguous=contiguous,
+        )
+    table = as_table(paths, argument="paths")
     result, accounting = _core.build_trees(table, **parameters)
     return attach(as_table(result), "build_trees", parameters, accounting, source=table)
 

@@ -28,6 +28,15 @@ pub fn key_id(bytes: &[u8]) -> u64 {
     xxh3_64(bytes)
 }
 
+/// Every row's key id ([`key_id`] of its canonical bytes; None for a null key), in row order:
+/// the `group_id` that the group-wise operations give the row's group, so that a caller can
+/// partition or check contiguity of groups without grouping.
+pub fn key_ids(column: &Column) -> Result<Vec<Option<u64>>> {
+    let key = KeyColumn::new(column)?;
+    let bytes = key.bytes();
+    Ok((0..bytes.len()).map(|i| bytes.get(i).map(key_id)).collect())
+}
+
 /// Every row's key as canonical bytes (None for a null key), in row order.
 pub enum KeyBytes<'a> {
     /// Text keys, borrowed from the input.
@@ -236,6 +245,12 @@ mod tests {
         assert_eq!(bytes.get(0), Some("é".as_bytes()));
         assert_eq!(bytes.get(1), None);
         assert_eq!(key_id(b"abc"), xxh3_64(b"abc"));
+        let ids = key_ids(&column(Arc::new(StringArray::from(vec![
+            Some("abc"),
+            None,
+        ]))))
+        .unwrap();
+        assert_eq!(ids, vec![Some(xxh3_64(b"abc")), None]);
     }
 
     #[test]

@@ -38,5 +38,6 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(table::take, module)?)?;
     module.add_function(wrap_pyfunction!(split_prompt::split_prompt, module)?)?;
     module.add_function(wrap_pyfunction!(table::text_lengths, module)?)?;
+    module.add_function(wrap_pyfunction!(table::key_ids, module)?)?;
     Ok(())
 }

@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use arrow_array::{Array, Int64Array};
+use arrow_array::{Array, Int64Array, UInt64Array};
 use prefkit_core::text::TextColumn;
-use prefkit_core::{Error, Table};
+use prefkit_core::{key, Error, Table};
 use pyo3::prelude::*;
 use pyo3_arrow::{PyArray, PyTable};
 
@@ -57,4 +57,14 @@ pub fn text_lengths(py: Python<'_>, table: PyTable, column: String) -> PyResult<
     })?;
     let array = Int64Array::from_iter(lengths.into_iter().map(|n| n.map(|n| n as i64)));
     Ok(PyArray::from_array_ref(Arc::new(array)))
+}
+
+/// Every row's group key id (uint64, null for a null key): xxh3-64 of the key's canonical
+/// bytes, the `group_id` of the row's group in `mine_pairs`, `rank_lists`, `build_trees`.
+#[pyfunction]
+pub fn key_ids(py: Python<'_>, table: PyTable, column: String) -> PyResult<PyArray> {
+    let (batches, schema) = table.into_inner();
+    let table = Table::new(schema, batches);
+    let ids = run_detached(py, move || key::key_ids(&table.column(&column)?))?;
+    Ok(PyArray::from_array_ref(Arc::new(UInt64Array::from(ids))))
 }

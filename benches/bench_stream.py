@@ -1,0 +1,171 @@
+"""Out-of-core pair mining: streaming with a memory limit vs the in-memory run.
+
+A generator writes a shuffled corpus (``benches/datagen.py`` text, ~1.3 KB per response) as
+many Parquet files: prompts are generated in blocks, each block's rows are shuffled and spread
+over every file, so a prompt's rows are scattered across files (non-contiguous input, which
+forces the two-pass partitioned mode). Then, each in a fresh subprocess:
+
+- ``stream``: ``pk.mine_pairs(folder, strategy="all_pairs", memory_limit=..., out=...)``;
+- ``memory``: ``pk.mine_pairs(pk.read_table(folder), strategy="all_pairs")`` then
+  ``pk.write_table`` of the result, the same work with everything in memory (only where the
+  corpus fits: ``--skip-memory`` otherwise).
+
+Reported: wall time, input rows per second, peak RSS (``VmHWM``), output pairs.
+
+Examples
+--------
+::
+
+    python benches/bench_stream.py --gigabytes 1 --memory-limit 2GB
+    python benches/bench_stream.py --gigabytes 20 --memory-limit 2GB --skip-memory
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+HERE = Path(__file__).resolve().parent
+#: Bytes of text per response row of datagen's defaults (300 + 1000 characters, some UTF-8).
+ROW_BYTES = 1350
+#: Prompts generated (and shuffled) at a time.
+BLOCK_PROMPTS = 16_384
+
+
+def write_corpus(folder: Path, gigabytes: float, responses: int, files: int, seed: int) -> int:
+    """Write a shuffled corpus of about ``gigabytes`` of text into ``files`` Parquet files."""
+    sys.path.insert(0, str(HERE))
+    from datagen import generate
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rows_wanted = int(gigabytes * 1e9 / ROW_BYTES)
+    prompts = max(1, rows_wanted // responses)
+    rng = np.random.default_rng(seed)
+    writers: list[pq.ParquetWriter] = []
+    rows = 0
+    for block, start in enumerate(range(0, prompts, BLOCK_PROMPTS)):
+        n = min(BLOCK_PROMPTS, prompts - start)
+        table = generate(prompts=n, responses=responses, seed=seed * 100_003 + block).to_arrow()
+        # Plain strings, as most Parquet producers write them.
+        table = table.cast(
+            table.schema.set(0, table.schema.field(0).with_type("large_string")).set(
+                1, table.schema.field(1).with_type("large_string")
+            )
+        )
+        table = table.take(rng.permutation(table.num_rows))
+        if not writers:
+            writers = [
+                pq.ParquetWriter(folder / f"part-{i:04d}.parquet", table.schema)
+                for i in range(files)
+            ]
+        step = -(-table.num_rows // files)
+        for i, writer in enumerate(writers):
+            piece = table.slice(i * step, step)
+            if piece.num_rows:
+                writer.write_table(piece)
+        rows += table.num_rows
+        print(f"  generated {rows} rows", file=sys.stderr, end="\r")
+    for writer in writers:
+        writer.close()
+    print(file=sys.stderr)
+    return rows
+
+
+def _peak_rss() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def child(mode: str, corpus: str, out: str, memory_limit: str) -> None:
+    """One measured run (in its own process, so peak RSS is its own)."""
+    import prefkit as pk
+
+    started = time.perf_counter()
+    if mode == "stream":
+        result = pk.mine_pairs(corpus, strategy="all_pairs", memory_limit=memory_limit, out=out)
+    else:
+        result = pk.mine_pairs(pk.read_table(corpus), strategy="all_pairs")
+        pk.write_table(result, Path(out) / "pairs.parquet")
+    elapsed = time.perf_counter() - started
+    record = pk.report_of(result)
+    print(
+        json.dumps(
+            {
+                "mode": mode,
+                "seconds": elapsed,
+                "rows_in": record["rows_in"],
+                "pairs": record["rows_out"],
+                "peak_rss": _peak_rss(),
+                "streaming": record.get("streaming"),
+            }
+        )
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--gigabytes", type=float, default=1.0, help="text on disk (default 1)")
+    parser.add_argument("--responses", type=int, default=4, help="responses per prompt")
+    parser.add_argument("--files", type=int, default=32, help="Parquet files")
+    parser.add_argument("--memory-limit", default="2GB")
+    parser.add_argument("--data", default="bench-data/stream", help="corpus/output folder")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--skip-memory", action="store_true", help="no in-memory run")
+    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        child(*args.child)
+        return 0
+    root = Path(args.data)
+    corpus = root / f"corpus-{args.gigabytes:g}gb-r{args.responses}"
+    if not corpus.exists():
+        started = time.perf_counter()
+        partial = corpus.with_name(corpus.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        rows = write_corpus(partial, args.gigabytes, args.responses, args.files, args.seed)
+        partial.rename(corpus)
+        print(f"wrote {rows} rows in {time.perf_counter() - started:.1f}s", file=sys.stderr)
+    on_disk = sum(p.stat().st_size for p in corpus.glob("*.parquet"))
+    print(f"corpus {corpus}: {on_disk / 1e9:.2f} GB of Parquet on disk")
+    modes = ["stream"] if args.skip_memory else ["stream", "memory"]
+    results = []
+    for mode in modes:
+        out = root / f"out-{mode}"
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir(parents=True)
+        command = [
+            sys.executable,
+            __file__,
+            "--child",
+            mode,
+            str(corpus),
+            str(out),
+            args.memory_limit,
+        ]
+        line = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+        result = json.loads(line.strip().splitlines()[-1])
+        results.append(result)
+        shutil.rmtree(out, ignore_errors=True)
+    print("| mode | wall s | rows/s | peak RSS GB | pairs | chunks |")
+    print("|---|---|---|---|---|---|")
+    for r in results:
+        chunks = (r["streaming"] or {}).get("chunks")
+        print(
+            f"| {r['mode']} | {r['seconds']:.1f} | {r['rows_in'] / r['seconds']:,.0f} | "
+            f"{r['peak_rss'] / 1e9:.2f} | {r['pairs']:,} | {chunks} |"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

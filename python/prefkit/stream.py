@@ -1,0 +1,598 @@
+"""Out-of-core execution of the group-wise operations: inputs larger than memory.
+
+``mine_pairs``, ``rank_lists``, ``order_curriculum(per_prompt=True)`` and ``build_trees`` need
+whole groups. Given a file path, a glob, a folder, a ``pyarrow.dataset.Dataset`` or a
+``RecordBatchReader`` (or ``out=`` / ``memory_limit=``), they come here and run in one of three
+modes (the mode is in the result's provenance under ``streaming``):
+
+- ``in_memory``: the input fits ``memory_limit`` (or there is none): read it all, one call.
+- ``contiguous``: the rows of each group are adjacent in the input (groups never reappear):
+  one pass over the batches, carrying the unfinished trailing group into the next chunk.
+- ``partitioned``: two passes. Rows are hash-partitioned by their group key id (the xxh3
+  ``group_id``) into Arrow IPC spill files in a temporary folder, which is removed after
+  success, failure or KeyboardInterrupt; then the partitions, packed into chunks that fit the
+  budget, are processed one at a time.
+
+Rows carry their global input row number through the spill, so ``chosen_row``,
+``rejected_row`` and ``rows`` refer to the input as a whole: files in sorted path order, rows
+in file order. The result has the same rows as the in-memory call; see ``docs/stream.md`` for
+the order and the accounting.
+"""
+
+from __future__ import annotations
+
+import glob
+import math
+import os
+import re
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from prefkit import _core
+from prefkit._errors import PrefkitError
+from prefkit._provenance import METADATA_KEY, attach, report_of
+from prefkit.io import READ_SUFFIXES, as_table, read_table, write_table
+
+#: The global input row number of every row, carried through the spill.
+ROW = "__prefkit_row"
+#: Rows per batch read from a file.
+BATCH_ROWS = 65_536
+#: An in-memory operation holds about this many times its input's bytes at its peak (the
+#: input, key bytes, rank arrays, the result and its take indices), so a chunk gets
+#: ``memory_limit / WORKING_SET`` bytes of input.
+WORKING_SET = 4
+#: Spill buckets when the input's size is unknown in advance (a RecordBatchReader); the
+#: second pass packs buckets into chunks that fit the budget.
+DEFAULT_BUCKETS = 64
+#: Chunk size of the contiguous pass without a memory limit.
+DEFAULT_CHUNK_BYTES = 256 * 2**20
+
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
+    "k": 2**10,
+    "m": 2**20,
+    "g": 2**30,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+}
+
+
+def parse_size(value: int | str) -> int:
+    """Parse a memory size: an int (bytes) or a string such as ``"2GB"``, ``"512MiB"``.
+
+    ``KB``/``MB``/``GB``/``TB`` are powers of 10, ``KiB``/``MiB``/``GiB``/``TiB`` (and the
+    bare ``K``/``M``/``G``) powers of 2.
+
+    Raises
+    ------
+    PrefkitError
+        When ``value`` is not a positive size.
+
+    Examples
+    --------
+    >>> from prefkit.stream import parse_size
+    >>> parse_size("2GB"), parse_size("1.5 MiB"), parse_size(1024)
+    (2000000000, 1572864, 1024)
+    """
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    if isinstance(value, str):
+        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", value)
+        if match and match.group(2).lower() in _UNITS:
+            size = int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+            if size > 0:
+                return size
+    raise PrefkitError(f"memory_limit must be a positive size such as '2GB', got {value!r}")
+
+
+def is_streaming(data: Any, out: Any, memory_limit: Any) -> bool:
+    """Whether a call goes through the streaming path: the input is a path, a glob, a folder or
+    a ``pyarrow.dataset.Dataset``, or ``out=`` or ``memory_limit=`` is given."""
+    return (
+        out is not None
+        or memory_limit is not None
+        or isinstance(data, (str, os.PathLike))
+        or _is_dataset(data)
+    )
+
+
+def _is_dataset(data: Any) -> bool:
+    # Checked by module name: importing pyarrow.dataset to use isinstance costs time on every
+    # in-memory call.
+    return type(data).__module__ == "pyarrow._dataset" and hasattr(data, "to_batches")
+
+
+@dataclass
+class _Source:
+    """Batches of an input, and what is known of its size before reading it."""
+
+    open: Callable[[], Iterator[pa.RecordBatch]]
+    #: Whether ``open`` may be called again (a reader can be read once).
+    rereadable: bool
+    #: Estimated in-memory bytes, None when unknown.
+    nbytes: int | None
+    rows: int | None
+
+
+def _files(path: str | os.PathLike) -> list[Path]:
+    """The input files of a path, a glob or a folder, in sorted order."""
+    text = os.fspath(path)
+    if any(c in text for c in "*?["):
+        found = [Path(p) for p in glob.glob(text, recursive=True)]
+        what = "glob"
+    elif Path(text).is_dir():
+        found = [p for p in Path(text).rglob("*") if not p.name.startswith((".", "_"))]
+        what = "folder"
+    elif Path(text).exists():
+        return [Path(text)]
+    else:
+        raise PrefkitError(f"input file '{text}' does not exist")
+    files = sorted(p for p in found if p.is_file() and p.name.lower().endswith(READ_SUFFIXES))
+    if not files:
+        raise PrefkitError(
+            f"{what} '{text}' holds no input files (expected {', '.join(READ_SUFFIXES)})"
+        )
+    return files
+
+
+def _file_batches(files: Sequence[Path]) -> Iterator[pa.RecordBatch]:
+    import pyarrow.parquet as pq
+
+    for path in files:
+        if path.name.lower().endswith(".parquet"):
+            # Row group by row group: a file is never held whole.
+            yield from pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS)
+        else:
+            yield from read_table(path).to_batches(max_chunksize=BATCH_ROWS)
+
+
+def open_source(data: Any) -> _Source:
+    """Resolve a streaming input: a path, a glob, a folder, a Dataset, a reader or a table."""
+    if isinstance(data, (str, os.PathLike)):
+        import pyarrow.parquet as pq
+
+        files = _files(data)
+        nbytes, rows = 0, 0
+        for path in files:
+            if path.name.lower().endswith(".parquet"):
+                meta = pq.ParquetFile(path).metadata
+                rows += meta.num_rows
+                nbytes += sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+            else:
+                # Text formats are about as large in memory as on disk.
+                nbytes += path.stat().st_size
+        return _Source(lambda: _file_batches(files), True, nbytes, rows or None)
+    if _is_dataset(data):
+        files = getattr(data, "files", None) or []
+        nbytes = sum(os.path.getsize(f) for f in files if os.path.exists(f)) or None
+        return _Source(
+            lambda: iter(data.to_batches(batch_size=BATCH_ROWS, fragment_readahead=1)),
+            True,
+            # Parquet decodes to several times its (compressed) size on disk.
+            nbytes * 3 if nbytes else None,
+            data.count_rows(),
+        )
+    if isinstance(data, pa.RecordBatchReader):
+        return _Source(lambda: iter(data), False, None, None)
+    table = as_table(data)
+    return _Source(
+        lambda: iter(table.to_batches(max_chunksize=BATCH_ROWS)),
+        True,
+        table.get_total_buffer_size(),
+        table.num_rows,
+    )
+
+
+def _numbered(batches: Iterator[pa.RecordBatch], progress: Any) -> Iterator[pa.RecordBatch]:
+    """The batches with the global row number column, all cast to the first batch's schema."""
+    schema = None
+    start = 0
+    done_bytes = 0
+    for batch in batches:
+        if ROW in batch.schema.names:
+            raise PrefkitError(f"column '{ROW}' is reserved for prefkit's streaming row numbers")
+        if schema is None:
+            schema = batch.schema
+        elif batch.schema != schema:
+            try:
+                batch = batch.select(schema.names).cast(schema)
+            except (KeyError, ValueError, pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
+                raise PrefkitError(
+                    f"input batch at row {start} does not match the first batch's schema "
+                    f"({schema}); got {batch.schema}: {err}"
+                ) from None
+        rows = pa.array(np.arange(start, start + batch.num_rows, dtype=np.int64))
+        start += batch.num_rows
+        done_bytes += batch.nbytes
+        progress.update(batch.num_rows)
+        progress.set_postfix_str(f"{_human(done_bytes)} read", refresh=False)
+        yield batch.append_column(ROW, rows)
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024:
+            return f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def _progress(total: int | None, desc: str, unit: str = "row") -> Any:
+    from tqdm import tqdm
+
+    # disable=None: bars on an interactive stderr only, silent in logs and tests.
+    return tqdm(total=total, desc=desc, unit=unit, unit_scale=True, disable=None, leave=False)
+
+
+def _key_ids(batch: pa.RecordBatch, key: str) -> tuple[np.ndarray, np.ndarray]:
+    """Every row's group key id (the ``group_id`` of its group) and whether its key is valid."""
+    if key not in batch.schema.names:
+        raise PrefkitError(
+            f"column '{key}' not found; the table has columns "
+            f"{[n for n in batch.schema.names if n != ROW]}"
+        )
+    ids = _core.key_ids(pa.Table.from_batches([batch]), key)
+    ids = pa.array(ids)
+    valid = np.asarray(ids.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+    return np.asarray(ids.fill_null(0).to_numpy(), dtype=np.uint64), valid
+
+
+def _take(batch: pa.RecordBatch, indices: np.ndarray) -> pa.Table:
+    # prefkit's take: pyarrow has no take kernel for string_view (polars' text).
+    return pa.table(_core.take(pa.Table.from_batches([batch]), pa.array(indices, pa.int64())))
+
+
+class _NotContiguous(Exception):
+    def __init__(self, row: int) -> None:
+        super().__init__(row)
+        self.row = row
+
+
+class _Sink:
+    """Where results go: a list of tables, or numbered Parquet files under ``out``."""
+
+    def __init__(self, out: str | os.PathLike | None) -> None:
+        self.out = Path(out) if out is not None else None
+        self.tables: list[pa.Table] = []
+        self.written: list[Path] = []
+        if (
+            self.out is not None
+            and self.out.exists()
+            and (not self.out.is_dir() or any(self.out.iterdir()))
+        ):
+            raise PrefkitError(f"out='{self.out}' must be a new or empty folder")
+
+    def add(self, table: pa.Table) -> None:
+        # Each chunk's own record counts only its rows; the whole record is attached at the end.
+        metadata = {k: v for k, v in (table.schema.metadata or {}).items() if k != METADATA_KEY}
+        table = table.replace_schema_metadata(metadata or None)
+        if self.out is None:
+            self.tables.append(table)
+        elif table.num_rows or not self.written:
+            path = self.out / f"part-{len(self.written):05d}.parquet"
+            self.written.append(write_table(table, path))
+
+    def discard(self) -> None:
+        self.tables.clear()
+        for path in self.written:
+            path.unlink(missing_ok=True)
+        self.written.clear()
+
+
+def _merge(total: dict, part: dict) -> None:
+    """Add one chunk's accounting to the total: counts add up, lists add element-wise."""
+    for name, value in part.items():
+        if name in ("op", "prefkit_version", "parameters", "source"):
+            continue
+        if name not in total:
+            total[name] = value if not isinstance(value, dict) else {}
+            if isinstance(value, dict):
+                _merge(total[name], value)
+        elif isinstance(value, bool) or not isinstance(value, (int, float, dict, list)):
+            continue
+        elif isinstance(value, dict):
+            _merge(total[name], value)
+        elif isinstance(value, list):
+            old = total[name]
+            longer = max(len(old), len(value))
+            old = old + [0] * (longer - len(old))
+            total[name] = [a + b for a, b in zip(old, value + [0] * (longer - len(value)))]
+        else:
+            total[name] += value
+
+
+@dataclass
+class _Job:
+    """One streaming run of an in-memory operation."""
+
+    op: Callable[..., pa.Table]
+    name: str
+    parameters: dict
+    row_columns: Sequence[str]
+    sink: _Sink
+    record: dict
+    op_parameters: dict | None = None
+    empty: pa.Table | None = None
+
+    def process(self, table: pa.Table, *, force: bool = False) -> None:
+        if table.num_rows == 0 and not force:
+            return
+        result = self.op(table, **self.parameters)
+        own = report_of(result)
+        if self.op_parameters is None:
+            self.op_parameters = own.get("parameters", {})
+        _merge(self.record, own)
+        self.sink.add(self._renumber(result, table.column(ROW)))
+
+    def _renumber(self, result: pa.Table, rows: pa.ChunkedArray) -> pa.Table:
+        """Chunk row numbers -> global input row numbers; drop the row number column."""
+        rows = rows.combine_chunks()
+        for name in self.row_columns:
+            index = result.schema.get_field_index(name)
+            if index < 0:
+                continue
+            column = result.column(index).combine_chunks()
+            if pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
+                # offsets and values (not flatten) stay consistent for a sliced list array.
+                column = type(column).from_arrays(
+                    column.offsets,
+                    rows.take(column.values),
+                    mask=column.is_null() if column.null_count else None,
+                )
+            else:
+                column = rows.take(column)
+            result = result.set_column(index, result.field(index).with_type(column.type), column)
+        if ROW in result.column_names:
+            result = result.drop_columns([ROW])
+        return result
+
+    def finish(self) -> Any:
+        if not self.sink.tables and not self.sink.written:
+            # No rows at all: the operation on an empty table gives the result's schema.
+            self.process(self.empty, force=True)
+        parameters = self.op_parameters if self.op_parameters is not None else self.parameters
+        if self.sink.out is None:
+            result = pa.concat_tables(self.sink.tables, promote_options="permissive")
+            return attach(result, self.name, parameters, self.record)
+        import pyarrow.dataset as ds
+        import pyarrow.parquet as pq
+
+        schema = pq.read_schema(self.sink.written[0])
+        rows = sum(pq.ParquetFile(p).metadata.num_rows for p in self.sink.written)
+        self.record.setdefault("rows_out", rows)
+        schema = attach(schema.empty_table(), self.name, parameters, self.record).schema
+        # The Parquet convention for a dataset's common schema: pyarrow, Spark and others read
+        # it, and dataset discovery skips names starting with "_".
+        pq.write_metadata(schema, self.sink.out / "_common_metadata")
+        return ds.dataset(self.sink.written, format="parquet", schema=schema)
+
+
+def run(
+    op: Callable[..., pa.Table],
+    name: str,
+    data: Any,
+    parameters: dict,
+    *,
+    key: str | Callable[[pa.Schema], str],
+    row_columns: Sequence[str] = (),
+    out: str | os.PathLike | None = None,
+    memory_limit: int | str | None = None,
+    contiguous: bool | None = None,
+) -> Any:
+    """Run the in-memory operation ``op(table, **parameters)`` over a streaming input.
+
+    Parameters
+    ----------
+    op, name
+        The public in-memory function and its name in the provenance.
+    data
+        A path, glob, folder, ``pyarrow.dataset.Dataset``, ``RecordBatchReader`` or table.
+    parameters
+        Keyword arguments of ``op``.
+    key
+        The grouping column, or a function of the input schema that names it.
+    row_columns
+        Result columns holding input row numbers (int64 or list<int64>), renumbered to global.
+    out
+        A new or empty folder: the result is written there as Parquet files ``part-NNNNN.parquet``
+        (plus ``_common_metadata`` with the provenance) as it is produced, and a
+        ``pyarrow.dataset.Dataset`` over them is returned. Default: a ``pyarrow.Table``.
+    memory_limit
+        Budget of one in-memory step (``"2GB"``); None: no limit, the input is read whole.
+    contiguous
+        True: groups are contiguous in the input (an error if one reappears); False: always
+        partition; None: try one pass when the input can be read twice, and partition on the
+        first reappearing group.
+
+    Returns
+    -------
+    pyarrow.Table or pyarrow.dataset.Dataset
+        The result, with provenance summed over chunks and ``streaming`` (mode, chunks).
+
+    Examples
+    --------
+    >>> import prefkit as pk, pyarrow as pa
+    >>> data = pa.table({"prompt": ["a", "b", "a", "b"], "response": ["1", "2", "3", "4"],
+    ...                  "score": [1.0, 0.0, 0.0, 1.0]})
+    >>> pairs = pk.mine_pairs(data, memory_limit="1KB", contiguous=False)
+    >>> sorted(pairs.column("chosen_row").to_pylist())
+    [0, 3]
+    >>> pk.report_of(pairs)["streaming"]["mode"]
+    'partitioned'
+    """
+    limit = parse_size(memory_limit) if memory_limit is not None else None
+    if contiguous not in (None, True, False):
+        raise PrefkitError(f"contiguous must be True, False or None, got {contiguous!r}")
+    source = open_source(data)
+    sink = _Sink(out)
+    job = _Job(op, name, parameters, row_columns, sink, record={})
+    budget = limit // WORKING_SET if limit is not None else None
+    fits = budget is None or (source.nbytes is not None and source.nbytes <= budget)
+    try:
+        with _progress(source.rows, f"prefkit {name}") as bar:
+            batches = _numbered(source.open(), bar)
+            first = next(batches, None)
+            if first is None:
+                raise PrefkitError(f"the input of {name} has no rows and no batches")
+            job.empty = pa.Table.from_batches([first.slice(0, 0)])
+            column = key(first.schema) if callable(key) else key
+            _key_ids(first.slice(0, 0), column)  # a missing key column fails before any work
+            batches = _chain(first, batches)
+            if contiguous is None and fits:
+                mode = "in_memory"
+                job.process(pa.Table.from_batches(list(batches)))
+            elif contiguous is True or (contiguous is None and source.rereadable):
+                mode = "contiguous"
+                try:
+                    _one_pass(job, batches, column, budget or DEFAULT_CHUNK_BYTES)
+                except _NotContiguous as err:
+                    if contiguous is True:
+                        raise PrefkitError(
+                            f"contiguous=True but the group of row {err.row} (column "
+                            f"'{column}') appeared before, separated by other groups; pass "
+                            "contiguous=False (or None) to partition the input"
+                        ) from None
+                    # A shuffled input shows a reappearing group within a batch or two.
+                    sink.discard()
+                    job.record.clear()
+                    bar.reset(total=source.rows)
+                    mode = "partitioned"
+                    batches = _numbered(source.open(), bar)
+            else:
+                mode = "partitioned"
+            if mode == "partitioned":
+                buckets = (
+                    max(1, math.ceil(source.nbytes / budget))
+                    if source.nbytes is not None and budget
+                    else DEFAULT_BUCKETS
+                )
+                chunks = _two_pass(job, batches, column, buckets, budget, name)
+            else:
+                chunks = None
+        job.record["streaming"] = {"mode": mode, "memory_limit": limit, "chunks": chunks}
+        return job.finish()
+    except BaseException:
+        sink.discard()
+        raise
+
+
+def _chain(first: pa.RecordBatch, rest: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    yield first
+    yield from rest
+
+
+def _one_pass(job: _Job, batches: Iterator[pa.RecordBatch], key: str, chunk_bytes: int) -> None:
+    """Contiguous groups: process chunks of whole groups, carrying the trailing group over."""
+    finished: set[int] = set()
+    carry: list[pa.RecordBatch] = []
+    carry_id: int | None = None
+    ready: list[pa.RecordBatch] = []
+    ready_bytes = 0
+    for batch in batches:
+        ids, valid = _key_ids(batch, key)
+        positions = np.flatnonzero(valid)
+        if len(positions) == 0:
+            ready.append(batch)
+            continue
+        values = ids[positions]
+        run_starts = np.concatenate(([0], np.flatnonzero(np.diff(values) != 0) + 1))
+        run_ids = values[run_starts].tolist()
+        continues = run_ids[0] == carry_id
+        if carry_id is not None and not continues:
+            finished.add(carry_id)
+        fresh = run_ids[1:] if continues else run_ids
+        if len(set(run_ids)) != len(run_ids) or not finished.isdisjoint(fresh):
+            seen: set[int] = set()
+            for start, rid in zip(run_starts.tolist(), run_ids):
+                if rid in seen or (rid in finished and not (start == 0 and continues)):
+                    raise _NotContiguous(batch.column(ROW)[int(positions[start])].as_py())
+                seen.add(rid)
+        split = int(positions[run_starts[-1]])
+        if len(run_ids) == 1 and continues:
+            ready.append(batch.slice(0, split))
+            carry.append(batch.slice(split))
+        else:
+            finished.update(run_ids[:-1])
+            ready.extend(carry)
+            ready.append(batch.slice(0, split))
+            carry, carry_id = [batch.slice(split)], run_ids[-1]
+        ready_bytes = sum(b.nbytes for b in ready)
+        if ready_bytes >= chunk_bytes:
+            job.process(pa.Table.from_batches(ready))
+            ready = []
+    job.process(pa.Table.from_batches(ready + carry, schema=job.empty.schema))
+
+
+def _two_pass(
+    job: _Job,
+    batches: Iterator[pa.RecordBatch],
+    key: str,
+    buckets: int,
+    budget: int | None,
+    name: str,
+) -> int:
+    """Hash-partition the rows by group key id into IPC spill files, then process the buckets,
+    packed into chunks within ``budget``. Returns the number of chunks."""
+    from pyarrow import ipc
+
+    with tempfile.TemporaryDirectory(prefix="prefkit-spill-") as spill:
+        writers: dict[int, Any] = {}
+        sizes = np.zeros(buckets, dtype=np.int64)
+        try:
+            for batch in batches:
+                ids, valid = _key_ids(batch, key)
+                # Null keys are no group: bucket 0 counts (drops) them like any other row.
+                bucket = np.where(valid, ids % np.uint64(buckets), 0).astype(np.int64)
+                order = np.argsort(bucket, kind="stable")
+                counts = np.bincount(bucket, minlength=buckets)
+                sorted_rows = _take(batch, order).combine_chunks()
+                start = 0
+                for b in np.flatnonzero(counts).tolist():
+                    part = sorted_rows.slice(start, int(counts[b]))
+                    start += int(counts[b])
+                    if b not in writers:
+                        path = os.path.join(spill, f"bucket-{b:05d}.arrow")
+                        writers[b] = ipc.new_file(path, part.schema)
+                    writers[b].write_table(part)
+                    sizes[b] += part.nbytes
+        finally:
+            for writer in writers.values():
+                writer.close()
+        chunks = _pack(sorted(writers), sizes, budget)
+        with _progress(len(chunks), f"prefkit {name} partitions", unit="chunk") as bar:
+            for chunk in chunks:
+                tables = []
+                for b in chunk:
+                    with pa.OSFile(os.path.join(spill, f"bucket-{b:05d}.arrow")) as handle:
+                        tables.append(ipc.open_file(handle).read_all())
+                job.process(pa.concat_tables(tables))
+                bar.update(1)
+        return len(chunks)
+
+
+def _pack(buckets: list[int], sizes: np.ndarray, budget: int | None) -> list[list[int]]:
+    """Consecutive buckets, greedily packed into chunks of at most ``budget`` bytes."""
+    chunks: list[list[int]] = []
+    used = 0
+    for b in buckets:
+        # No budget: everything in one chunk.
+        if chunks and (budget is None or used + sizes[b] <= budget):
+            chunks[-1].append(b)
+            used += int(sizes[b])
+        else:
+            chunks.append([b])
+            used = int(sizes[b])
+    return chunks
