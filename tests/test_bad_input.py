@@ -145,7 +145,9 @@ def test_carry_clashing_with_a_result_column():
 
 @pytest.mark.parametrize(
     "data, type_name",
-    [(3, "int"), ([{"prompt": "p"}], "list"), ("table.parquet", "str"), (None, "NoneType")],
+    # A string is a path (streaming input, docs/stream.md): a missing file is named.
+    [(3, "int"), ([{"prompt": "p"}], "list"), ("table.parquet", "does not exist"),
+     (None, "NoneType")],
 )
 def test_not_a_table(data, type_name):
     with pytest.raises(pk.PrefkitError, match=type_name):

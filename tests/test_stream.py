@@ -47,6 +47,14 @@ def _sorted(table: pa.Table, keys: list[str]) -> list[dict]:
     return pk.materialize(table).sort_by([(k, "ascending") for k in keys]).to_pylist()
 
 
+def _rows(table: pa.Table) -> list[dict]:
+    """Rows as dicts, NaN as None (NaN != NaN)."""
+    return [
+        {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()}
+        for row in table.to_pylist()
+    ]
+
+
 def _accounting(table) -> dict:
     record = pk.report_of(table)
     return {k: v for k, v in record.items() if k not in ("streaming", "source", "rows_out")}
@@ -244,3 +252,41 @@ def test_jsonl_folder_and_sizes(tmp_path):
     assert pk.mine_pairs(tmp_path, memory_limit="8KB").num_rows > expected.num_rows
     assert stream.parse_size("2GB") == 2 * 10**9
     assert stream.parse_size("512 MiB") == 512 * 2**20
+
+
+def test_cli_globs_folders_memory_limit_out_dir(tmp_path, spill, capsys):
+    from prefkit.cli import main
+
+    data = _corpus()
+    _write_parts(data, tmp_path / "in")
+    expected = pk.mine_pairs(data, strategy="all_pairs")
+    keys = ["chosen_row", "rejected_row"]
+    glob = str(tmp_path / "in" / "*.parquet")
+    argv = ["pairs", glob, "--out-dir", str(tmp_path / "out"), "--memory-limit", LIMIT, "-q"]
+    assert main([*argv, "--strategy", "all_pairs"]) == 0
+    assert f"wrote {expected.num_rows} rows" in capsys.readouterr().out
+    assert _sorted(pk.read_table(tmp_path / "out"), keys) == _sorted(expected, keys)
+    # A folder without --memory-limit is read whole; -o writes one file.
+    assert main(["lists", str(tmp_path / "in"), "-o", str(tmp_path / "lists.parquet"), "-q"]) == 0
+    assert pk.read_table(tmp_path / "lists.parquet").num_rows == pk.rank_lists(data).num_rows
+    # Verbs that do not stream read a glob whole, and refuse --memory-limit.
+    assert main(["dedup", glob, "-o", str(tmp_path / "d.parquet"), "-q"]) == 0
+    assert main(["dedup", glob, "-o", str(tmp_path / "d.parquet"), "--memory-limit", "1GB"]) == 2
+    assert os.listdir(spill) == []
+
+
+def test_decontaminate_streams_by_chunks(tmp_path, spill):
+    data = _corpus()
+    _write_parts(data, tmp_path / "in")
+    reference = ["prompt 17 é", "response 123 xxx", "prompt 42 é"]
+    expected = pk.decontaminate(data, reference, ngram=3)
+    got = pk.decontaminate(tmp_path / "in", reference, ngram=3, memory_limit="100KB")
+    assert pk.report_of(got)["streaming"]["mode"] == "batches"
+    assert pk.report_of(got)["streaming"]["chunks"] is None
+    assert _rows(got) == _rows(expected)
+    assert _accounting(got) == _accounting(expected)
+    found = pk.find_contamination(tmp_path / "in", reference, ngram=3, out=tmp_path / "found")
+    assert pk.read_table(tmp_path / "found").to_pylist() == (
+        pk.find_contamination(data, reference, ngram=3).to_pylist()
+    )
+    assert pk.report_of(found)["rows_in"] == data.num_rows

@@ -213,8 +213,8 @@ def _run(
     if wants_stream:
         raise PrefkitError(
             f"'{args.verb}' with these options works in memory: --memory-limit and --out-dir "
-            "apply to pairs, lists, curriculum --per-prompt and trees (without --completions, "
-            "--nodes or --emit)"
+            "apply to pairs, lists, curriculum --per-prompt, trees (without --completions, "
+            "--nodes or --emit) and decontaminate"
         )
     table = _read(args.input, args.quiet)
     with _step(f"{args.verb} on {table.num_rows} rows", args.quiet):
@@ -438,6 +438,7 @@ def _decontaminate(args: argparse.Namespace) -> int:
     reference = read_table(args.reference)
     return _run(
         args,
+        decontaminate,
         decontaminate,
         reference=reference,
         column=args.column,
@@ -845,7 +846,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``prefkit`` command; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.output is None and (args.out_dir is None or args.verb == "score"):
+    # Verbs with -o: the output is required unless --out-dir streams the result (report has
+    # its own --out folder and no -o).
+    has_output = hasattr(args, "output")
+    if has_output and args.output is None and (args.out_dir is None or args.verb == "score"):
         parser.error(
             "-o/--output is required" + ("" if args.verb == "score" else " (or --out-dir)")
         )

@@ -7,13 +7,14 @@ The rules (normalisation, shingles, MinHash-LSH, clusters, row accounting) are i
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from prefkit import _core
+from prefkit import _core, stream
 from prefkit._errors import PrefkitError
 from prefkit._provenance import attach
 from prefkit.io import as_table
@@ -224,6 +225,26 @@ def _contamination(data, reference, column, reference_column, ngram, normalize):
     )
 
 
+def _merge_contamination():
+    """Adds chunk records of find_contamination/decontaminate: the reference counts are not
+    sums over chunks (the same reference each time; its matched rows are a union)."""
+    matched: set[int] = set()
+
+    def merge(total: dict, part: dict, result: pa.Table) -> None:
+        part = dict(part)
+        references = part.pop("reference_rows", None)
+        part.pop("reference_rows_matched", None)
+        stream.merge_records(total, part)
+        total["reference_rows"] = references
+        if "contaminated_rows" in part:
+            matched.update(r for entry in part["contaminated_rows"] for r in entry[1])
+        else:
+            matched.update(result.column("reference_rows").combine_chunks().values.to_pylist())
+        total["reference_rows_matched"] = len(matched)
+
+    return merge
+
+
 def find_contamination(
     data: Any,
     reference: Any,
@@ -232,6 +253,8 @@ def find_contamination(
     reference_column: str | None = None,
     ngram: int = 13,
     normalize: bool = True,
+    out: str | os.PathLike | None = None,
+    memory_limit: int | str | None = None,
 ) -> pa.Table:
     """Rows of ``data`` that share a word n-gram with a reference row, and which ones.
 
@@ -251,6 +274,11 @@ def find_contamination(
         Words per n-gram (13, as in the GPT-3 and open-instruct decontamination).
     normalize
         ``False`` compares raw words (split on whitespace).
+    out, memory_limit
+        Out-of-core execution (``docs/stream.md``): with a path, glob, folder,
+        ``pyarrow.dataset.Dataset`` or one of these, the input is checked chunk by chunk
+        (``memory_limit``, e.g. ``"2GB"``, bounds a chunk) and ``out`` is a new folder the
+        result is written to as Parquet. Row numbers refer to the whole input.
 
     Returns
     -------
@@ -265,6 +293,28 @@ def find_contamination(
     >>> pk.find_contamination(data, ["what is 2 + 2"], ngram=13).to_pylist()
     [{'row': 0, 'reference_rows': [0]}]
     """
+    if stream.is_streaming(data, out, memory_limit):
+        # Row-wise: chunks of the input are checked one by one against the whole reference.
+        return stream.run(
+            find_contamination,
+            "find_contamination",
+            data,
+            {
+                "reference": _reference_table(
+                    reference, column if reference_column is None else reference_column
+                ),
+                "column": column,
+                "reference_column": reference_column,
+                "ngram": ngram,
+                "normalize": normalize,
+            },
+            key=None,
+            merge=_merge_contamination(),
+            row_columns=("row",),
+            record_rows=(),
+            out=out,
+            memory_limit=memory_limit,
+        )
     table, found, (parameters, accounting) = _contamination(
         data, reference, column, reference_column, ngram, normalize
     )
@@ -279,6 +329,8 @@ def decontaminate(
     reference_column: str | None = None,
     ngram: int = 13,
     normalize: bool = True,
+    out: str | os.PathLike | None = None,
+    memory_limit: int | str | None = None,
 ) -> pa.Table:
     """Drop rows that share a word n-gram with any reference row (e.g. benchmark prompts).
 
@@ -302,6 +354,28 @@ def decontaminate(
     >>> pk.report_of(clean)["contaminated_rows"]
     [[0, [0]]]
     """
+    if stream.is_streaming(data, out, memory_limit):
+        # Row-wise: chunks of the input are checked one by one against the whole reference.
+        return stream.run(
+            decontaminate,
+            "decontaminate",
+            data,
+            {
+                "reference": _reference_table(
+                    reference, column if reference_column is None else reference_column
+                ),
+                "column": column,
+                "reference_column": reference_column,
+                "ngram": ngram,
+                "normalize": normalize,
+            },
+            key=None,
+            merge=_merge_contamination(),
+            row_columns=(),
+            record_rows=("contaminated_rows",),
+            out=out,
+            memory_limit=memory_limit,
+        )
     table, found, (parameters, accounting) = _contamination(
         data, reference, column, reference_column, ngram, normalize
     )

@@ -292,7 +292,7 @@ class _Sink:
         self.written.clear()
 
 
-def _merge(total: dict, part: dict) -> None:
+def merge_records(total: dict, part: dict) -> None:
     """Add one chunk's accounting to the total: counts add up, lists add element-wise."""
     for name, value in part.items():
         if name in ("op", "prefkit_version", "parameters", "source"):
@@ -300,11 +300,13 @@ def _merge(total: dict, part: dict) -> None:
         if name not in total:
             total[name] = value if not isinstance(value, dict) else {}
             if isinstance(value, dict):
-                _merge(total[name], value)
+                merge_records(total[name], value)
         elif isinstance(value, bool) or not isinstance(value, (int, float, dict, list)):
             continue
         elif isinstance(value, dict):
-            _merge(total[name], value)
+            merge_records(total[name], value)
+        elif isinstance(value, list) and any(isinstance(v, list) for v in value + total[name]):
+            total[name] = total[name] + value  # lists of records: concatenated
         elif isinstance(value, list):
             old = total[name]
             longer = max(len(old), len(value))
@@ -324,6 +326,11 @@ class _Job:
     row_columns: Sequence[str]
     sink: _Sink
     record: dict
+    #: Provenance lists whose entries start with a chunk row number (``contaminated_rows``):
+    #: renumbered to global rows and concatenated.
+    record_rows: Sequence[str] = ()
+    #: How a chunk's record (and result) adds to the total; default: ``merge_records``.
+    merge: Callable[[dict, dict, pa.Table], None] | None = None
     op_parameters: dict | None = None
     empty: pa.Table | None = None
 
@@ -332,9 +339,16 @@ class _Job:
             return
         result = self.op(table, **self.parameters)
         own = report_of(result)
+        if self.record_rows:
+            rows = table.column(ROW).to_numpy()
+            for name in self.record_rows:
+                own[name] = [[int(rows[entry[0]]), *entry[1:]] for entry in own.get(name, [])]
         if self.op_parameters is None:
             self.op_parameters = own.get("parameters", {})
-        _merge(self.record, own)
+        if self.merge is not None:
+            self.merge(self.record, own, result)
+        else:
+            merge_records(self.record, own)
         self.sink.add(self._renumber(result, table.column(ROW)))
 
     def _renumber(self, result: pa.Table, rows: pa.ChunkedArray) -> pa.Table:
@@ -386,8 +400,10 @@ def run(
     data: Any,
     parameters: dict,
     *,
-    key: str | Callable[[pa.Schema], str],
+    key: str | Callable[[pa.Schema], str] | None,
     row_columns: Sequence[str] = (),
+    record_rows: Sequence[str] = (),
+    merge: Callable[[dict, dict, pa.Table], None] | None = None,
     out: str | os.PathLike | None = None,
     memory_limit: int | str | None = None,
     contiguous: bool | None = None,
@@ -403,9 +419,15 @@ def run(
     parameters
         Keyword arguments of ``op``.
     key
-        The grouping column, or a function of the input schema that names it.
+        The grouping column, or a function of the input schema that names it; None for a
+        row-wise operation (``decontaminate``): chunks of whole batches, one pass, no spill.
     row_columns
         Result columns holding input row numbers (int64 or list<int64>), renumbered to global.
+    record_rows
+        Provenance lists of ``[row, ...]`` entries, renumbered to global and concatenated.
+    merge
+        ``merge(total, chunk_record, chunk_result)`` for counts that do not add up over chunks;
+        default ``merge_records``.
     out
         A new or empty folder: the result is written there as Parquet files ``part-NNNNN.parquet``
         (plus ``_common_metadata`` with the provenance) as it is produced, and a
@@ -438,7 +460,9 @@ def run(
         raise PrefkitError(f"contiguous must be True, False or None, got {contiguous!r}")
     source = open_source(data)
     sink = _Sink(out)
-    job = _Job(op, name, parameters, row_columns, sink, record={})
+    job = _Job(
+        op, name, parameters, row_columns, sink, record={}, record_rows=record_rows, merge=merge
+    )
     budget = limit // WORKING_SET if limit is not None else None
     fits = budget is None or (source.nbytes is not None and source.nbytes <= budget)
     try:
@@ -449,11 +473,15 @@ def run(
                 raise PrefkitError(f"the input of {name} has no rows and no batches")
             job.empty = pa.Table.from_batches([first.slice(0, 0)])
             column = key(first.schema) if callable(key) else key
-            _key_ids(first.slice(0, 0), column)  # a missing key column fails before any work
+            if column is not None:
+                _key_ids(first.slice(0, 0), column)  # a missing key column fails first
             batches = _chain(first, batches)
-            if contiguous is None and fits:
+            if (contiguous is None or column is None) and fits:
                 mode = "in_memory"
                 job.process(pa.Table.from_batches(list(batches)))
+            elif column is None:
+                mode = "batches"
+                _chunks(job, batches, budget)
             elif contiguous is True or (contiguous is None and source.rereadable):
                 mode = "contiguous"
                 try:
@@ -492,6 +520,17 @@ def run(
 def _chain(first: pa.RecordBatch, rest: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
     yield first
     yield from rest
+
+
+def _chunks(job: _Job, batches: Iterator[pa.RecordBatch], chunk_bytes: int) -> None:
+    """Row-wise work: process consecutive batches of about ``chunk_bytes``."""
+    ready: list[pa.RecordBatch] = []
+    for batch in batches:
+        ready.append(batch)
+        if sum(b.nbytes for b in ready) >= chunk_bytes:
+            job.process(pa.Table.from_batches(ready))
+            ready = []
+    job.process(pa.Table.from_batches(ready, schema=job.empty.schema))
 
 
 def _one_pass(job: _Job, batches: Iterator[pa.RecordBatch], key: str, chunk_bytes: int) -> None:
