@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 HERE = Path(__file__).resolve().parent
@@ -56,8 +57,8 @@ def write_corpus(folder: Path, gigabytes: float, responses: int, files: int, see
         table = generate(prompts=n, responses=responses, seed=seed * 100_003 + block).to_arrow()
         # Plain strings, as most Parquet producers write them.
         table = table.cast(
-            table.schema.set(0, table.schema.field(0).with_type("large_string")).set(
-                1, table.schema.field(1).with_type("large_string")
+            pa.schema(
+                [f.with_type(pa.large_string()) if f.name != "score" else f for f in table.schema]
             )
         )
         table = table.take(rng.permutation(table.num_rows))
