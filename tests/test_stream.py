@@ -271,7 +271,9 @@ def test_cli_globs_folders_memory_limit_out_dir(tmp_path, spill, capsys):
     assert pk.read_table(tmp_path / "lists.parquet").num_rows == pk.rank_lists(data).num_rows
     # Verbs that do not stream read a glob whole, and refuse --memory-limit.
     assert main(["dedup", glob, "-o", str(tmp_path / "d.parquet"), "-q"]) == 0
-    assert main(["dedup", glob, "-o", str(tmp_path / "d.parquet"), "--memory-limit", "1GB"]) == 2
+    minhash = ["dedup", glob, "-o", str(tmp_path / "d.parquet"), "--method", "minhash"]
+    assert main([*minhash, "--memory-limit", "1GB"]) == 2
+    assert main(["dedup", glob, "--out-dir", str(tmp_path / "dd"), "--memory-limit", "1MB"]) == 0
     assert os.listdir(spill) == []
 
 
@@ -290,3 +292,23 @@ def test_decontaminate_streams_by_chunks(tmp_path, spill):
         pk.find_contamination(data, reference, ngram=3).to_pylist()
     )
     assert pk.report_of(found)["rows_in"] == data.num_rows
+
+
+def test_exact_dedup_streams_by_normalised_key(tmp_path, spill):
+    rng = np.random.default_rng(4)
+    texts = [f"Prompt number {i % 300}" + ("!" if i % 7 == 0 else "") for i in range(3000)]
+    data = pa.table({"prompt": [texts[i] for i in rng.permutation(3000)], "x": range(3000)})
+    _write_parts(data, tmp_path / "in")
+    expected = pk.dedup(data)
+    got = pk.dedup(tmp_path / "in", memory_limit="20KB")
+    assert pk.report_of(got)["streaming"]["chunks"] >= 3
+    assert _sorted(got, ["x"]) == _sorted(expected, ["x"])
+    assert _accounting(got) == _accounting(expected)
+    found = pk.find_duplicates(tmp_path / "in", memory_limit="20KB", out=tmp_path / "dups")
+    assert _sorted(pk.read_table(tmp_path / "dups"), ["row"]) == (
+        pk.find_duplicates(data).to_pylist()
+    )
+    assert pk.report_of(found)["rows_in"] == data.num_rows
+    with pytest.raises(pk.PrefkitError, match="method='exact'"):
+        pk.dedup(tmp_path / "in", method="minhash", memory_limit="1MB")
+    assert os.listdir(spill) == []

@@ -214,7 +214,7 @@ def _run(
         raise PrefkitError(
             f"'{args.verb}' with these options works in memory: --memory-limit and --out-dir "
             "apply to pairs, lists, curriculum --per-prompt, trees (without --completions, "
-            "--nodes or --emit) and decontaminate"
+            "--nodes or --emit), decontaminate and dedup --method exact without --group"
         )
     table = _read(args.input, args.quiet)
     with _step(f"{args.verb} on {table.num_rows} rows", args.quiet):
@@ -420,6 +420,7 @@ def _dedup(args: argparse.Namespace) -> int:
     return _run(
         args,
         dedup,
+        dedup if args.method == "exact" and args.group is None else None,
         columns=args.columns,
         method=args.method,
         normalize=not args.no_normalize,

@@ -83,6 +83,9 @@ def dedup(
     bands: int | None = None,
     seed: int = 0,
     group: str | None = None,
+    out: str | os.PathLike | None = None,
+    memory_limit: int | str | None = None,
+    contiguous: bool | None = None,
 ) -> pa.Table:
     """Drop duplicate rows, keeping the first row of every duplicate cluster in input order.
 
@@ -109,6 +112,12 @@ def dedup(
         Keep or drop rows by group: rows sharing this column's value (e.g. ``"prompt"`` in a
         long table, one row per response) form one unit judged by its first row's values,
         and all of a unit's rows stay or go together. ``None``: every row is judged alone.
+    out, memory_limit, contiguous
+        Out-of-core exact dedup (``docs/stream.md``; ``method="exact"``, no ``group``): with a
+        path, glob, folder, ``pyarrow.dataset.Dataset`` or one of these, rows are partitioned
+        by the key id of their (normalised) values, so each duplicate cluster is in one
+        partition; ``out`` is a new folder for the Parquet result, ``memory_limit``
+        (``"2GB"``) bounds each in-memory step.
 
     Returns
     -------
@@ -138,10 +147,12 @@ def dedup(
     >>> pk.dedup(long, group="prompt").column("response").to_pylist()
     ['a', 'b']
     """
-    table = as_table(data)
     arguments = _dedup_arguments(
         columns, method, normalize, ngram, num_perm, threshold, bands, seed, group
     )
+    if stream.is_streaming(data, out, memory_limit):
+        return _stream_exact(dedup, "dedup", data, arguments, (), out, memory_limit, contiguous)
+    table = as_table(data)
     kept, accounting = _core.dedup_rows(table, **arguments)
     result = pa.table(_core.take(table, kept, views=True))
     return attach(result, "dedup", arguments, accounting, source=table)
@@ -159,10 +170,14 @@ def find_duplicates(
     bands: int | None = None,
     seed: int = 0,
     group: str | None = None,
+    out: str | os.PathLike | None = None,
+    memory_limit: int | str | None = None,
+    contiguous: bool | None = None,
 ) -> pa.Table:
     """Rows that belong to a duplicate cluster, and the cluster each belongs to.
 
-    Takes the same arguments as ``pk.dedup``. Without ``group``, dedup drops exactly the rows
+    Takes the same arguments as ``pk.dedup`` (``out``, ``memory_limit``,
+    ``contiguous``: streaming exact dedup, row numbers of the whole input). Without ``group``, dedup drops exactly the rows
     listed here whose ``row`` differs from their ``cluster``; with ``group``, it keeps every row
     of the cluster's first unit.
 
@@ -179,14 +194,65 @@ def find_duplicates(
     >>> pk.find_duplicates(data).to_pylist()  # doctest: +NORMALIZE_WHITESPACE
     [{'row': 0, 'cluster': 0}, {'row': 2, 'cluster': 0}, {'row': 3, 'cluster': 0}]
     """
-    table = as_table(data)
     arguments = _dedup_arguments(
         columns, method, normalize, ngram, num_perm, threshold, bands, seed, group
     )
+    if stream.is_streaming(data, out, memory_limit):
+        return _stream_exact(find_duplicates, "find_duplicates", data, arguments, ("row", "cluster"), out, memory_limit, contiguous)
+    table = as_table(data)
     rows, clusters = _core.find_duplicates(table, **arguments)
     result = pa.table({"row": pa.array(rows), "cluster": pa.array(clusters)})
     accounting = {"rows_in": table.num_rows, "rows_in_clusters": result.num_rows}
     return attach(result, "find_duplicates", arguments, accounting, source=table)
+
+
+def _stream_exact(op, name, data, arguments, row_columns, out, memory_limit, contiguous):
+    """Exact dedup out of core: rows are partitioned by the key id of their (normalised)
+    ``columns``, so every duplicate cluster lies in one partition, whose first row in input
+    order is the global first (docs/stream.md)."""
+    if arguments["method"] != "exact" or arguments["group"] is not None:
+        raise PrefkitError(
+            f"{name} streams with method='exact' and no group only; MinHash and grouped dedup "
+            "need the whole input: read it with pk.read_table first"
+        )
+    columns, normalize = arguments["columns"], arguments["normalize"]
+
+    def key_ids(batch: pa.RecordBatch) -> pa.Array:
+        values = []
+        for column in columns:
+            if column not in batch.schema.names:
+                raise PrefkitError(
+                    f"column '{column}' not found; the table has columns {batch.schema.names}"
+                )
+            array = batch.column(column)
+            if normalize:
+                if not pa.types.is_string(array.type) and not pa.types.is_large_string(
+                    array.type
+                ) and not pa.types.is_string_view(array.type):
+                    raise PrefkitError(
+                        f"streaming {name} with normalize=True needs text in column "
+                        f"'{column}', got {array.type}"
+                    )
+                array = pa.array(
+                    [None if v is None else _core.normalize_text(v) for v in array.to_pylist()],
+                    pa.string(),
+                )
+            values.append(array)
+        # The key of a row is the struct of its values; key_ids hashes it as mine_pairs does.
+        key = pa.StructArray.from_arrays(values, names=[f"c{i}" for i in range(len(values))])
+        return _core.key_ids(pa.table({"key": key}), "key")
+
+    return stream.run(
+        op,
+        name,
+        data,
+        arguments,
+        key=lambda schema: key_ids,
+        row_columns=row_columns,
+        out=out,
+        memory_limit=memory_limit,
+        contiguous=contiguous,
+    )
 
 
 def _take(table: pa.Table, mask: np.ndarray) -> pa.Table:

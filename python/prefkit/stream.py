@@ -237,15 +237,18 @@ def _progress(total: int | None, desc: str, unit: str = "row") -> Any:
     return tqdm(total=total, desc=desc, unit=unit, unit_scale=True, disable=None, leave=False)
 
 
-def _key_ids(batch: pa.RecordBatch, key: str) -> tuple[np.ndarray, np.ndarray]:
-    """Every row's group key id (the ``group_id`` of its group) and whether its key is valid."""
-    if key not in batch.schema.names:
+def _key_ids(batch: pa.RecordBatch, key: str | Callable) -> tuple[np.ndarray, np.ndarray]:
+    """Every row's group key id (the ``group_id`` of its group) and whether its key is valid.
+    ``key`` is a column, or a function of a batch that returns the ids (exact dedup)."""
+    if callable(key):
+        ids = pa.array(key(batch))
+    elif key not in batch.schema.names:
         raise PrefkitError(
             f"column '{key}' not found; the table has columns "
             f"{[n for n in batch.schema.names if n != ROW]}"
         )
-    ids = _core.key_ids(pa.Table.from_batches([batch]), key)
-    ids = pa.array(ids)
+    else:
+        ids = pa.array(_core.key_ids(pa.Table.from_batches([batch]), key))
     valid = np.asarray(ids.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
     return np.asarray(ids.fill_null(0).to_numpy(), dtype=np.uint64), valid
 
@@ -400,7 +403,7 @@ def run(
     data: Any,
     parameters: dict,
     *,
-    key: str | Callable[[pa.Schema], str] | None,
+    key: str | Callable[[pa.Schema], Any] | None,
     row_columns: Sequence[str] = (),
     record_rows: Sequence[str] = (),
     merge: Callable[[dict, dict, pa.Table], None] | None = None,
@@ -419,7 +422,8 @@ def run(
     parameters
         Keyword arguments of ``op``.
     key
-        The grouping column, or a function of the input schema that names it; None for a
+        The grouping column, or a function of the input schema that names it (or returns
+        a function of a batch that computes the rows' key ids); None for a
         row-wise operation (``decontaminate``): chunks of whole batches, one pass, no spill.
     row_columns
         Result columns holding input row numbers (int64 or list<int64>), renumbered to global.
