@@ -282,20 +282,22 @@ pub fn mine_pairs(table: &Table, options: &PairOptions) -> Result<(RecordBatch, 
                 (pairs, accounting)
             })
             .collect();
-        let total = parts.iter().map(|(p, _)| p.len()).sum();
-        let mut pairs = Vec::with_capacity(total);
+        // The per-worker lists stay as they are: columns are filled from them directly,
+        // without first copying every pair into one list.
+        let mut pairs = Vec::with_capacity(parts.len());
         let mut accounting = Accounting::default();
         for (part, part_accounting) in parts {
-            pairs.extend(part);
+            pairs.push(part);
             accounting.merge(&part_accounting);
         }
         (pairs, accounting)
     });
+    let total: usize = pairs.iter().map(Vec::len).sum();
     accounting.rows_in = table.num_rows();
     accounting.drop_rows("null_key", groups.null_keys);
     accounting.counts.insert("groups_in", groups.len());
     accounting.counts.entry("groups_with_pairs").or_insert(0);
-    accounting.counts.insert("pairs_out", pairs.len());
+    accounting.counts.insert("pairs_out", total);
     debug_assert_eq!(accounting.rows_accounted(), accounting.rows_in);
 
     let batch = parallel::install(|| {
@@ -608,10 +610,34 @@ fn keep_largest_margins(
 /// One result column, built on its own worker.
 type ColumnJob<'a> = Box<dyn Fn() -> Result<ArrayRef> + Send + Sync + 'a>;
 
+/// One value per pair, in output order, filled in parallel from the per-worker pair lists.
+fn per_pair<T: Copy + Default + Send + Sync>(
+    parts: &[Vec<Pair>],
+    value: impl Fn(&Pair) -> T + Sync,
+) -> Vec<T> {
+    let mut out = vec![T::default(); parts.iter().map(Vec::len).sum()];
+    let mut slices = Vec::with_capacity(parts.len());
+    let mut rest = out.as_mut_slice();
+    for part in parts {
+        let (head, tail) = rest.split_at_mut(part.len());
+        slices.push(head);
+        rest = tail;
+    }
+    slices
+        .into_par_iter()
+        .zip(parts.par_iter())
+        .for_each(|(slice, part)| {
+            for (slot, pair) in slice.iter_mut().zip(part) {
+                *slot = value(pair);
+            }
+        });
+    out
+}
+
 /// The result batch: columns as documented in docs/pairs.md, built in parallel (each is an
 /// independent gather over the pairs).
 fn build_batch(
-    pairs: &[Pair],
+    parts: &[Vec<Pair>],
     prompt: &Column,
     response: &TextColumn,
     score: &[f64],
@@ -619,85 +645,98 @@ fn build_batch(
     group_ids: &[u64],
     carry: &[Column],
 ) -> Result<RecordBatch> {
-    let (chosen, rejected): (Vec<usize>, Vec<usize>) =
-        pairs.par_iter().map(|p| (p.chosen, p.rejected)).unzip();
-    let (chosen, rejected) = (&chosen, &rejected);
     let responses = response.views();
     let responses = &responses;
     let f64s = |values: Vec<f64>| -> Result<ArrayRef> { Ok(Arc::new(Float64Array::from(values))) };
-    let gather_f64 = move |rows: &'_ [usize], values: &'_ [f64]| -> Result<ArrayRef> {
-        f64s(rows.iter().map(|&r| values[r]).collect())
-    };
-    let as_i64 = |rows: &[usize]| -> Result<ArrayRef> {
-        Ok(Arc::new(Int64Array::from_iter_values(
-            rows.iter().map(|&r| r as i64),
-        )))
-    };
+    let i64s = |values: Vec<i64>| -> Result<ArrayRef> { Ok(Arc::new(Int64Array::from(values))) };
+    // Row numbers of the chosen side, for the columns gathered by arrow's kernels.
+    let chosen_rows = || per_pair(parts, |p| p.chosen);
     let mut jobs: Vec<(&str, bool, ColumnJob<'_>)> = vec![
         (
             "prompt",
             true,
             Box::new(move || {
                 if is_text(prompt.field.data_type()) {
-                    Ok(Arc::new(TextColumn::new(prompt)?.views().gather(chosen)) as ArrayRef)
+                    let views = TextColumn::new(prompt)?.views();
+                    let values = per_pair(parts, |p| views.view(p.chosen));
+                    let valid = views
+                        .has_nulls()
+                        .then(|| per_pair(parts, |p| views.is_valid(p.chosen)));
+                    Ok(Arc::new(views.array(values, valid)) as ArrayRef)
                 } else {
-                    prompt.take(chosen)
+                    prompt.take(&chosen_rows())
                 }
             }),
         ),
         (
             "chosen",
             false,
-            Box::new(move || Ok(Arc::new(responses.gather(chosen)) as ArrayRef)),
+            Box::new(move || {
+                let values = per_pair(parts, |p| responses.view(p.chosen));
+                Ok(Arc::new(responses.array(values, None)) as ArrayRef)
+            }),
         ),
         (
             "rejected",
             false,
-            Box::new(move || Ok(Arc::new(responses.gather(rejected)) as ArrayRef)),
+            Box::new(move || {
+                let values = per_pair(parts, |p| responses.view(p.rejected));
+                Ok(Arc::new(responses.array(values, None)) as ArrayRef)
+            }),
         ),
         (
             "score_chosen",
             false,
-            Box::new(move || gather_f64(chosen, score)),
+            Box::new(move || f64s(per_pair(parts, |p| score[p.chosen]))),
         ),
         (
             "score_rejected",
             false,
-            Box::new(move || gather_f64(rejected, score)),
+            Box::new(move || f64s(per_pair(parts, |p| score[p.rejected]))),
         ),
         (
             "margin",
             false,
-            Box::new(move || f64s(pairs.iter().map(|p| p.margin).collect())),
+            Box::new(move || f64s(per_pair(parts, |p| p.margin))),
         ),
         (
             "group_id",
             false,
             Box::new(move || {
-                Ok(Arc::new(UInt64Array::from_iter_values(
-                    pairs.iter().map(|p| group_ids[p.group]),
-                )) as ArrayRef)
+                Ok(
+                    Arc::new(UInt64Array::from(per_pair(parts, |p| group_ids[p.group])))
+                        as ArrayRef,
+                )
             }),
         ),
-        ("chosen_row", false, Box::new(move || as_i64(chosen))),
-        ("rejected_row", false, Box::new(move || as_i64(rejected))),
+        (
+            "chosen_row",
+            false,
+            Box::new(move || i64s(per_pair(parts, |p| p.chosen as i64))),
+        ),
+        (
+            "rejected_row",
+            false,
+            Box::new(move || i64s(per_pair(parts, |p| p.rejected as i64))),
+        ),
     ];
     if per_column.len() > 1 {
         let strength_of = move |pick: fn((f64, f64)) -> f64| -> ColumnJob<'_> {
             Box::new(move || {
-                f64s(
-                    pairs
-                        .iter()
-                        .map(|p| pick(strength(per_column, p.chosen, p.rejected)))
-                        .collect(),
-                )
+                f64s(per_pair(parts, |p| {
+                    pick(strength(per_column, p.chosen, p.rejected))
+                }))
             })
         };
         jobs.push(("agreement", false, strength_of(|s| s.0)));
         jobs.push(("margin_std", false, strength_of(|s| s.1)));
     }
     for column in carry {
-        jobs.push((column.name(), true, Box::new(move || column.take(chosen))));
+        jobs.push((
+            column.name(),
+            true,
+            Box::new(move || column.take(&chosen_rows())),
+        ));
     }
     let arrays = jobs
         .par_iter()

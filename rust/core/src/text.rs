@@ -215,7 +215,7 @@ pub struct Views {
 impl Views {
     /// The view of `row`; the zero (empty) view for a null, whose input view may be garbage.
     #[inline]
-    fn view(&self, row: usize) -> u128 {
+    pub fn view(&self, row: usize) -> u128 {
         match &self.nulls {
             Some(nulls) if nulls.is_null(row) => 0,
             _ => self.views[row],
@@ -235,18 +235,37 @@ impl Views {
         unsafe { StringViewArray::new_unchecked(views, self.buffers.clone(), nulls) }
     }
 
+    /// Whether `row` is not null.
+    #[inline]
+    pub fn is_valid(&self, row: usize) -> bool {
+        self.nulls.as_ref().is_none_or(|n| n.is_valid(row))
+    }
+
+    /// Whether any row is null.
+    pub fn has_nulls(&self) -> bool {
+        self.nulls.is_some()
+    }
+
+    /// A string_view array of `views` taken from [`Views::view`] (with `valid` per value when
+    /// some are null), sharing this column's buffers.
+    pub fn array(&self, views: Vec<u128>, valid: Option<Vec<bool>>) -> StringViewArray {
+        let nulls = valid
+            .map(NullBuffer::from)
+            .filter(|nulls| nulls.null_count() > 0);
+        // SAFETY: every view comes from `Views::view`: made from valid UTF-8 of the input by
+        // `make_view`, or copied from a valid string_view array, pointing into the buffer (or
+        // window) registered for it at the same index in `buffers`; nulls have the zero view.
+        unsafe { StringViewArray::new_unchecked(views.into(), self.buffers.clone(), nulls) }
+    }
+
     /// A string_view array holding the rows `rows` (global row numbers), in that order,
     /// without copying any text.
     pub fn gather(&self, rows: &[usize]) -> StringViewArray {
-        let views: ScalarBuffer<u128> = rows.iter().map(|&r| self.view(r)).collect();
-        let nulls = self.nulls.as_ref().and_then(|nulls| {
-            let gathered = NullBuffer::from_iter(rows.iter().map(|&r| nulls.is_valid(r)));
-            (gathered.null_count() > 0).then_some(gathered)
-        });
-        // SAFETY: every view was made from valid UTF-8 of the input, by `make_view` or copied
-        // from a valid string_view array, and points into the buffer (or window) registered
-        // for it at the same index in `buffers`; nulls have the zero view.
-        unsafe { StringViewArray::new_unchecked(views, self.buffers.clone(), nulls) }
+        let views = rows.iter().map(|&r| self.view(r)).collect();
+        let valid = self
+            .has_nulls()
+            .then(|| rows.iter().map(|&r| self.is_valid(r)).collect());
+        self.array(views, valid)
     }
     /// A string_view array of substrings, without copying text: entry `(row, start, end)` is
     /// bytes `start..end` of row `row`'s string. Rows must be valid (not null) and `start`,
