@@ -49,3 +49,19 @@ def test_without_row_numbers_and_bad_input(local_ray):
         pkr.mine_pairs(data)
     with pytest.raises(pk.PrefkitError, match="'nope' not found"):
         pkr.rank_lists(ds, group="nope")
+
+
+def test_cli_ray(local_ray, tmp_path):
+    from prefkit.cli import main
+
+    data = _shuffled()
+    data.to_pandas().to_parquet(tmp_path / "rated.parquet")
+    out = tmp_path / "pairs"
+    argv = ["pairs", str(tmp_path / "rated.parquet"), "--out-dir", str(out), "-q"]
+    assert main([*argv, "--ray", "auto", "--row", "row", "--strategy", "all_pairs"]) == 0
+    got = pk.read_table(out)
+    expected = pk.mine_pairs(data, strategy="all_pairs")
+    keys = ["chosen_row", "rejected_row"]
+    assert _sorted(got.select(expected.column_names), keys) == _sorted(expected, keys)
+    with pytest.raises(SystemExit):
+        main(["dedup", str(tmp_path / "rated.parquet"), "--out-dir", str(out), "--ray", "auto"])

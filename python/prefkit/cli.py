@@ -198,6 +198,8 @@ def _run(
 ) -> int:
     """Run a verb: ``streamed`` (the public function, which streams paths) when the input is a
     glob or folder or --memory-limit/--out-dir is given, else ``operation`` on the table read."""
+    if getattr(args, "ray", None) is not None:
+        return _run_on_ray(args, streamed, options)
     wants_stream = args.memory_limit is not None or args.out_dir is not None
     if streamed is not None and (wants_stream or _is_many(args.input)):
         target = args.out_dir or args.output
@@ -222,6 +224,47 @@ def _run(
     with _step(f"writing {args.output}", args.quiet):
         write_table(result, args.output)
     _print_accounting(report_of(result), args.output)
+    return 0
+
+
+#: The verbs that run on Ray, and their ``prefkit.ray`` function.
+RAY_VERBS = {
+    "pairs": "mine_pairs",
+    "lists": "rank_lists",
+    "curriculum": "order_curriculum",
+    "trees": "build_trees",
+}
+
+
+def _run_on_ray(args: argparse.Namespace, streamed: Callable | None, options: dict) -> int:
+    """--ray ADDRESS: read the input with Ray Data, run the verb's ``prefkit.ray`` operation,
+    write Parquet files into --out-dir."""
+    if args.verb not in RAY_VERBS or streamed is None:
+        raise PrefkitError(
+            "--ray runs pairs, lists, curriculum --per-prompt and trees (without "
+            "--completions, --nodes or --emit)"
+        )
+    if args.out_dir is None:
+        raise PrefkitError("--ray writes Parquet files: give --out-dir FOLDER")
+    import prefkit.ray as pkr
+    from prefkit.stream import _files
+
+    ray = pkr._ray()
+    if not ray.is_initialized():
+        # "local" starts a Ray on this machine; anything else is a cluster address or "auto".
+        ray.init(address=None if args.ray == "local" else args.ray, log_to_driver=False)
+    files = [str(f) for f in _files(args.input)]
+    if all(f.lower().endswith(".parquet") for f in files):
+        ds = ray.data.read_parquet(files)
+    elif all(f.lower().endswith((".jsonl", ".jsonl.gz", ".json", ".json.gz")) for f in files):
+        ds = ray.data.read_json(files)
+    else:
+        raise PrefkitError("--ray reads Parquet or JSON lines files (one kind per run)")
+    with _step(f"{args.verb} on Ray ({args.ray})", args.quiet):
+        run = getattr(pkr, RAY_VERBS[args.verb])
+        run(ds, row=args.row, **options).write_parquet(args.out_dir)
+    rows = ray.data.read_parquet(args.out_dir).count()
+    print(f"wrote {rows} rows to {args.out_dir}")
     return 0
 
 
@@ -380,7 +423,7 @@ def _lists(args: argparse.Namespace) -> int:
 def _trees(args: argparse.Namespace) -> int:
     from prefkit.trees import build_trees, tree_lists, tree_pairs
 
-    def operation(table):
+    def emit(table):
         nodes = table
         if not args.nodes:
             nodes = build_trees(
@@ -407,13 +450,18 @@ def _trees(args: argparse.Namespace) -> int:
             )
         return nodes
 
-    def streamed(data, **options):
-        return build_trees(
-            data, prompt=args.prompt, steps=args.steps, reward=args.reward, group=args.group,
-            **options,
-        )
+    def operation(table, **options):
+        return emit(table)
 
-    return _run(args, operation, streamed if args.emit == "nodes" and not args.nodes else None)
+    return _run(
+        args,
+        operation,
+        build_trees if args.emit == "nodes" and not args.nodes else None,
+        prompt=args.prompt,
+        steps=args.steps,
+        reward=args.reward,
+        group=args.group,
+    )
 def _dedup(args: argparse.Namespace) -> int:
     from prefkit.dedup import dedup
 
@@ -562,6 +610,19 @@ def _common(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="FOLDER",
         help="stream the result into this new folder as Parquet files (instead of -o)",
+    )
+    parser.add_argument(
+        "--ray",
+        default=None,
+        metavar="ADDRESS",
+        help="run on Ray Data: a cluster ADDRESS, 'auto' or 'local' (pairs, lists, curriculum "
+        "--per-prompt, trees; needs --out-dir and prefkit[ray])",
+    )
+    parser.add_argument(
+        "--row",
+        default=None,
+        metavar="COLUMN",
+        help="with --ray: int64 column of input row numbers (ties, chosen_row/rows)",
     )
     parser.add_argument(
         "--memory-limit",
@@ -854,6 +915,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(
             "-o/--output is required" + ("" if args.verb == "score" else " (or --out-dir)")
         )
+    if getattr(args, "ray", None) is not None and args.verb not in RAY_VERBS:
+        parser.error(f"--ray runs {', '.join(RAY_VERBS)}, not {args.verb}")
     try:
         return args.run(args)
     except PrefkitError as error:
