@@ -52,7 +52,7 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Rows per worker below which grouping stays on one thread.
-const MIN_ROWS_PER_PART: usize = 1 << 16;
+const MIN_ROWS_PER_PART: usize = 1 << 14;
 
 /// The groups of one contiguous range of rows, numbered locally in order of first row.
 struct PartGroups {
