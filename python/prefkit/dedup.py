@@ -198,7 +198,16 @@ def find_duplicates(
         columns, method, normalize, ngram, num_perm, threshold, bands, seed, group
     )
     if stream.is_streaming(data, out, memory_limit):
-        return _stream_exact(find_duplicates, "find_duplicates", data, arguments, ("row", "cluster"), out, memory_limit, contiguous)
+        return _stream_exact(
+            find_duplicates,
+            "find_duplicates",
+            data,
+            arguments,
+            ("row", "cluster"),
+            out,
+            memory_limit,
+            contiguous,
+        )
     table = as_table(data)
     rows, clusters = _core.find_duplicates(table, **arguments)
     result = pa.table({"row": pa.array(rows), "cluster": pa.array(clusters)})
@@ -226,9 +235,11 @@ def _stream_exact(op, name, data, arguments, row_columns, out, memory_limit, con
                 )
             array = batch.column(column)
             if normalize:
-                if not pa.types.is_string(array.type) and not pa.types.is_large_string(
-                    array.type
-                ) and not pa.types.is_string_view(array.type):
+                if (
+                    not pa.types.is_string(array.type)
+                    and not pa.types.is_large_string(array.type)
+                    and not pa.types.is_string_view(array.type)
+                ):
                     raise PrefkitError(
                         f"streaming {name} with normalize=True needs text in column "
                         f"'{column}', got {array.type}"
@@ -360,31 +371,49 @@ def find_contamination(
     [{'row': 0, 'reference_rows': [0]}]
     """
     if stream.is_streaming(data, out, memory_limit):
-        # Row-wise: chunks of the input are checked one by one against the whole reference.
-        return stream.run(
+        return _stream_contamination(
             find_contamination,
-            "find_contamination",
             data,
-            {
-                "reference": _reference_table(
-                    reference, column if reference_column is None else reference_column
-                ),
-                "column": column,
-                "reference_column": reference_column,
-                "ngram": ngram,
-                "normalize": normalize,
-            },
-            key=None,
-            merge=_merge_contamination(),
-            row_columns=("row",),
-            record_rows=(),
-            out=out,
-            memory_limit=memory_limit,
+            reference,
+            column,
+            reference_column,
+            ngram,
+            normalize,
+            out,
+            memory_limit,
         )
     table, found, (parameters, accounting) = _contamination(
         data, reference, column, reference_column, ngram, normalize
     )
     return attach(found, "find_contamination", parameters, accounting, source=table)
+
+
+def _stream_contamination(
+    operation, data, reference, column, reference_column, ngram, normalize, out, memory_limit
+):
+    """Run ``find_contamination`` or ``decontaminate`` out of core: row-wise, chunks of the
+    input are checked one by one against the whole reference."""
+    found_rows = operation is find_contamination
+    return stream.run(
+        operation,
+        operation.__name__,
+        data,
+        {
+            "reference": _reference_table(
+                reference, column if reference_column is None else reference_column
+            ),
+            "column": column,
+            "reference_column": reference_column,
+            "ngram": ngram,
+            "normalize": normalize,
+        },
+        key=None,
+        merge=_merge_contamination(),
+        row_columns=("row",) if found_rows else (),
+        record_rows=() if found_rows else ("contaminated_rows",),
+        out=out,
+        memory_limit=memory_limit,
+    )
 
 
 def decontaminate(
@@ -421,26 +450,16 @@ def decontaminate(
     [[0, [0]]]
     """
     if stream.is_streaming(data, out, memory_limit):
-        # Row-wise: chunks of the input are checked one by one against the whole reference.
-        return stream.run(
+        return _stream_contamination(
             decontaminate,
-            "decontaminate",
             data,
-            {
-                "reference": _reference_table(
-                    reference, column if reference_column is None else reference_column
-                ),
-                "column": column,
-                "reference_column": reference_column,
-                "ngram": ngram,
-                "normalize": normalize,
-            },
-            key=None,
-            merge=_merge_contamination(),
-            row_columns=(),
-            record_rows=("contaminated_rows",),
-            out=out,
-            memory_limit=memory_limit,
+            reference,
+            column,
+            reference_column,
+            ngram,
+            normalize,
+            out,
+            memory_limit,
         )
     table, found, (parameters, accounting) = _contamination(
         data, reference, column, reference_column, ngram, normalize
