@@ -309,6 +309,6 @@ def test_exact_dedup_streams_by_normalised_key(tmp_path, spill):
         pk.find_duplicates(data).to_pylist()
     )
     assert pk.report_of(found)["rows_in"] == data.num_rows
-    with pytest.raises(pk.PrefkitError, match="method='exact'"):
-        pk.dedup(tmp_path / "in", method="minhash", memory_limit="1MB")
+    with pytest.raises(pk.PrefkitError, match="without group"):
+        pk.dedup(tmp_path / "in", group="prompt", memory_limit="1MB")
     assert os.listdir(spill) == []

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from prefkit import _core, stream
+from prefkit import _core, stream, stream_clusters
 from prefkit._errors import PrefkitError
 from prefkit._provenance import attach
 from prefkit.io import as_table
@@ -113,11 +113,14 @@ def dedup(
         long table, one row per response) form one unit judged by its first row's values,
         and all of a unit's rows stay or go together. ``None``: every row is judged alone.
     out, memory_limit, contiguous
-        Out-of-core exact dedup (``docs/stream.md``; ``method="exact"``, no ``group``): with a
-        path, glob, folder, ``pyarrow.dataset.Dataset`` or one of these, rows are partitioned
-        by the key id of their (normalised) values, so each duplicate cluster is in one
-        partition; ``out`` is a new folder for the Parquet result, ``memory_limit``
-        (``"2GB"``) bounds each in-memory step.
+        Out-of-core dedup without ``group`` (``docs/stream.md``): with a path, glob, folder,
+        ``pyarrow.dataset.Dataset``, ``RecordBatchReader`` or one of these, ``out`` is a new
+        folder for the Parquet result and ``memory_limit`` (``"2GB"``) bounds each in-memory
+        step. ``exact``: rows are partitioned by the key id of their (normalised) values (kept
+        rows come partition by partition). ``minhash``: signatures and LSH band keys are
+        hash-partitioned into spill files, candidates verified, clusters joined over all rows
+        (8-16 bytes per row in memory); kept rows come in input order, exactly the in-memory
+        result. ``contiguous`` applies to exact only.
 
     Returns
     -------
@@ -150,6 +153,8 @@ def dedup(
     arguments = _dedup_arguments(
         columns, method, normalize, ngram, num_perm, threshold, bands, seed, group
     )
+    if stream.is_streaming(data, out, memory_limit) and method == "minhash":
+        return stream_clusters.dedup(dedup, "dedup", data, arguments, out, memory_limit)
     if stream.is_streaming(data, out, memory_limit):
         return _stream_exact(dedup, "dedup", data, arguments, (), out, memory_limit, contiguous)
     table = as_table(data)
@@ -177,7 +182,7 @@ def find_duplicates(
     """Rows that belong to a duplicate cluster, and the cluster each belongs to.
 
     Takes the same arguments as ``pk.dedup`` (``out``, ``memory_limit``,
-    ``contiguous``: streaming exact dedup, row numbers of the whole input). Without ``group``, dedup drops exactly the rows
+    ``contiguous``: streaming exact or MinHash dedup, row numbers of the whole input). Without ``group``, dedup drops exactly the rows
     listed here whose ``row`` differs from their ``cluster``; with ``group``, it keeps every row
     of the cluster's first unit.
 
@@ -197,6 +202,10 @@ def find_duplicates(
     arguments = _dedup_arguments(
         columns, method, normalize, ngram, num_perm, threshold, bands, seed, group
     )
+    if stream.is_streaming(data, out, memory_limit) and method == "minhash":
+        return stream_clusters.dedup(
+            find_duplicates, "find_duplicates", data, arguments, out, memory_limit
+        )
     if stream.is_streaming(data, out, memory_limit):
         return _stream_exact(
             find_duplicates,
@@ -219,10 +228,10 @@ def _stream_exact(op, name, data, arguments, row_columns, out, memory_limit, con
     """Exact dedup out of core: rows are partitioned by the key id of their (normalised)
     ``columns``, so every duplicate cluster lies in one partition, whose first row in input
     order is the global first (docs/stream.md)."""
-    if arguments["method"] != "exact" or arguments["group"] is not None:
+    if arguments["group"] is not None:
         raise PrefkitError(
-            f"{name} streams with method='exact' and no group only; MinHash and grouped dedup "
-            "need the whole input: read it with pk.read_table first"
+            f"{name} streams without group only; grouped dedup needs the whole input: read it "
+            "with pk.read_table first"
         )
     columns, normalize = arguments["columns"], arguments["normalize"]
 
@@ -474,6 +483,40 @@ def decontaminate(
     return attach(result, "decontaminate", parameters, accounting, source=table)
 
 
+def _split_parameters(
+    test_size, rows, group, seed, near_duplicates, ngram, num_perm, threshold
+) -> dict:
+    """Checked arguments of ``split`` and, when ``rows`` is known, ``test_rows``."""
+    if isinstance(test_size, bool) or not isinstance(test_size, (int, float)):
+        raise PrefkitError(
+            f"test_size must be a fraction in (0, 1) or a row count, got {test_size!r}"
+        )
+    if isinstance(test_size, float) and not 0 < test_size < 1:
+        raise PrefkitError(
+            f"test_size must be a fraction in (0, 1) or a row count, got {test_size!r}"
+        )
+    if isinstance(test_size, float):
+        test_rows = None if rows is None else math.ceil(test_size * rows)
+    else:
+        _check_int("test_size", test_size, 0, rows)
+        test_rows = test_size
+    _check_int("seed", seed, 0, 2**64 - 1)
+    _check_int("ngram", ngram, 1)
+    _check_int("num_perm", num_perm, 1, 2**16)
+    if not 0 < threshold <= 1:
+        raise PrefkitError(f"threshold must be a number in (0, 1], got {threshold!r}")
+    return {
+        "group": group,
+        "test_rows": test_rows,
+        "seed": seed,
+        "near_duplicates": bool(near_duplicates),
+        "ngram": ngram,
+        "num_perm": num_perm,
+        "threshold": float(threshold),
+        "test_size": test_size,
+    }
+
+
 def split(
     data: Any,
     *,
@@ -484,6 +527,8 @@ def split(
     ngram: int = 5,
     num_perm: int = 128,
     threshold: float = 0.8,
+    out: str | os.PathLike | None = None,
+    memory_limit: int | str | None = None,
 ) -> tuple[pa.Table, pa.Table]:
     """Split rows into train and test so that no prompt lands on both sides.
 
@@ -495,7 +540,8 @@ def split(
     Parameters
     ----------
     data
-        A long or pair table.
+        A long or pair table; or, out of core, a path, glob, folder,
+        ``pyarrow.dataset.Dataset`` or ``RecordBatchReader``.
     test_size
         A fraction of the rows in (0, 1) (rounded up, as ``datasets.train_test_split`` does)
         or a number of rows.
@@ -506,12 +552,19 @@ def split(
         Seed of the shuffle; the same seed gives the same split.
     near_duplicates, ngram, num_perm, threshold
         Also keep near-duplicate prompts on one side; MinHash parameters as in ``pk.dedup``.
+    out, memory_limit
+        Out of core (``docs/stream.md``): ``out`` is a new or empty folder; the sides are
+        written as Parquet datasets ``out/train/`` and ``out/test/`` and returned as two
+        ``pyarrow.dataset.Dataset``. ``memory_limit`` (``"2GB"``) bounds each in-memory step:
+        a larger input is clustered from spill files (exact hashes and MinHash band keys,
+        hash-partitioned) and read three times; the split is the in-memory one.
 
     Returns
     -------
     (pyarrow.Table, pyarrow.Table)
-        ``(train, test)``, each in input order (text as string_view, as in ``pk.dedup``), like ``datasets``' ``train_test_split``
-        (which returns them under the keys ``"train"`` and ``"test"``).
+        ``(train, test)``, each in input order (text as string_view, as in ``pk.dedup``), like
+        ``datasets``' ``train_test_split`` (which returns them under the keys ``"train"`` and
+        ``"test"``); two Datasets with ``out``.
 
     Examples
     --------
@@ -522,39 +575,39 @@ def split(
     (4, 2)
     >>> set(train.column("prompt").to_pylist()) & set(test.column("prompt").to_pylist())
     set()
+
+    Out of core, into ``parts/train/`` and ``parts/test/``:
+
+    >>> import tempfile, os
+    >>> parts = os.path.join(tempfile.mkdtemp(), "parts")
+    >>> train, test = pk.split(data, test_size=2, out=parts, memory_limit="1KB")
+    >>> train.count_rows(), test.count_rows(), sorted(os.listdir(parts))
+    (4, 2, ['test', 'train'])
     """
-    table = as_table(data)
-    n = table.num_rows
-    if isinstance(test_size, bool) or not isinstance(test_size, (int, float)):
-        raise PrefkitError(
-            f"test_size must be a fraction in (0, 1) or a row count, got {test_size!r}"
-        )
-    if isinstance(test_size, float):
-        if not 0 < test_size < 1:
-            raise PrefkitError(
-                f"test_size must be a fraction in (0, 1) or a row count, got {test_size!r}"
-            )
-        test_rows = math.ceil(test_size * n)
-    else:
-        _check_int("test_size", test_size, 0, n)
-        test_rows = test_size
-    _check_int("seed", seed, 0, 2**64 - 1)
-    _check_int("ngram", ngram, 1)
-    _check_int("num_perm", num_perm, 1, 2**16)
-    if not 0 < threshold <= 1:
-        raise PrefkitError(f"threshold must be a number in (0, 1], got {threshold!r}")
-    parameters = {
+    arguments = {
+        "test_size": test_size,
         "group": group,
-        "test_rows": test_rows,
         "seed": seed,
-        "near_duplicates": bool(near_duplicates),
+        "near_duplicates": near_duplicates,
         "ngram": ngram,
         "num_perm": num_perm,
-        "threshold": float(threshold),
+        "threshold": threshold,
     }
-    is_test, accounting = _core.split_rows(table, **parameters)
+    if stream.is_streaming(data, out, memory_limit):
+        _split_parameters(rows=None, **arguments)
+        return stream_clusters.split(
+            split,
+            data,
+            lambda rows: _split_parameters(rows=rows, **arguments),
+            arguments,
+            out,
+            memory_limit,
+        )
+    table = as_table(data)
+    parameters = _split_parameters(rows=table.num_rows, **arguments)
+    core = {k: v for k, v in parameters.items() if k != "test_size"}
+    is_test, accounting = _core.split_rows(table, **core)
     is_test = pa.array(is_test).to_numpy(zero_copy_only=False)
-    parameters["test_size"] = test_size
     train = attach(
         _take(table, ~is_test),
         "split",

@@ -196,6 +196,40 @@ def open_source(data: Any) -> _Source:
     )
 
 
+def rereadable(source: _Source, folder: str) -> _Source:
+    """``source``, or, for a RecordBatchReader (read once), its batches spilled first into one
+    LZ4-compressed IPC file under ``folder`` and read back batch by batch (not memory-mapped:
+    mapped pages would count as the process's memory)."""
+    if source.rereadable:
+        return source
+    from pyarrow import ipc
+
+    path = os.path.join(folder, "input.arrow")
+    writer = None
+    nbytes = rows = 0
+    try:
+        for batch in source.open():
+            if writer is None:
+                options = ipc.IpcWriteOptions(compression="lz4")
+                writer = ipc.new_file(path, batch.schema, options=options)
+            writer.write_batch(batch)
+            nbytes += batch.nbytes
+            rows += batch.num_rows
+    finally:
+        if writer is not None:
+            writer.close()
+    if writer is None:
+        return _Source(lambda: iter(()), True, 0, 0)
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        with pa.OSFile(path) as handle:
+            reader = ipc.open_file(handle)
+            for i in range(reader.num_record_batches):
+                yield reader.get_batch(i)
+
+    return _Source(batches, True, nbytes, rows)
+
+
 def _numbered(batches: Iterator[pa.RecordBatch], progress: Any) -> Iterator[pa.RecordBatch]:
     """The batches with the global row number column, all cast to the first batch's schema."""
     schema = None
@@ -288,6 +322,24 @@ class _Sink:
             path = self.out / f"part-{len(self.written):05d}.parquet"
             self.written.append(write_table(table, path))
 
+    def finish(self, name: str, parameters: dict, record: dict) -> Any:
+        """The result with its provenance: a table, or a Dataset over the written parts whose
+        ``_common_metadata`` holds the record."""
+        if self.out is None:
+            result = pa.concat_tables(self.tables, promote_options="permissive")
+            return attach(result, name, parameters, record)
+        import pyarrow.dataset as ds
+        import pyarrow.parquet as pq
+
+        schema = pq.read_schema(self.written[0])
+        rows = sum(pq.ParquetFile(p).metadata.num_rows for p in self.written)
+        record.setdefault("rows_out", rows)
+        schema = attach(schema.empty_table(), name, parameters, record).schema
+        # The Parquet convention for a dataset's common schema: pyarrow, Spark and others read
+        # it, and dataset discovery skips names starting with "_".
+        pq.write_metadata(schema, self.out / "_common_metadata")
+        return ds.dataset(self.written, format="parquet", schema=schema)
+
     def discard(self) -> None:
         self.tables.clear()
         for path in self.written:
@@ -336,6 +388,8 @@ class _Job:
     merge: Callable[[dict, dict, pa.Table], None] | None = None
     op_parameters: dict | None = None
     empty: pa.Table | None = None
+    #: Chunks over the budget (``oversized``), reported under ``streaming``.
+    oversized: dict | None = None
 
     def process(self, table: pa.Table, *, force: bool = False) -> None:
         if table.num_rows == 0 and not force:
@@ -381,20 +435,7 @@ class _Job:
             # No rows at all: the operation on an empty table gives the result's schema.
             self.process(self.empty, force=True)
         parameters = self.op_parameters if self.op_parameters is not None else self.parameters
-        if self.sink.out is None:
-            result = pa.concat_tables(self.sink.tables, promote_options="permissive")
-            return attach(result, self.name, parameters, self.record)
-        import pyarrow.dataset as ds
-        import pyarrow.parquet as pq
-
-        schema = pq.read_schema(self.sink.written[0])
-        rows = sum(pq.ParquetFile(p).metadata.num_rows for p in self.sink.written)
-        self.record.setdefault("rows_out", rows)
-        schema = attach(schema.empty_table(), self.name, parameters, self.record).schema
-        # The Parquet convention for a dataset's common schema: pyarrow, Spark and others read
-        # it, and dataset discovery skips names starting with "_".
-        pq.write_metadata(schema, self.sink.out / "_common_metadata")
-        return ds.dataset(self.sink.written, format="parquet", schema=schema)
+        return self.sink.finish(self.name, parameters, self.record)
 
 
 def run(
@@ -514,7 +555,12 @@ def run(
                 chunks = _two_pass(job, batches, column, buckets, budget, name)
             else:
                 chunks = None
-        job.record["streaming"] = {"mode": mode, "memory_limit": limit, "chunks": chunks}
+        job.record["streaming"] = {
+            "mode": mode,
+            "memory_limit": limit,
+            "chunks": chunks,
+            **(job.oversized or {}),
+        }
         return job.finish()
     except BaseException:
         sink.discard()
@@ -579,6 +625,85 @@ def _one_pass(job: _Job, batches: Iterator[pa.RecordBatch], key: str, chunk_byte
     job.process(pa.Table.from_batches(ready + carry, schema=job.empty.schema))
 
 
+class Partitions:
+    """Rows hash-partitioned into ``buckets`` Arrow IPC spill files under ``folder`` (LZ4
+    compressed: spill files take about half the disk of the uncompressed rows).
+
+    Use as a context manager: the files are closed (and readable) on exit; the caller owns
+    ``folder`` and removes it.
+    """
+
+    def __init__(self, folder: str, prefix: str, buckets: int) -> None:
+        self.folder = folder
+        self.prefix = prefix
+        self.buckets = buckets
+        self.sizes = np.zeros(buckets, dtype=np.int64)
+        self._writers: dict[int, Any] = {}
+
+    def _path(self, bucket: int) -> str:
+        return os.path.join(self.folder, f"{self.prefix}-{bucket:05d}.arrow")
+
+    def write(self, table: pa.Table | pa.RecordBatch, bucket: np.ndarray) -> None:
+        """Append the rows of ``table`` to their buckets (``bucket[i]`` for row ``i``)."""
+        from pyarrow import ipc
+
+        order = np.argsort(bucket, kind="stable")
+        counts = np.bincount(bucket, minlength=self.buckets)
+        if isinstance(table, pa.RecordBatch):
+            rows = _take(table, order).combine_chunks()
+        else:
+            rows = table.take(pa.array(order))
+        start = 0
+        for b in np.flatnonzero(counts).tolist():
+            part = rows.slice(start, int(counts[b]))
+            start += int(counts[b])
+            if b not in self._writers:
+                options = ipc.IpcWriteOptions(compression="lz4")
+                self._writers[b] = ipc.new_file(self._path(b), part.schema, options=options)
+            self._writers[b].write_table(part)
+            self.sizes[b] += part.nbytes
+
+    def chunks(self, budget: int | None) -> list[list[int]]:
+        """The written buckets packed into chunks of at most ``budget`` bytes (``_pack``)."""
+        return _pack(sorted(self._writers), self.sizes, budget)
+
+    def read(self, chunk: Sequence[int]) -> pa.Table:
+        """The rows of the buckets ``chunk``, bucket by bucket, each in write order."""
+        from pyarrow import ipc
+
+        tables = []
+        for b in chunk:
+            with pa.OSFile(self._path(b)) as handle:
+                tables.append(ipc.open_file(handle).read_all())
+        return pa.concat_tables(tables)
+
+    def __enter__(self) -> Partitions:  # noqa: PYI034 (Self needs Python 3.11)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for writer in self._writers.values():
+            writer.close()
+
+
+def oversized(chunks: list[list[int]], sizes: np.ndarray, budget: int | None, what: str) -> dict:
+    """Report the chunks larger than ``budget``: a single bucket that did not fit (one huge
+    group, or a skewed hash). They are processed anyway; a warning says so, and the counts go
+    into the provenance under ``streaming``."""
+    import warnings
+
+    over = [int(sizes[c].sum()) for c in chunks if budget is not None and sizes[c].sum() > budget]
+    if not over:
+        return {}
+    warnings.warn(
+        f"{len(over)} {what} partition(s) exceed the memory budget of {_human(budget)} per step "
+        f"(largest {_human(max(over))}) and are processed whole: one group (or hash bucket) "
+        "cannot be split; raise memory_limit if memory runs short",
+        RuntimeWarning,
+        stacklevel=4,
+    )
+    return {"oversized_chunks": len(over), "largest_chunk_bytes": max(over)}
+
+
 def _two_pass(
     job: _Job,
     batches: Iterator[pa.RecordBatch],
@@ -589,39 +714,19 @@ def _two_pass(
 ) -> int:
     """Hash-partition the rows by group key id into IPC spill files, then process the buckets,
     packed into chunks within ``budget``. Returns the number of chunks."""
-    from pyarrow import ipc
-
     with tempfile.TemporaryDirectory(prefix="prefkit-spill-") as spill:
-        writers: dict[int, Any] = {}
-        sizes = np.zeros(buckets, dtype=np.int64)
-        try:
+        with Partitions(spill, "bucket", buckets) as partitions:
             for batch in batches:
                 ids, valid = _key_ids(batch, key)
                 # Null keys are no group: bucket 0 counts (drops) them like any other row.
-                bucket = np.where(valid, ids % np.uint64(buckets), 0).astype(np.int64)
-                order = np.argsort(bucket, kind="stable")
-                counts = np.bincount(bucket, minlength=buckets)
-                sorted_rows = _take(batch, order).combine_chunks()
-                start = 0
-                for b in np.flatnonzero(counts).tolist():
-                    part = sorted_rows.slice(start, int(counts[b]))
-                    start += int(counts[b])
-                    if b not in writers:
-                        path = os.path.join(spill, f"bucket-{b:05d}.arrow")
-                        writers[b] = ipc.new_file(path, part.schema)
-                    writers[b].write_table(part)
-                    sizes[b] += part.nbytes
-        finally:
-            for writer in writers.values():
-                writer.close()
-        chunks = _pack(sorted(writers), sizes, budget)
+                partitions.write(
+                    batch, np.where(valid, ids % np.uint64(buckets), 0).astype(np.int64)
+                )
+        chunks = partitions.chunks(budget)
+        job.oversized = oversized(chunks, partitions.sizes, budget, name)
         with _progress(len(chunks), f"prefkit {name} partitions", unit="chunk") as bar:
             for chunk in chunks:
-                tables = []
-                for b in chunk:
-                    with pa.OSFile(os.path.join(spill, f"bucket-{b:05d}.arrow")) as handle:
-                        tables.append(ipc.open_file(handle).read_all())
-                job.process(pa.concat_tables(tables))
+                job.process(partitions.read(chunk))
                 bar.update(1)
         return len(chunks)
 

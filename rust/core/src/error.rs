@@ -51,6 +51,9 @@ pub enum Error {
         "the input already has a column '{0}', which the result writes; rename or drop it first"
     )]
     ExistingColumn(String),
+    /// Reading or writing a spill file of an out-of-core run.
+    #[error("spill file: {0}")]
+    Io(#[from] std::io::Error),
     /// An error raised by arrow-rs itself.
     #[error("arrow: {0}")]
     Arrow(#[from] ArrowError),

@@ -32,11 +32,7 @@ pub struct SplitOptions {
     pub threshold: f64,
 }
 
-/// For every row, whether it goes to the test side; and the accounting.
-///
-/// Clusters are visited in a seeded random order; each goes to the test side when it fits in
-/// the remaining budget of `test_rows`. If none fits, the first one visited goes there, so a
-/// positive budget never gives an empty test side.
+/// For every row, whether it goes to the test side ([`choose_test`]); and the accounting.
 pub fn split(table: &Table, options: &SplitOptions) -> Result<(Vec<bool>, Accounting)> {
     let n = table.num_rows();
     if options.test_rows > n {
@@ -69,28 +65,14 @@ pub fn split(table: &Table, options: &SplitOptions) -> Result<(Vec<bool>, Accoun
     for (u, &r) in clustering.root.iter().enumerate() {
         size[r as usize] += units.rows_of(u).len();
     }
-    let mut roots: Vec<usize> = (0..units.len())
+    let roots: Vec<usize> = (0..units.len())
         .filter(|&u| size[u] > 0 && clustering.root[u] as usize == u)
         .collect();
-    let mut state = options.seed;
-    for i in (1..roots.len()).rev() {
-        state = splitmix64(state);
-        let j = ((state as u128 * (i as u128 + 1)) >> 64) as usize;
-        roots.swap(i, j);
-    }
+    let sizes: Vec<usize> = roots.iter().map(|&r| size[r]).collect();
+    let (chosen, test_rows) = choose_test(&sizes, options.test_rows, options.seed);
     let mut to_test = vec![false; units.len()];
-    let mut test_rows = 0;
-    for &r in &roots {
-        if test_rows + size[r] <= options.test_rows {
-            to_test[r] = true;
-            test_rows += size[r];
-        }
-    }
-    if test_rows == 0 && options.test_rows > 0 {
-        if let Some(&r) = roots.first() {
-            to_test[r] = true;
-            test_rows = size[r];
-        }
+    for (&r, chosen) in roots.iter().zip(chosen) {
+        to_test[r] = chosen;
     }
     let mut is_test = vec![false; n];
     for (u, &r) in clustering.root.iter().enumerate() {
@@ -108,6 +90,36 @@ pub fn split(table: &Table, options: &SplitOptions) -> Result<(Vec<bool>, Accoun
     accounting.counts.insert("groups_in", units.len());
     accounting.counts.insert("clusters", roots.len());
     Ok((is_test, accounting))
+}
+
+/// Which clusters go to the test side, and its rows: `sizes` are the clusters' row counts in
+/// order of their first row. Clusters are visited in a seeded random order (splitmix64
+/// Fisher-Yates); each goes to the test side when it fits in the remaining budget of
+/// `test_rows`. If none fits, the first one visited goes there, so that a positive budget
+/// never gives an empty test side. Out-of-core splits (`prefkit.stream`) call this too.
+pub fn choose_test(sizes: &[usize], test_rows: usize, seed: u64) -> (Vec<bool>, usize) {
+    let mut order: Vec<usize> = (0..sizes.len()).collect();
+    let mut state = seed;
+    for i in (1..order.len()).rev() {
+        state = splitmix64(state);
+        let j = ((state as u128 * (i as u128 + 1)) >> 64) as usize;
+        order.swap(i, j);
+    }
+    let mut chosen = vec![false; sizes.len()];
+    let mut taken = 0;
+    for &c in &order {
+        if taken + sizes[c] <= test_rows {
+            chosen[c] = true;
+            taken += sizes[c];
+        }
+    }
+    if taken == 0 && test_rows > 0 {
+        if let Some(&c) = order.first() {
+            chosen[c] = true;
+            taken = sizes[c];
+        }
+    }
+    (chosen, taken)
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use pyo3_arrow::{PyArray, PyTable};
 
 use crate::errors::{accounting_dict, run_detached};
 
-fn core_table(table: PyTable) -> Table {
+pub(crate) fn core_table(table: PyTable) -> Table {
     let (batches, schema) = table.into_inner();
     Table::new(schema, batches)
 }
@@ -26,7 +26,7 @@ fn int64(values: Vec<u64>) -> PyArray {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn options(
+pub(crate) fn options(
     columns: Vec<String>,
     group: Option<String>,
     method: &str,

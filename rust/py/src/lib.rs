@@ -4,6 +4,7 @@
 //! around the Rust work, and turn every core error, and any panic, into `PrefkitError`.
 
 mod batching;
+mod chunked;
 mod dedup;
 mod errors;
 mod lists;
@@ -35,6 +36,12 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(dedup::find_contamination, module)?)?;
     module.add_function(wrap_pyfunction!(dedup::split_rows, module)?)?;
     module.add_function(wrap_pyfunction!(dedup::normalize_text, module)?)?;
+    module.add_function(wrap_pyfunction!(chunked::cluster_keys, module)?)?;
+    module.add_function(wrap_pyfunction!(chunked::signatures, module)?)?;
+    module.add_function(wrap_pyfunction!(chunked::lsh_candidates, module)?)?;
+    module.add_function(wrap_pyfunction!(chunked::verify_pairs, module)?)?;
+    module.add_function(wrap_pyfunction!(chunked::union_roots, module)?)?;
+    module.add_function(wrap_pyfunction!(chunked::choose_test_clusters, module)?)?;
     module.add_function(wrap_pyfunction!(table::take, module)?)?;
     module.add_function(wrap_pyfunction!(split_prompt::split_prompt, module)?)?;
     module.add_function(wrap_pyfunction!(table::text_lengths, module)?)?;

@@ -1,9 +1,13 @@
 //! Exact duplicates: the compared value of every unit, and units grouped by equal value.
 
+use rayon::prelude::*;
+use xxhash_rust::xxh3::xxh3_128;
+
 use crate::error::{Error, Result};
 use crate::grouping::group_rows;
 use crate::key::{KeyBytes, KeyColumn};
 use crate::normalize::{FlatText, Form};
+use crate::parallel;
 use crate::table::Table;
 use crate::text::{is_text, TextColumn};
 
@@ -108,23 +112,28 @@ pub fn exact_roots(columns: &[UnitValues<'_>], units: usize) -> Vec<u32> {
     roots
 }
 
-/// Every unit's values as one tagged byte string (per column: 0 for null, or 1, the length
-/// as u64 and the bytes), so that no two different tuples share bytes.
+/// Append unit `u`'s values to `data` as one tagged byte string (per column: 0 for null, or
+/// 1, the length as u64 and the bytes), so that no two different tuples share bytes.
+fn encode_unit(columns: &[UnitValues<'_>], u: usize, data: &mut Vec<u8>) {
+    for column in columns {
+        match column.bytes(u) {
+            None => data.push(0u8),
+            Some(bytes) => {
+                data.push(1u8);
+                data.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+                data.extend_from_slice(bytes);
+            }
+        }
+    }
+}
+
+/// Every unit's values as one tagged byte string ([`encode_unit`]).
 fn tagged<'a>(columns: &[UnitValues<'_>], units: usize) -> KeyBytes<'a> {
     let mut data = Vec::new();
     let mut offsets = Vec::with_capacity(units + 1);
     offsets.push(0);
     for u in 0..units {
-        for column in columns {
-            match column.bytes(u) {
-                None => data.push(0u8),
-                Some(bytes) => {
-                    data.push(1u8);
-                    data.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
-                    data.extend_from_slice(bytes);
-                }
-            }
-        }
+        encode_unit(columns, u, &mut data);
         offsets.push(data.len());
     }
     KeyBytes::Encoded {
@@ -132,6 +141,22 @@ fn tagged<'a>(columns: &[UnitValues<'_>], units: usize) -> KeyBytes<'a> {
         offsets,
         valid: vec![true; units],
     }
+}
+
+/// xxh3-128 of every unit's tagged values ([`encode_unit`]): the identity of a unit's values
+/// when units are compared across chunks of an input too large for [`exact_roots`] (two
+/// different values share a hash with probability 2^-128 per pair).
+pub fn unit_hashes(columns: &[UnitValues<'_>], units: usize) -> Vec<u128> {
+    parallel::install(|| {
+        (0..units)
+            .into_par_iter()
+            .map_init(Vec::new, |data, u| {
+                data.clear();
+                encode_unit(columns, u, data);
+                xxh3_128(data)
+            })
+            .collect()
+    })
 }
 
 #[cfg(test)]
@@ -153,5 +178,16 @@ mod tests {
         let a = UnitValues::Borrowed(vec![Some("ab"), Some("a"), Some("ab"), None]);
         let b = UnitValues::Borrowed(vec![Some("c"), Some("bc"), Some("c"), Some("c")]);
         assert_eq!(exact_roots(&[a, b], 4), vec![0, 1, 0, 3]);
+    }
+
+    #[test]
+    fn hashes_are_equal_exactly_when_the_tuples_are() {
+        let a = UnitValues::Borrowed(vec![Some("ab"), Some("a"), Some("ab"), None, None]);
+        let b = UnitValues::Borrowed(vec![Some("c"), Some("bc"), Some("c"), Some("c"), Some("c")]);
+        let h = unit_hashes(&[a, b], 5);
+        assert_eq!(h[0], h[2]);
+        assert_eq!(h[3], h[4]);
+        assert_ne!(h[0], h[1]);
+        assert_ne!(h[0], h[3]);
     }
 }

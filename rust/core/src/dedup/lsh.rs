@@ -67,6 +67,48 @@ pub fn bands_given(num_perm: usize, bands: usize) -> Result<(usize, usize)> {
     Ok((bands, num_perm / bands))
 }
 
+/// Bands and rows for `threshold`: `bands` given, or chosen by [`choose_bands`].
+pub fn layout(num_perm: usize, threshold: f64, bands: Option<usize>) -> Result<(usize, usize)> {
+    match bands {
+        Some(bands) => bands_given(num_perm, bands),
+        None => Ok(choose_bands(num_perm, threshold)),
+    }
+}
+
+/// The LSH key of band `band` (`rows` values) of a sketch: equal bands give equal keys, and
+/// the band number is mixed in so that equal values in different bands do not.
+#[inline]
+pub fn band_key(sketch: &[u32], band: usize, rows: usize) -> u64 {
+    sketch[band * rows..(band + 1) * rows]
+        .iter()
+        .fold(band as u64, |h, &v| splitmix64(h ^ v as u64))
+}
+
+/// Candidate pairs of a sorted list of `(bucket, document)`: within each run of equal
+/// buckets, every document with each of the next [`BUCKET_WINDOW`] ones.
+fn bucket_pairs<K: PartialEq, D: Copy>(sorted: &[(K, D)], pairs: &mut Vec<(D, D)>) {
+    let mut start = 0;
+    while start < sorted.len() {
+        let mut end = start + 1;
+        while end < sorted.len() && sorted[end].0 == sorted[start].0 {
+            end += 1;
+        }
+        for i in start..end {
+            for j in i + 1..end.min(i + 1 + BUCKET_WINDOW) {
+                pairs.push((sorted[i].1, sorted[j].1));
+            }
+        }
+        start = end;
+    }
+}
+
+/// Estimated Jaccard similarity of two sketches: the fraction of equal bins.
+#[inline]
+pub fn similarity(a: &[u32], b: &[u32]) -> f64 {
+    let equal = a.iter().zip(b).filter(|(x, y)| x == y).count();
+    equal as f64 / a.len() as f64
+}
+
 /// Pairs `(a, b)`, `a < b`, of documents that share a band and whose estimated similarity is
 /// at least `threshold`, sorted. Documents without a sketch take no part.
 pub fn similar_pairs(
@@ -81,29 +123,11 @@ pub fn similar_pairs(
             .flat_map_iter(|band| {
                 let mut keys: Vec<(u64, u32)> = (0..sigs.len())
                     .filter(|&d| sigs.present[d])
-                    .map(|d| {
-                        let values = &sigs.of(d)[band * rows..(band + 1) * rows];
-                        let key = values
-                            .iter()
-                            .fold(band as u64, |h, &v| splitmix64(h ^ v as u64));
-                        (key, d as u32)
-                    })
+                    .map(|d| (band_key(sigs.of(d), band, rows), d as u32))
                     .collect();
                 keys.sort_unstable();
                 let mut pairs = Vec::new();
-                let mut start = 0;
-                while start < keys.len() {
-                    let mut end = start + 1;
-                    while end < keys.len() && keys[end].0 == keys[start].0 {
-                        end += 1;
-                    }
-                    for i in start..end {
-                        for j in i + 1..end.min(i + 1 + BUCKET_WINDOW) {
-                            pairs.push((keys[i].1, keys[j].1));
-                        }
-                    }
-                    start = end;
-                }
+                bucket_pairs(&keys, &mut pairs);
                 pairs
             })
             .collect();
@@ -114,6 +138,19 @@ pub fn similar_pairs(
             .filter(|&(a, b)| sigs.similarity(a as usize, b as usize) >= threshold)
             .collect()
     })
+}
+
+/// Candidate pairs `(a, b)`, `a < b`, sorted and distinct, among band keys given as
+/// `((band, key), document)`: the pairs [`similar_pairs`] would verify, for documents
+/// numbered in input order (global row numbers), when all the records of a key are at hand
+/// (one hash partition of an out-of-core run).
+pub fn candidate_pairs(mut records: Vec<((u32, u64), u64)>) -> Vec<(u64, u64)> {
+    parallel::install(|| records.par_sort_unstable());
+    let mut pairs = Vec::new();
+    bucket_pairs(&records, &mut pairs);
+    parallel::install(|| pairs.par_sort_unstable());
+    pairs.dedup();
+    pairs
 }
 
 #[cfg(test)]
@@ -140,5 +177,21 @@ mod tests {
         ];
         let sigs = Signatures::build(&texts, 2, 32, 0);
         assert_eq!(similar_pairs(&sigs, 8, 4, 0.8), vec![(0, 2)]);
+    }
+
+    #[test]
+    fn candidate_pairs_window_runs_of_equal_band_and_key() {
+        let records = vec![
+            ((0, 7), 5),
+            ((1, 7), 2),
+            ((0, 7), 1),
+            ((0, 8), 3),
+            ((1, 7), 5),
+            ((0, 7), 9),
+        ];
+        assert_eq!(
+            candidate_pairs(records),
+            vec![(1, 5), (1, 9), (2, 5), (5, 9)]
+        );
     }
 }

@@ -14,6 +14,7 @@
 use rayon::prelude::*;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
+use crate::dedup::lsh;
 use crate::normalize::for_each_ngram;
 use crate::pairs::splitmix64;
 use crate::parallel;
@@ -129,13 +130,7 @@ impl Signatures {
     /// Estimated Jaccard similarity of documents `a` and `b`: the fraction of equal bins.
     #[inline]
     pub fn similarity(&self, a: usize, b: usize) -> f64 {
-        let equal = self
-            .of(a)
-            .iter()
-            .zip(self.of(b))
-            .filter(|(x, y)| x == y)
-            .count();
-        equal as f64 / self.num_perm as f64
+        lsh::similarity(self.of(a), self.of(b))
     }
 }
 

@@ -7,6 +7,7 @@
 //! [`lsh`]) are joined into clusters ([`clusters`]); the first unit of each cluster, in input
 //! order, is kept. The exact rules are in docs/dedup.md.
 
+pub mod chunked;
 pub mod clusters;
 pub mod decontaminate;
 pub mod exact;
@@ -72,7 +73,8 @@ pub struct DedupOptions {
 }
 
 impl DedupOptions {
-    fn validate(&self) -> Result<()> {
+    /// Check the arguments (columns named, sizes in range, threshold in (0, 1]).
+    pub fn validate(&self) -> Result<()> {
         if self.columns.is_empty() {
             return Err(Error::argument(
                 "columns",
@@ -181,32 +183,48 @@ pub struct Clustering {
     pub exact_root: Vec<u32>,
 }
 
+/// The compared columns of `table`, read once (text only for MinHash).
+fn sources(table: &Table, options: &DedupOptions) -> Result<Vec<Source>> {
+    options
+        .columns
+        .iter()
+        .map(|name| Source::read(table, name, options.method == Method::MinHash))
+        .collect()
+}
+
+/// How text is prepared before it is compared.
+fn form(options: &DedupOptions) -> Form {
+    match (options.normalize, options.method) {
+        (true, _) => Form::Normalized,
+        (false, Method::MinHash) => Form::Words,
+        (false, Method::Exact) => Form::Raw,
+    }
+}
+
+/// The prepared texts of `units` (one entry per compared column), as the sketches read them.
+fn unit_texts<'a>(values: &'a [UnitValues<'_>], units: &[u32]) -> Vec<Vec<Option<&'a str>>> {
+    units
+        .iter()
+        .map(|&u| values.iter().map(|v| v.text(u as usize)).collect())
+        .collect()
+}
+
 /// Cluster the units of `table` as `options` say.
 pub fn cluster(table: &Table, options: &DedupOptions) -> Result<Clustering> {
     options.validate()?;
-    let minhash = options.method == Method::MinHash;
-    let sources = options
-        .columns
-        .iter()
-        .map(|name| Source::read(table, name, minhash))
-        .collect::<Result<Vec<_>>>()?;
+    let sources = sources(table, options)?;
     let units = match &options.group {
         Some(group) => Units::grouped(table, group)?,
         None => Units::rows(table.num_rows()),
     };
-    let form = match (options.normalize, minhash) {
-        (true, _) => Form::Normalized,
-        (false, true) => Form::Words,
-        (false, false) => Form::Raw,
-    };
     let reps = units.firsts();
     let values: Vec<UnitValues<'_>> = sources
         .iter()
-        .map(|source| UnitValues::new(source, &reps, form))
+        .map(|source| UnitValues::new(source, &reps, form(options)))
         .collect();
     let exact_root = exact_roots(&values, units.len());
-    let root = if minhash {
-        near_roots(&values, &exact_root, options)
+    let root = if options.method == Method::MinHash {
+        near_roots(&values, &exact_root, options)?
     } else {
         exact_root.clone()
     };
@@ -219,19 +237,17 @@ pub fn cluster(table: &Table, options: &DedupOptions) -> Result<Clustering> {
 
 /// Join exact clusters whose sketches are similar: sketch one unit per distinct value, find
 /// similar pairs by LSH, and union them.
-fn near_roots(values: &[UnitValues<'_>], exact_root: &[u32], options: &DedupOptions) -> Vec<u32> {
+fn near_roots(
+    values: &[UnitValues<'_>],
+    exact_root: &[u32],
+    options: &DedupOptions,
+) -> Result<Vec<u32>> {
     let distinct: Vec<u32> = (0..exact_root.len() as u32)
         .filter(|&u| exact_root[u as usize] == u)
         .collect();
-    let texts: Vec<Vec<Option<&str>>> = distinct
-        .iter()
-        .map(|&u| values.iter().map(|v| v.text(u as usize)).collect())
-        .collect();
+    let texts = unit_texts(values, &distinct);
     let sigs = Signatures::build(&texts, options.ngram, options.num_perm, options.seed);
-    let (bands, rows) = match options.bands {
-        Some(bands) => (bands, options.num_perm / bands),
-        None => lsh::choose_bands(options.num_perm, options.threshold),
-    };
+    let (bands, rows) = lsh::layout(options.num_perm, options.threshold, options.bands)?;
     let mut sets = UnionFind::new(distinct.len());
     for (a, b) in lsh::similar_pairs(&sigs, bands, rows, options.threshold) {
         sets.union(a, b);
@@ -241,10 +257,10 @@ fn near_roots(values: &[UnitValues<'_>], exact_root: &[u32], options: &DedupOpti
     for (i, &u) in distinct.iter().enumerate() {
         index_of[u as usize] = i as u32;
     }
-    exact_root
+    Ok(exact_root
         .iter()
         .map(|&e| distinct[distinct_root[index_of[e as usize] as usize] as usize])
-        .collect()
+        .collect())
 }
 
 /// Rows kept by dedup (ascending) and the accounting: the first unit of every cluster stays;
