@@ -269,10 +269,10 @@ def test_cli_globs_folders_memory_limit_out_dir(tmp_path, spill, capsys):
     # A folder without --memory-limit is read whole; -o writes one file.
     assert main(["lists", str(tmp_path / "in"), "-o", str(tmp_path / "lists.parquet"), "-q"]) == 0
     assert pk.read_table(tmp_path / "lists.parquet").num_rows == pk.rank_lists(data).num_rows
-    # Verbs that do not stream read a glob whole, and refuse --memory-limit.
+    # Grouped dedup does not stream: it reads a glob whole, and refuses --memory-limit.
     assert main(["dedup", glob, "-o", str(tmp_path / "d.parquet"), "-q"]) == 0
-    minhash = ["dedup", glob, "-o", str(tmp_path / "d.parquet"), "--method", "minhash"]
-    assert main([*minhash, "--memory-limit", "1GB"]) == 2
+    grouped = ["dedup", glob, "-o", str(tmp_path / "d.parquet"), "--group", "prompt"]
+    assert main([*grouped, "--memory-limit", "1GB"]) == 2
     assert main(["dedup", glob, "--out-dir", str(tmp_path / "dd"), "--memory-limit", "1MB"]) == 0
     assert os.listdir(spill) == []
 

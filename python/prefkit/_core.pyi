@@ -165,3 +165,35 @@ def text_lengths(table: Any, column: str) -> Any:
 
 def key_ids(table: Any, column: str) -> Any:
     """Every row's group key id (uint64 xxh3 of the key, the group_id; null for a null key)."""
+
+def cluster_keys(
+    table: Any,
+    *,
+    columns: list[str],
+    method: str,
+    normalize: bool,
+    ngram: int,
+    num_perm: int,
+    threshold: float,
+    bands: int | None,
+    seed: int,
+) -> tuple[Any, Any, Any, Any, int]:
+    """Per row of a chunk: xxh3-128 of its prepared values (high and low uint64 halves),
+    whether it was sketched, its LSH band keys (uint64, row-major) and the number of bands."""
+
+def signatures(
+    table: Any, *, columns: list[str], normalize: bool, ngram: int, num_perm: int, seed: int
+) -> Any:
+    """MinHash sketches of every row (uint32, num_perm per row, row-major)."""
+
+def lsh_candidates(band: Any, key: Any, row: Any) -> tuple[Any, Any]:
+    """Candidate pairs (int64 rows a < b, sorted, distinct) among one partition's band keys."""
+
+def verify_pairs(path: str, num_perm: int, a: Any, b: Any, threshold: float) -> Any:
+    """Whether each pair of sketches (int64 indices into the sketch file) reaches threshold."""
+
+def union_roots(n: int, a: Any, b: Any) -> Any:
+    """The smallest item of every item's set after joining the pairs (int64)."""
+
+def choose_test_clusters(sizes: Any, test_rows: int, seed: int) -> tuple[Any, int]:
+    """Which clusters (row counts in order of first row) go to the test side; its rows."""

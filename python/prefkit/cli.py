@@ -79,6 +79,8 @@ EPILOG_DEDUP = """\
 examples:
   prefkit dedup pairs.parquet -o unique.parquet --columns prompt chosen rejected
   prefkit dedup long.parquet -o unique.parquet --method minhash --group prompt --threshold 0.8
+  prefkit dedup 'data/*.parquet' --columns response --method minhash --memory-limit 2GB \\
+      --out-dir unique/         # out of core (no --group)
 """
 
 EPILOG_DECONTAMINATE = """\
@@ -92,6 +94,8 @@ examples:
   prefkit split pairs.parquet --test-size 0.1 -o train.parquet --test-output test.parquet
   prefkit split long.parquet --test-size 2000 --near-duplicates -o train.parquet \\
       --test-output test.parquet
+  prefkit split 'data/*.parquet' --test-size 0.05 --near-duplicates --memory-limit 2GB \\
+      --out-dir parts/          # out of core: parts/train/ and parts/test/
 """
 
 
@@ -216,7 +220,7 @@ def _run(
         raise PrefkitError(
             f"'{args.verb}' with these options works in memory: --memory-limit and --out-dir "
             "apply to pairs, lists, curriculum --per-prompt, trees (without --completions, "
-            "--nodes or --emit), decontaminate and dedup --method exact without --group"
+            "--nodes or --emit), decontaminate, split and dedup without --group"
         )
     table = _read(args.input, args.quiet)
     with _step(f"{args.verb} on {table.num_rows} rows", args.quiet):
@@ -468,7 +472,7 @@ def _dedup(args: argparse.Namespace) -> int:
     return _run(
         args,
         dedup,
-        dedup if args.method == "exact" and args.group is None else None,
+        dedup if args.group is None else None,
         columns=args.columns,
         method=args.method,
         normalize=not args.no_normalize,
@@ -500,15 +504,20 @@ def _decontaminate(args: argparse.Namespace) -> int:
 def _split(args: argparse.Namespace) -> int:
     from prefkit.dedup import split
 
+    if args.out_dir is None and args.test_output is None:
+        raise PrefkitError(
+            "--test-output is required (or --out-dir, which writes train/ and test/)"
+        )
     parts: dict = {}
 
-    def operation(table, **options):
-        parts["train"], parts["test"] = split(table, **options)
+    def operation(data, **options):
+        parts["train"], parts["test"] = split(data, **options)
         return parts["train"]
 
     test_size = float(args.test_size) if "." in args.test_size else int(args.test_size)
     status = _run(
         args,
+        operation,
         operation,
         test_size=test_size,
         group=args.group,
@@ -516,9 +525,13 @@ def _split(args: argparse.Namespace) -> int:
         near_duplicates=args.near_duplicates,
         threshold=args.threshold,
     )
-    with _step(f"writing {args.test_output}", args.quiet):
-        write_table(parts["test"], args.test_output)
-    print(f"wrote {parts['test'].num_rows} rows to {args.test_output}")
+    if args.out_dir is not None:
+        target = Path(args.out_dir) / "test"
+    else:
+        target = args.test_output
+        with _step(f"writing {args.test_output}", args.quiet):
+            write_table(parts["test"], args.test_output)
+    print(f"wrote {report_of(parts['test'])['rows_out']} rows to {target}")
     return status
 
 
@@ -836,7 +849,11 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _common(split)
-    split.add_argument("--test-output", required=True, help="test file (.parquet or .jsonl)")
+    split.add_argument(
+        "--test-output",
+        default=None,
+        help="test file (.parquet or .jsonl); with --out-dir, FOLDER/train/ and FOLDER/test/",
+    )
     split.add_argument(
         "--test-size", required=True, help="fraction of rows (0.1) or a row count (2000)"
     )
