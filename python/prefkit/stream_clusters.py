@@ -62,6 +62,10 @@ from prefkit.stream import (
 EXACT_RECORD = 33
 #: Bytes of one band record: band, key, row.
 BAND_RECORD = 20
+#: Record partitions are packed into chunks of ``budget / RECORD_SHARE`` bytes: sorting small
+#: records holds several times their bytes (sort keys, permutations, Rust's tuples), more
+#: than the ``WORKING_SET`` factor of the row-wise operations allows.
+RECORD_SHARE = 2
 #: Keys of the provenance that the result's own record carries (not the accounting).
 _OWN = ("op", "prefkit_version", "parameters", "rows_out", "source", "streaming")
 
@@ -160,6 +164,7 @@ def find_clusters(
     distinct values are counted (split's groups).
     """
     minhash = options["method"] == "minhash"
+    budget = budget // RECORD_SHARE if budget is not None else None
     rows = 0
     with ExitStack() as files:
         exact = files.enter_context(

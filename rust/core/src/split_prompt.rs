@@ -567,8 +567,7 @@ mod tests {
                 "Q\n\nAssistant: a\n\nAssistant: b",
                 "Q\n\nAssistant: a\n\nAssist c",
                 b
-            )
-            .map(|cut| cut),
+            ),
             Ok("Q\n\nAssistant:".len())
         );
     }

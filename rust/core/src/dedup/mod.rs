@@ -138,8 +138,8 @@ impl Units {
             offsets: vec![0],
             rows: Vec::with_capacity(n),
         };
-        for row in 0..n {
-            match group_of[row] {
+        for (row, &group) in group_of.iter().enumerate() {
+            match group {
                 u32::MAX => units.rows.push(row),
                 g if groups.rows_of(g as usize)[0] == row => {
                     units.rows.extend_from_slice(groups.rows_of(g as usize))
@@ -309,8 +309,8 @@ pub fn find_duplicates(table: &Table, options: &DedupOptions) -> Result<(Vec<u64
         size[r as usize] += 1;
     }
     let mut pairs: Vec<(u64, u64)> = Vec::new();
-    for u in 0..units.len() {
-        let r = root[u] as usize;
+    for (u, &r) in root.iter().enumerate() {
+        let r = r as usize;
         if size[r] > 1 {
             let first = units.rows_of(r)[0] as u64;
             pairs.extend(units.rows_of(u).iter().map(|&row| (row as u64, first)));
