@@ -43,68 +43,111 @@ fn is_punctuation_or_symbol(c: char) -> bool {
     )
 }
 
-/// Whether an ASCII byte is Unicode `White_Space` (what `char::is_whitespace` says).
-#[inline]
-fn is_ascii_space(b: u8) -> bool {
-    b == b' ' || (0x09..=0x0d).contains(&b)
+/// What the ASCII path does with a byte: [`DROP`] it, treat it as whitespace ([`SPACE`]), or
+/// write the table's byte. Markers are above 0x7f, so no ASCII output byte collides with them.
+const DROP: u8 = 0xff;
+const SPACE: u8 = 0xfe;
+
+/// The ASCII byte table of [`clean_into`]: with `fold`, uppercase becomes lowercase and
+/// punctuation and symbols are dropped. Whitespace is what Unicode `White_Space` says.
+const fn ascii_table(fold: bool) -> [u8; 128] {
+    let mut table = [0u8; 128];
+    let mut b = 0;
+    while b < 128 {
+        let byte = b as u8;
+        table[b] = if byte == b' ' || (byte >= 0x09 && byte <= 0x0d) {
+            SPACE
+        } else if fold && byte.is_ascii_punctuation() {
+            DROP
+        } else if fold {
+            byte.to_ascii_lowercase()
+        } else {
+            byte
+        };
+        b += 1;
+    }
+    table
 }
 
-/// Append `c` to `out`, or remember a pending space when it is whitespace.
+const FOLDED: [u8; 128] = ascii_table(true);
+const UNFOLDED: [u8; 128] = ascii_table(false);
+
+/// Append character `c` to `out`, or remember a pending space when it is whitespace and
+/// something was written since `start`.
 #[inline]
-fn put(c: char, space: &mut bool, out: &mut String) {
+fn put(c: char, space: &mut bool, out: &mut Vec<u8>, start: usize) {
     if c.is_whitespace() {
-        *space = !out.is_empty();
+        *space = out.len() > start;
     } else {
         if *space {
-            out.push(' ');
+            out.push(b' ');
             *space = false;
         }
-        out.push(c);
+        out.extend_from_slice(c.encode_utf8(&mut [0u8; 4]).as_bytes());
     }
 }
 
-/// Append `text` to `out` with whitespace runs collapsed into one space (none at the ends);
-/// with `fold`, also lowercase it and drop punctuation and symbols. ASCII bytes take a
-/// byte-level path; only other characters are decoded.
+/// Append `text` to `out` with whitespace runs collapsed into one space (none at the ends
+/// of what this call appends, which must start on an empty `out` or after a text boundary);
+/// with `fold`, also lowercase it and drop punctuation and symbols. ASCII bytes go through
+/// a lookup table; only other characters are decoded.
 fn clean_into(text: &str, fold: bool, out: &mut String) {
+    let table = if fold { &FOLDED } else { &UNFOLDED };
+    let start = out.len();
+    // SAFETY: only ASCII bytes and whole UTF-8 encodings of chars are appended below, so
+    // `out` stays valid UTF-8 at every point, even if a panic interrupts the loop.
+    let out = unsafe { out.as_mut_vec() };
+    out.reserve(text.len());
     let mut space = false;
     let bytes = text.as_bytes();
     let mut i = 0;
     while i < bytes.len() {
         let b = bytes[i];
-        if b < 0x80 {
-            i += 1;
-            if fold && b.is_ascii_punctuation() {
-                continue;
-            }
-            if is_ascii_space(b) {
-                space = !out.is_empty();
-                continue;
-            }
+        if b < 0x80 && table[b as usize] == b {
+            // A run of bytes that stay as they are (most of a word): copied in one go.
+            let run = bytes[i..]
+                .iter()
+                .position(|&c| c >= 0x80 || table[c as usize] != c)
+                .unwrap_or(bytes.len() - i);
             if space {
-                out.push(' ');
+                out.push(b' ');
                 space = false;
             }
-            out.push(if fold { b.to_ascii_lowercase() } else { b } as char);
+            out.extend_from_slice(&bytes[i..i + run]);
+            i += run;
+            continue;
+        }
+        if b < 0x80 {
+            i += 1;
+            match table[b as usize] {
+                DROP => {}
+                SPACE => space = out.len() > start,
+                byte => {
+                    if space {
+                        out.push(b' ');
+                        space = false;
+                    }
+                    out.push(byte);
+                }
+            }
             continue;
         }
         let c = text[i..].chars().next().expect("a character starts here");
         i += c.len_utf8();
-        if fold {
-            for lower in c.to_lowercase() {
-                if !is_punctuation_or_symbol(lower) {
-                    put(lower, &mut space, out);
-                }
+        if !fold {
+            put(c, &mut space, out, start);
+            continue;
+        }
+        for lower in c.to_lowercase() {
+            if !is_punctuation_or_symbol(lower) {
+                put(lower, &mut space, out, start);
             }
-        } else {
-            put(c, &mut space, out);
         }
     }
 }
 
-/// Write `text` prepared as `form` into `out` (cleared first).
-pub fn prepare_into(text: &str, form: Form, out: &mut String) {
-    out.clear();
+/// Append `text` prepared as `form` to `out`.
+fn append_prepared(text: &str, form: Form, out: &mut String) {
     match form {
         Form::Raw => out.push_str(text),
         Form::Words => clean_into(text, false, out),
@@ -116,6 +159,12 @@ pub fn prepare_into(text: &str, form: Form, out: &mut String) {
     }
 }
 
+/// Write `text` prepared as `form` into `out` (cleared first).
+pub fn prepare_into(text: &str, form: Form, out: &mut String) {
+    out.clear();
+    append_prepared(text, form, out);
+}
+
 /// `text` normalised as described in the module documentation.
 pub fn normalize(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -123,32 +172,43 @@ pub fn normalize(text: &str) -> String {
     out
 }
 
-/// Texts prepared into one flat buffer: text `i` is `data[offsets[i]..offsets[i + 1]]`.
+/// Texts per part of a [`FlatText`]: the unit of parallel work.
+const PART_TEXTS: usize = 512;
+
+/// Prepared texts of one part, back to back: text `i` is `data[offsets[i]..offsets[i + 1]]`.
 #[derive(Debug, Clone, Default)]
-pub struct FlatText {
+struct Part {
     data: String,
     offsets: Vec<usize>,
     valid: Vec<bool>,
 }
 
+/// Texts prepared into flat buffers, [`PART_TEXTS`] texts per buffer: each part is written
+/// by one worker straight into its own buffer, and kept as it is (no second copy into one
+/// buffer, whose fresh pages would all have to be zeroed and touched again).
+#[derive(Debug, Clone, Default)]
+pub struct FlatText {
+    parts: Vec<Part>,
+    len: usize,
+}
+
 impl FlatText {
     /// Prepare `texts` (None for null) as `form`, in parallel on the pool.
     pub fn prepare(texts: &[Option<&str>], form: Form) -> Self {
-        const CHUNK: usize = 512;
-        let parts: Vec<FlatText> = parallel::install(|| {
+        let parts = parallel::install(|| {
             texts
-                .par_chunks(CHUNK)
+                .par_chunks(PART_TEXTS)
                 .map(|chunk| {
-                    let mut part = FlatText {
-                        data: String::new(),
-                        offsets: vec![0],
+                    let bytes = chunk.iter().flatten().map(|t| t.len()).sum();
+                    let mut part = Part {
+                        data: String::with_capacity(bytes),
+                        offsets: Vec::with_capacity(chunk.len() + 1),
                         valid: Vec::with_capacity(chunk.len()),
                     };
-                    let mut scratch = String::new();
+                    part.offsets.push(0);
                     for text in chunk {
                         if let Some(text) = text {
-                            prepare_into(text, form, &mut scratch);
-                            part.data.push_str(&scratch);
+                            append_prepared(text, form, &mut part.data);
                         }
                         part.valid.push(text.is_some());
                         part.offsets.push(part.data.len());
@@ -157,82 +217,34 @@ impl FlatText {
                 })
                 .collect()
         });
-        let mut flat = FlatText {
-            data: String::with_capacity(parts.iter().map(|p| p.data.len()).sum()),
-            offsets: Vec::with_capacity(texts.len() + 1),
-            valid: Vec::with_capacity(texts.len()),
-        };
-        flat.offsets.push(0);
-        for part in parts {
-            let base = flat.data.len();
-            flat.data.push_str(&part.data);
-            flat.offsets
-                .extend(part.offsets[1..].iter().map(|&o| o + base));
-            flat.valid.extend(part.valid);
+        Self {
+            parts,
+            len: texts.len(),
         }
-        flat
     }
 
     /// Number of texts.
     pub fn len(&self) -> usize {
-        self.valid.len()
+        self.len
     }
 
     /// Whether there are no texts.
     pub fn is_empty(&self) -> bool {
-        self.valid.is_empty()
+        self.len == 0
     }
 
     /// Text `i`, None when it was null.
     #[inline]
     pub fn get(&self, i: usize) -> Option<&str> {
-        self.valid[i].then(|| &self.data[self.offsets[i]..self.offsets[i + 1]])
+        let part = &self.parts[i / PART_TEXTS];
+        let i = i % PART_TEXTS;
+        part.valid[i].then(|| &part.data[part.offsets[i]..part.offsets[i + 1]])
     }
-}
-
-/// Call `each` with every word n-gram of a prepared text (words separated by single spaces):
-/// the `n` words from every position, or the whole text once when it has fewer than `n`
-/// words. An empty text has no n-grams. `starts` is scratch space, reused between calls.
-pub fn for_each_ngram(text: &str, n: usize, starts: &mut Vec<usize>, mut each: impl FnMut(&str)) {
-    if text.is_empty() {
-        return;
-    }
-    starts.clear();
-    starts.push(0);
-    starts.extend(space_positions(text.as_bytes()).map(|i| i + 1));
-    let words = starts.len();
-    if words < n {
-        each(text);
-        return;
-    }
-    let end_of = |w: usize| {
-        if w + 1 < words {
-            starts[w + 1] - 1
-        } else {
-            text.len()
-        }
-    };
-    for first in 0..=words - n {
-        each(&text[starts[first]..end_of(first + n - 1)]);
-    }
-}
-
-fn space_positions(bytes: &[u8]) -> impl Iterator<Item = usize> + '_ {
-    bytes
-        .iter()
-        .enumerate()
-        .filter_map(|(i, &b)| (b == b' ').then_some(i))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn ngrams(text: &str, n: usize) -> Vec<String> {
-        let mut out = Vec::new();
-        for_each_ngram(text, n, &mut Vec::new(), |g| out.push(g.to_string()));
-        out
-    }
 
     #[test]
     fn normalisation_follows_the_documented_steps() {
@@ -253,15 +265,6 @@ mod tests {
         assert_eq!(out, "A, b");
         prepare_into(" A ", Form::Raw, &mut out);
         assert_eq!(out, " A ");
-    }
-
-    #[test]
-    fn ngrams_slide_over_words_or_take_the_whole_short_text() {
-        assert_eq!(ngrams("a b c d", 2), vec!["a b", "b c", "c d"]);
-        assert_eq!(ngrams("a b c", 3), vec!["a b c"]);
-        assert_eq!(ngrams("a b", 5), vec!["a b"]);
-        assert!(ngrams("", 5).is_empty());
-        assert_eq!(ngrams("ab", 1), vec!["ab"]);
     }
 
     #[test]

@@ -2,16 +2,16 @@
 //!
 //! Reference texts are normalised and cut into word `ngram`-grams; a reference shorter than
 //! `ngram` words contributes its whole word sequence. A data row is contaminated when any of
-//! its contiguous word sequences of those lengths equals (by xxh3-64 of the text) one of the
-//! reference's, and the result names every reference row it matched.
+//! its contiguous word sequences of those lengths equals (by its hash, [`super::shingles`]) one
+//! of the reference's, and the result names every reference row it matched.
 
 use hashbrown::HashMap;
 use rayon::prelude::*;
-use xxhash_rust::xxh3::xxh3_64;
 
+use super::shingles::for_each_shingle;
 use crate::accounting::Accounting;
 use crate::error::{Error, Result};
-use crate::normalize::{for_each_ngram, FlatText, Form};
+use crate::normalize::{FlatText, Form};
 use crate::parallel;
 use crate::table::Table;
 use crate::text::TextColumn;
@@ -54,12 +54,12 @@ pub fn find_contamination(
     let references: Vec<Vec<u64>> = parallel::install(|| {
         (0..texts.len())
             .into_par_iter()
-            .map_init(Vec::new, |starts, row| {
+            .map_init(Vec::new, |words, row| {
                 let mut hits: Vec<u64> = Vec::new();
                 if let Some(text) = texts.get(row) {
                     for &n in &lengths {
-                        for_each_ngram(text, n, starts, |g| {
-                            if let Some(rows) = index.get(&xxh3_64(g.as_bytes())) {
+                        for_each_shingle(text, n, 0, words, |hash| {
+                            if let Some(rows) = index.get(&hash) {
                                 hits.extend(rows.iter().map(|&r| r as u64));
                             }
                         });
@@ -99,12 +99,10 @@ pub fn find_contamination(
 fn index_reference(refs: &FlatText, ngram: usize) -> (HashMap<u64, Vec<u32>>, Vec<usize>) {
     let hashes: Vec<(u64, u32)> = (0..refs.len())
         .into_par_iter()
-        .map_init(Vec::new, |starts, row| {
+        .map_init(Vec::new, |words, row| {
             let mut out = Vec::new();
             if let Some(text) = refs.get(row) {
-                for_each_ngram(text, ngram, starts, |g| {
-                    out.push((xxh3_64(g.as_bytes()), row as u32))
-                });
+                for_each_shingle(text, ngram, 0, words, |hash| out.push((hash, row as u32)));
             }
             out
         })

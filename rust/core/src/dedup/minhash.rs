@@ -12,56 +12,73 @@
 //! Sketches of all documents live in one flat `u32` buffer, `num_perm` values per document.
 
 use rayon::prelude::*;
-use xxhash_rust::xxh3::xxh3_64_with_seed;
 
+use super::shingles::for_each_shingle;
 use crate::dedup::lsh;
-use crate::normalize::for_each_ngram;
 use crate::pairs::splitmix64;
 use crate::parallel;
 
-/// Hash of a shingle of column `column`: xxh3-64 with a seed derived from `seed` and the
-/// column, so equal text in different columns gives different shingles.
+/// The shingle seed of column `column`: derived from `seed` and the column, so equal text in
+/// different columns gives different shingles.
 #[inline]
-pub fn shingle_hash(shingle: &str, seed: u64, column: usize) -> u64 {
-    xxh3_64_with_seed(
-        shingle.as_bytes(),
-        seed ^ (column as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
-    )
+fn column_seed(seed: u64, column: usize) -> u64 {
+    seed ^ (column as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
-/// Sketch the shingle hashes `hashes` into `out` (`out.len()` bins). Returns false, leaving
-/// `out` unspecified, when there are no hashes. `empty` is scratch space.
-pub fn sketch(hashes: &[u64], seed: u64, out: &mut [u32], empty: &mut Vec<bool>) -> bool {
-    if hashes.is_empty() {
-        return false;
-    }
-    let k = out.len() as u64;
-    empty.clear();
-    empty.resize(out.len(), true);
-    for &h in hashes {
-        let bin = (((h >> 32) * k) >> 32) as usize;
-        let value = h as u32;
-        if empty[bin] || value < out[bin] {
-            out[bin] = value;
-            empty[bin] = false;
+/// One document's sketch in the making: shingle hashes are added one by one (no list of
+/// them is kept), then [`Sketcher::finish`] densifies and writes the bins.
+#[derive(Debug, Clone)]
+pub struct Sketcher {
+    /// Minimum low-32-bit value per bin so far, widened so that `u64::MAX` marks an empty
+    /// bin: the update is a branch-free `min`.
+    mins: Vec<u64>,
+    seed: u64,
+}
+
+impl Sketcher {
+    /// A sketcher of `num_perm` bins whose densification probes are seeded by `seed`.
+    pub fn new(num_perm: usize, seed: u64) -> Self {
+        Self {
+            mins: vec![u64::MAX; num_perm],
+            seed,
         }
     }
-    for bin in 0..out.len() {
-        if !empty[bin] {
-            continue;
+
+    /// Add one shingle hash: its high 32 bits pick the bin, its low 32 bits compete for it.
+    #[inline]
+    pub fn add(&mut self, hash: u64) {
+        let bin = (((hash >> 32) * self.mins.len() as u64) >> 32) as usize;
+        let slot = &mut self.mins[bin];
+        *slot = (*slot).min(hash as u32 as u64);
+    }
+
+    /// Write the sketch of the hashes added since the last call into `out` (`num_perm`
+    /// values) and start over. Returns false, leaving `out` unspecified, when none were added.
+    pub fn finish(&mut self, out: &mut [u32]) -> bool {
+        let k = self.mins.len() as u64;
+        if self.mins.iter().all(|&m| m == u64::MAX) {
+            return false;
         }
-        let mut attempt = 1u64;
-        loop {
-            let probe = splitmix64(seed ^ ((bin as u64) << 32) ^ attempt);
-            let source = ((probe as u32 as u64 * k) >> 32) as usize;
-            if !empty[source] {
-                out[bin] = out[source];
-                break;
+        for (bin, value) in out.iter_mut().enumerate() {
+            if self.mins[bin] != u64::MAX {
+                *value = self.mins[bin] as u32;
+                continue;
             }
-            attempt += 1;
+            // An empty bin copies the first bin of its probe sequence that a shingle reached.
+            let mut attempt = 1u64;
+            loop {
+                let probe = splitmix64(self.seed ^ ((bin as u64) << 32) ^ attempt);
+                let source = ((probe as u32 as u64 * k) >> 32) as usize;
+                if self.mins[source] != u64::MAX {
+                    *value = self.mins[source] as u32;
+                    break;
+                }
+                attempt += 1;
+            }
         }
+        self.mins.fill(u64::MAX);
+        true
     }
-    true
 }
 
 /// The sketches of many documents: document `d` is `values[d * num_perm..(d + 1) * num_perm]`
@@ -88,19 +105,19 @@ impl Signatures {
                 .zip(present.par_chunks_mut(256))
                 .zip(texts.par_chunks(256))
                 .for_each(|((values, present), texts)| {
-                    let mut hashes = Vec::new();
-                    let (mut starts, mut empty) = (Vec::new(), Vec::new());
+                    let mut sketcher = Sketcher::new(num_perm, seed);
+                    let mut words = Vec::new();
                     for (d, columns) in texts.iter().enumerate() {
-                        hashes.clear();
                         for (column, text) in columns.iter().enumerate() {
                             if let Some(text) = text {
-                                for_each_ngram(text, ngram, &mut starts, |g| {
-                                    hashes.push(shingle_hash(g, seed, column))
+                                let seed = column_seed(seed, column);
+                                for_each_shingle(text, ngram, seed, &mut words, |h| {
+                                    sketcher.add(h)
                                 });
                             }
                         }
                         let out = &mut values[d * num_perm..(d + 1) * num_perm];
-                        present[d] = sketch(&hashes, seed, out, &mut empty);
+                        present[d] = sketcher.finish(out);
                     }
                 })
         });
@@ -139,6 +156,12 @@ mod tests {
     use super::*;
     use std::collections::HashSet;
 
+    fn sketch(hashes: &[u64], seed: u64, out: &mut [u32]) -> bool {
+        let mut sketcher = Sketcher::new(out.len(), seed);
+        hashes.iter().for_each(|&h| sketcher.add(h));
+        sketcher.finish(out)
+    }
+
     /// A document of `len` words drawn from a vocabulary of 5000 by a seeded generator.
     fn words(state: &mut u64, len: usize) -> Vec<String> {
         (0..len)
@@ -151,8 +174,8 @@ mod tests {
 
     fn shingles(doc: &[String]) -> HashSet<u64> {
         let mut out = HashSet::new();
-        for_each_ngram(&doc.join(" "), 5, &mut Vec::new(), |g| {
-            out.insert(shingle_hash(g, 0, 0));
+        for_each_shingle(&doc.join(" "), 5, 0, &mut Vec::new(), |h| {
+            out.insert(h);
         });
         out
     }
@@ -170,7 +193,6 @@ mod tests {
     fn oph_estimates_jaccard_as_well_as_classic_minhash() {
         let (k, mut state) = (128, 7u64);
         let (mut err_oph, mut err_classic, mut pairs) = (0.0, 0.0, 0);
-        let mut empty = Vec::new();
         for trial in 0..300 {
             let a = words(&mut state, 200);
             let mut b = a.clone();
@@ -185,8 +207,8 @@ mod tests {
             let (ha, hb): (Vec<u64>, Vec<u64>) =
                 (sa.iter().copied().collect(), sb.iter().copied().collect());
             let (mut oa, mut ob) = (vec![0u32; k], vec![0u32; k]);
-            assert!(sketch(&ha, 3, &mut oa, &mut empty));
-            assert!(sketch(&hb, 3, &mut ob, &mut empty));
+            assert!(sketch(&ha, 3, &mut oa));
+            assert!(sketch(&hb, 3, &mut ob));
             let oph = oa.iter().zip(&ob).filter(|(x, y)| x == y).count() as f64 / k as f64;
             let (ca, cb) = (classic(&sa, k), classic(&sb, k));
             let cls = ca.iter().zip(&cb).filter(|(x, y)| x == y).count() as f64 / k as f64;
@@ -204,13 +226,12 @@ mod tests {
 
     #[test]
     fn identical_sets_have_identical_sketches_and_short_documents_densify() {
-        let mut empty = Vec::new();
         let hashes = [1u64 << 40, 99u64 << 50];
         let (mut a, mut b) = (vec![0u32; 64], vec![0u32; 64]);
-        assert!(sketch(&hashes, 1, &mut a, &mut empty));
-        assert!(sketch(&[hashes[1], hashes[0]], 1, &mut b, &mut empty));
+        assert!(sketch(&hashes, 1, &mut a));
+        assert!(sketch(&[hashes[1], hashes[0]], 1, &mut b));
         assert_eq!(a, b);
-        assert!(!sketch(&[], 1, &mut a, &mut empty));
+        assert!(!sketch(&[], 1, &mut a));
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod decontaminate;
 pub mod exact;
 pub mod lsh;
 pub mod minhash;
+pub mod shingles;
 
 use crate::accounting::Accounting;
 use crate::error::{Error, Result};
