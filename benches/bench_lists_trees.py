@@ -6,10 +6,11 @@ Two workloads, each on a corpus cached as Parquet in ``bench-data/``:
   UltraFeedback-like tied scores): one list per prompt, responses best first (stable), with
   scores and source rows, as ``pk.rank_lists`` (docs/lists.md, ties="keep", min_list_size=2);
   ``prefkit-views`` is ``pk.rank_lists(df, views=True)`` (``list<string_view>``, no text copied).
-  - ``polars``: the faster of two expression plans: ``group_by(maintain_order=True).agg``
-    with ``sort_by(score, descending, maintain_order)`` per column, or one global stable sort
-    followed by ``group_by(maintain_order=True).agg`` (lists in first-appearance order of the
-    sorted frame).
+  - ``polars``: the fastest of three expression plans, each giving the same lists in the same
+    order: ``group_by(maintain_order=True).agg`` with ``sort_by(score, descending,
+    maintain_order)`` per column; the same with one ``sort_by`` of a struct of the three columns
+    (one argsort per group), split into lists with ``list.eval(struct.field)``; or one global
+    stable sort by (the group's first row, score descending) and ``group_by(maintain_order)``.
   - ``python``: a dict-of-lists loop over the columns as Python lists and ``sorted``.
 - ``build_trees`` on 100k paths x 8 steps (12.5k prompts x 8 sampled solutions; each step is
   one of a few ~60-character variants, so paths share prefixes and the trie has ~4 nodes per
@@ -109,6 +110,17 @@ def paths_corpus(paths: int) -> Path:
     return path
 
 
+def nodes_corpus(paths: int) -> Path:
+    """The node table ``pk.build_trees`` makes of :func:`paths_corpus`."""
+    path = DATA / f"nodes_{paths}x{DEPTH}.parquet"
+    if not path.exists():
+        import polars as pl
+        import prefkit as pk
+
+        pl.from_arrow(pk.build_trees(pl.read_parquet(paths_corpus(paths)))).write_parquet(path)
+    return path
+
+
 # ------------------------------------------------------------------------------------------
 # rank_lists implementations
 # ------------------------------------------------------------------------------------------
@@ -153,20 +165,52 @@ def lists_polars_agg(df: Any) -> Any:
     return out.filter(pl.col("rows").list.len() >= 2)
 
 
-def lists_polars_sort(df: Any) -> Any:
+def lists_polars_struct(df: Any) -> Any:
+    """One per-group sort of a struct of the three columns (one argsort per group instead of
+    three), then the struct's fields as lists."""
     import polars as pl
 
     out = (
         _valid_rows(df)
-        .sort("score", descending=True, maintain_order=True)
         .group_by("prompt", maintain_order=True)
         .agg(
+            pl.struct(
+                pl.col("response").alias("responses"),
+                pl.col("score").alias("scores"),
+                pl.col("row").alias("rows"),
+            )
+            .sort_by("score", descending=True, maintain_order=True)
+            .alias("items")
+        )
+        .filter(pl.col("items").list.len() >= 2)
+    )
+    return out.select(
+        "prompt",
+        *(
+            pl.col("items").list.eval(pl.element().struct.field(name)).alias(name)
+            for name in ("responses", "scores", "rows")
+        ),
+    )
+
+
+def lists_polars_sort(df: Any) -> Any:
+    """One global stable sort by (group's first row, score descending), then plain
+    ``group_by(maintain_order).agg`` gathers."""
+    import polars as pl
+
+    out = (
+        _valid_rows(df)
+        .with_columns(pl.col("row").first().over("prompt").alias("first"))
+        .sort(["first", "score"], descending=[False, True], maintain_order=True)
+        .group_by("first", maintain_order=True)
+        .agg(
+            pl.col("prompt").first(),
             pl.col("response").alias("responses"),
             pl.col("score").alias("scores"),
             pl.col("row").alias("rows"),
         )
     )
-    return out.filter(pl.col("rows").list.len() >= 2)
+    return out.filter(pl.col("rows").list.len() >= 2).drop("first")
 
 
 def lists_python(df: Any) -> list:
@@ -278,17 +322,185 @@ def trees_python(df: Any) -> list:
     return out
 
 
+# ------------------------------------------------------------------------------------------
+# tree_pairs and tree_lists implementations (on the node table of build_trees)
+# ------------------------------------------------------------------------------------------
+
+
+def tree_pairs_prefkit(df: Any) -> Any:
+    import prefkit as pk
+
+    return pk.tree_pairs(df)
+
+
+def tree_lists_prefkit(df: Any) -> Any:
+    import prefkit as pk
+
+    return pk.tree_lists(df)
+
+
+def _ranked_children(df: Any) -> Any:
+    """Per parent node (in order of its first child), its rankable children as one list of
+    structs sorted by value, best first, stably; with the parent's row."""
+    import polars as pl
+
+    nodes = df.with_row_index("row")
+    children = nodes.filter(
+        pl.col("parent_id").is_not_null()
+        & pl.col("step").is_not_null()
+        & pl.col("value").is_not_null()
+        & pl.col("value").is_not_nan()
+        & (pl.col("visits") >= 1)
+    )
+    ranked = (
+        children.group_by("tree_id", "parent_id", maintain_order=True)
+        .agg(
+            pl.struct("step", "value", "node_id", "row")
+            .sort_by("value", descending=True, maintain_order=True)
+            .alias("children"),
+            (pl.col("depth").first()).alias("depth"),
+        )
+        .filter(pl.col("children").list.len() >= 2)
+    )
+    # The parent's row (output order), the tree's prompt (its root's) and the parent's prefix.
+    prefixes = _prefixes(nodes)
+    roots = nodes.filter(pl.col("parent_id").is_null()).select("tree_id", "prompt")
+    return (
+        ranked.join(prefixes, left_on=["tree_id", "parent_id"], right_on=["tree_id", "node_id"])
+        .join(roots, on="tree_id")
+        .sort("parent_row")
+    )
+
+
+def _prefixes(nodes: Any) -> Any:
+    """Every node's steps from the root's child down to it, one join per depth."""
+    import polars as pl
+
+    level = nodes.filter(pl.col("parent_id").is_null()).select(
+        "tree_id", "node_id", pl.col("row").alias("parent_row"),
+        pl.lit([], pl.List(pl.String)).alias("prefix"),
+    )
+    levels = [level]
+    for depth in range(1, int(nodes["depth"].max()) + 1):
+        level = (
+            nodes.filter(pl.col("depth") == depth)
+            .join(level.rename({"node_id": "parent_id"}).drop("parent_row"),
+                  on=["tree_id", "parent_id"])
+            .select(
+                "tree_id", "node_id", pl.col("row").alias("parent_row"),
+                pl.concat_list("prefix", "step").alias("prefix"),
+            )
+        )
+        levels.append(level)
+    return pl.concat(levels)
+
+
+def tree_pairs_polars(df: Any) -> Any:
+    import polars as pl
+
+    ranked = _ranked_children(df)
+    best = pl.col("children").list.first()
+    worst = pl.col("children").list.last()
+    return ranked.select(
+        "prompt",
+        "prefix",
+        best.struct.field("step").alias("chosen"),
+        worst.struct.field("step").alias("rejected"),
+        best.struct.field("value").alias("score_chosen"),
+        worst.struct.field("value").alias("score_rejected"),
+        (best.struct.field("value") - worst.struct.field("value")).alias("margin"),
+        (pl.col("depth")).alias("depth"),
+        "tree_id",
+        best.struct.field("node_id").alias("chosen_node"),
+        worst.struct.field("node_id").alias("rejected_node"),
+    ).filter(pl.col("margin") > 0)
+
+
+def tree_lists_polars(df: Any) -> Any:
+    import polars as pl
+
+    ranked = _ranked_children(df)
+    return ranked.select(
+        "prompt",
+        "prefix",
+        *(
+            pl.col("children").list.eval(pl.element().struct.field(field)).alias(name)
+            for field, name in (("step", "responses"), ("value", "scores"), ("row", "rows"))
+        ),
+        "depth",
+        "tree_id",
+    )
+
+
+def _python_siblings(df: Any) -> tuple[dict, list, list]:
+    """Children rows per parent row (rankable ones, in row order), and every node's prefix."""
+    import math
+
+    trees = df["tree_id"].to_list()
+    nodes = df["node_id"].to_list()
+    parents = df["parent_id"].to_list()
+    steps = df["step"].to_list()
+    values = df["value"].to_list()
+    visits = df["visits"].to_list()
+    row_of = {(t, n): i for i, (t, n) in enumerate(zip(trees, nodes))}
+    parent_row = [None if p is None else row_of[(t, p)] for t, p in zip(trees, parents)]
+    children: dict[int, list[int]] = {}
+    for i, p in enumerate(parent_row):
+        v = values[i]
+        if p is None or steps[i] is None or v is None or math.isnan(v) or visits[i] < 1:
+            continue
+        children.setdefault(p, []).append(i)
+    prefix: list = [None] * len(nodes)
+    for i, p in enumerate(parent_row):  # parents come before their children in build_trees
+        prefix[i] = [] if p is None else prefix[p] + [steps[i]]
+    return children, prefix, parent_row
+
+
+def tree_pairs_python(df: Any) -> list:
+    children, prefix, _ = _python_siblings(df)
+    steps, values, nodes = df["step"].to_list(), df["value"].to_list(), df["node_id"].to_list()
+    out = []
+    for parent in sorted(children):
+        rows = sorted(children[parent], key=lambda i: -values[i])
+        best, worst = rows[0], rows[-1]
+        if len(rows) >= 2 and values[best] > values[worst]:
+            out.append((prefix[parent], steps[best], steps[worst], values[best],
+                        values[worst], nodes[best], nodes[worst]))
+    return out
+
+
+def tree_lists_python(df: Any) -> list:
+    children, prefix, _ = _python_siblings(df)
+    steps, values = df["step"].to_list(), df["value"].to_list()
+    out = []
+    for parent in sorted(children):
+        rows = sorted(children[parent], key=lambda i: -values[i])
+        if len(rows) >= 2:
+            out.append((prefix[parent], [steps[i] for i in rows], [values[i] for i in rows], rows))
+    return out
+
+
 IMPLEMENTATIONS = {
     "rank_lists": {
         "prefkit": [lists_prefkit],
         "prefkit-views": [lists_prefkit_views],
-        "polars": [lists_polars_agg, lists_polars_sort],
+        "polars": [lists_polars_agg, lists_polars_struct, lists_polars_sort],
         "python": [lists_python],
     },
     "build_trees": {
         "prefkit": [trees_prefkit],
         "polars": [trees_polars],
         "python": [trees_python],
+    },
+    "tree_pairs": {
+        "prefkit": [tree_pairs_prefkit],
+        "polars": [tree_pairs_polars],
+        "python": [tree_pairs_python],
+    },
+    "tree_lists": {
+        "prefkit": [tree_lists_prefkit],
+        "polars": [tree_lists_polars],
+        "python": [tree_lists_python],
     },
 }
 
@@ -367,14 +579,33 @@ def check(workload: str, path: str) -> dict:
         pk_out = lists_prefkit(small).to_pylist()
         assert lists_prefkit_views(small).to_pylist() == pk_out
         py_out = lists_python(small)
-        pl_out = lists_polars_agg(small).to_dicts()
-        pl_sort = lists_polars_sort(small)
         assert [r["rows"] for r in pk_out] == [r[3] for r in py_out]
-        assert [r["rows"] for r in pk_out] == [r["rows"] for r in pl_out]
-        assert sorted(map(tuple, pl_sort["rows"].to_list())) == sorted(
-            tuple(r["rows"]) for r in pk_out
-        )
+        for variant in (lists_polars_agg, lists_polars_struct, lists_polars_sort):
+            pl_out = variant(small).to_dicts()
+            assert [(r["prompt"], r["responses"], r["scores"], r["rows"]) for r in pk_out] == [
+                (r["prompt"], r["responses"], r["scores"], r["rows"]) for r in pl_out
+            ], variant.__name__
         counts = {"lists": len(pk_out)}
+    elif workload in ("tree_pairs", "tree_lists"):
+        # Whole trees: the first 4000 nodes' trees.
+        small = df.filter(df["tree_id"].is_in(df["tree_id"].head(4000).unique().implode()))
+        prefkit_fn, polars_fn, python_fn = (
+            IMPLEMENTATIONS[workload][tool][0] for tool in TOOLS
+        )
+        pk_out = prefkit_fn(small).to_pylist()
+        pl_out = polars_fn(small).to_dicts()
+        py_out = python_fn(small)
+        if workload == "tree_pairs":
+            fields = ("prefix", "chosen", "rejected", "score_chosen", "score_rejected",
+                      "chosen_node", "rejected_node")
+            assert [tuple(r[f] for f in fields) for r in pk_out] == py_out
+        else:
+            fields = ("prefix", "responses", "scores", "rows")
+            assert [tuple(r[f] for f in fields) for r in pk_out] == py_out
+        assert [tuple(r[f] for f in ("prompt", *fields)) for r in pk_out] == [
+            tuple(r[f] for f in ("prompt", *fields)) for r in pl_out
+        ]
+        counts = {"rows": len(pk_out)}
     else:
         pk_out = trees_prefkit(small)
         py_out = trees_python(small)
@@ -405,7 +636,7 @@ def _table(results: list[dict]) -> str:
         "| workload | tool | median time | speed-up vs best polars | peak RSS over input | plan |",
         "|---|---|---:|---:|---:|---|",
     ]
-    for workload in ("rank_lists", "build_trees"):
+    for workload in IMPLEMENTATIONS:
         rows = [r for r in results if r["workload"] == workload]
         if not rows:
             continue
@@ -427,7 +658,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prompts", type=int, default=125_000, help="rank_lists: prompts x 8")
     parser.add_argument("--paths", type=int, default=100_000, help="build_trees: paths x 8 steps")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--workloads", nargs="+", default=["rank_lists", "build_trees"])
+    parser.add_argument("--workloads", nargs="+", default=list(IMPLEMENTATIONS))
     parser.add_argument("--tools", nargs="+", default=list(TOOLS))
     parser.add_argument("--worker", nargs=3, metavar=("WORKLOAD", "TOOL", "PATH"))
     parser.add_argument("--check", nargs=2, metavar=("WORKLOAD", "PATH"))
@@ -438,10 +669,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         print(json.dumps(check(*args.check)))
         return 0
-    paths = {
-        "rank_lists": lists_corpus(args.prompts),
-        "build_trees": paths_corpus(args.paths),
+    corpora = {
+        "rank_lists": lambda: lists_corpus(args.prompts),
+        "build_trees": lambda: paths_corpus(args.paths),
+        "tree_pairs": lambda: nodes_corpus(args.paths),
+        "tree_lists": lambda: nodes_corpus(args.paths),
     }
+    paths = {workload: corpora[workload]() for workload in args.workloads}
     results = []
     for workload in args.workloads:
         print(_subprocess(["--check", workload, str(paths[workload])]), file=sys.stderr)

@@ -14,6 +14,9 @@ from hypothesis import strategies as st
 
 ALPHABET = st.sampled_from(list("ab é中\U0001f600\u0301\n"))
 TEXT = st.text(ALPHABET, min_size=0, max_size=5)
+# Responses also longer than the 12 bytes a string view holds inline, so that copies read both
+# inline views and views into buffers.
+RESPONSE = st.one_of(TEXT, st.text(ALPHABET, min_size=8, max_size=40))
 SCORES = st.one_of(
     st.sampled_from([0.0, 1.0, 2.0, 0.5, -1.0]),
     st.sampled_from([None, math.nan, math.inf, -math.inf]),
@@ -35,7 +38,7 @@ def long_tables(draw):
         rows.append(
             {
                 "prompt": draw(maybe(st.sampled_from(prompts))),
-                "response": draw(maybe(TEXT)),
+                "response": draw(maybe(RESPONSE)),
                 "score": draw(SCORES),
                 "gid": draw(st.integers(0, 2)),
             }
@@ -148,10 +151,16 @@ def test_many_groups_span_several_batches():
     data = pa.table(
         {
             "prompt": [f"p{i // 2}" for i in range(n)],
-            "response": [f"r{i}" for i in range(n)],
+            "response": [f"r{i}" if i % 3 else f"response number {i}" for i in range(n)],
             "score": [float(i % 2) for i in range(n)],
         }
     )
     out = pk.rank_lists(data)
     assert out.num_rows == n // 2
     assert out.column("rows").to_pylist()[-1] == [n - 1, n - 2]
+    assert out.column("responses").to_pylist()[:2] == [
+        ["r1", "response number 0"], ["response number 3", "r2"]
+    ]
+    assert pk.rank_lists(data, views=True).column("responses").to_pylist() == out.column(
+        "responses"
+    ).to_pylist()

@@ -146,10 +146,12 @@ pub fn group_rows(keys: &KeyBytes<'_>) -> Groups {
     });
 
     // Merge: local group -> global group, in range order.
-    let mut index: HashTable<u32> =
-        HashTable::with_capacity(parts.first().map_or(0, |p| p.ids.len()));
-    let mut first_rows: Vec<usize> = Vec::new();
-    let mut ids: Vec<u64> = Vec::new();
+    // Sized for the case where no group spans two ranges (contiguous groups), so that the
+    // merge never rehashes; with repeated keys the excess is one slot per repeat.
+    let local_groups: usize = parts.iter().map(|p| p.ids.len()).sum();
+    let mut index: HashTable<u32> = HashTable::with_capacity(local_groups);
+    let mut first_rows: Vec<usize> = Vec::with_capacity(local_groups);
+    let mut ids: Vec<u64> = Vec::with_capacity(local_groups);
     let mut null_keys = 0;
     let global_of: Vec<Vec<u32>> = parts
         .iter()

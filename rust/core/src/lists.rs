@@ -8,7 +8,9 @@
 use std::sync::Arc;
 
 use arrow_array::builder::StringBuilder;
-use arrow_array::{ArrayRef, Float64Array, Int64Array, ListArray, RecordBatch, UInt64Array};
+use arrow_array::{
+    ArrayRef, Float64Array, Int64Array, ListArray, RecordBatch, StringArray, UInt64Array,
+};
 use arrow_buffer::{NullBuffer, OffsetBuffer, ScalarBuffer};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use rayon::prelude::*;
@@ -19,11 +21,8 @@ use crate::grouping::group_rows;
 use crate::key::KeyColumn;
 use crate::pairs::{check_no_nan, rank, NanPolicy, Ties};
 use crate::parallel;
-use crate::table::Table;
+use crate::table::{Column, Table};
 use crate::text::{is_text, TextColumn};
-
-/// Lists per output batch at most; batches are built in parallel.
-const LISTS_PER_BATCH: usize = 1 << 14;
 
 /// How a ranked list is cut: ties, maximum and minimum size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,32 +57,40 @@ impl ListRules {
         Ok(())
     }
 
-    /// Cut `ranked` (best first, from [`rank`]) and account for every item: kept ones are
-    /// used, the others dropped as `tie`, `beyond_list_size` or `group_too_small`. Returns the
-    /// kept items, empty when the list is too small.
-    pub fn cut(&self, ranked: &[(f64, usize)], accounting: &mut Accounting) -> Vec<(f64, usize)> {
-        let mut kept: Vec<(f64, usize)> = Vec::with_capacity(ranked.len());
+    /// Cut `ranked` (best first, from [`rank`]), append the kept items to `out` and account for
+    /// every item: kept ones are used, the others dropped as `tie`, `beyond_list_size` or
+    /// `group_too_small`. Returns whether a list was emitted (appending into one shared vector
+    /// spares an allocation per list; the caller counts `lists_out`).
+    pub fn cut(
+        &self,
+        ranked: &[(f64, usize)],
+        out: &mut Vec<(f64, usize)>,
+        accounting: &mut Accounting,
+    ) -> bool {
+        let start = out.len();
         for &item in ranked {
-            if self.ties == Ties::Drop && kept.last().is_some_and(|last| last.0 == item.0) {
+            let tie = out.len() > start && out.last().is_some_and(|last| last.0 == item.0);
+            if self.ties == Ties::Drop && tie {
                 accounting.drop_rows("tie", 1);
             } else {
-                kept.push(item);
+                out.push(item);
             }
         }
+        let kept = out.len() - start;
         if let Some(size) = self.list_size {
-            if kept.len() > size {
-                accounting.drop_rows("beyond_list_size", kept.len() - size);
-                kept.truncate(size);
+            if kept > size {
+                accounting.drop_rows("beyond_list_size", kept - size);
+                out.truncate(start + size);
             }
         }
-        if kept.len() < self.min_list_size {
-            accounting.drop_rows("group_too_small", kept.len());
-            kept.clear();
-            return kept;
+        let kept = out.len() - start;
+        if kept < self.min_list_size {
+            accounting.drop_rows("group_too_small", kept);
+            out.truncate(start);
+            return false;
         }
-        accounting.rows_used += kept.len();
-        *accounting.counts.entry("lists_out").or_default() += 1;
-        kept
+        accounting.rows_used += kept;
+        true
     }
 }
 
@@ -101,25 +108,22 @@ pub struct ListOptions {
     pub views: bool,
 }
 
-/// Ranked lists, flat: list `l` holds `items[offsets[l]..offsets[l + 1]]` of group `groups[l]`.
-#[derive(Debug, Default)]
-struct Lists {
-    offsets: Vec<usize>,
-    items: Vec<(f64, usize)>,
-    groups: Vec<usize>,
-}
+/// Groups ranked and built into one output batch by one task. A batch holds at most this many
+/// lists, so its text stays far under the 2 GiB a `list<string>` can address, and there are
+/// enough batches to keep every core busy.
+const GROUPS_PER_BATCH: usize = 1 << 13;
 
 /// One row per group: its valid responses sorted best first, as docs/lists.md describes.
 ///
-/// Returns the result batches (at most [`LISTS_PER_BATCH`] lists each; text of one batch stays
-/// under 2 GiB), their schema, and the accounting of every input row.
+/// Returns the result batches (at most [`GROUPS_PER_BATCH`] lists each, built in parallel),
+/// their schema, and the accounting of every input row.
 pub fn rank_lists(
     table: &Table,
     options: &ListOptions,
 ) -> Result<(Vec<RecordBatch>, SchemaRef, Accounting)> {
     options.rules.validate()?;
     let prompt = table.column(&options.prompt)?;
-    let response = TextColumn::new(&table.column(&options.response)?)?;
+    let response = TextColumn::new(&table.column(&options.response)?)?.views();
     let score_column = table.column(&options.score)?;
     let key_column = match &options.group {
         Some(name) => KeyColumn::new(&table.column(name)?)?,
@@ -132,28 +136,31 @@ pub fn rank_lists(
             std::slice::from_ref(&score),
         )?;
     }
-    // Text is only read to copy it; with views a validity pass is enough.
-    let has_response = response.valid();
-    let responses = if options.views {
-        Vec::new()
-    } else {
-        response.strs()
-    };
     let keys = key_column.bytes();
     let groups = group_rows(&keys);
+    let prompt_views = is_text(prompt.field.data_type())
+        .then(|| TextColumn::new(&prompt).map(|t| t.views()))
+        .transpose()?;
+    let schema = list_schema(&prompt, prompt_views.is_some(), options.views);
 
-    let (lists, mut accounting) = parallel::install(|| {
-        let parts: Vec<(Lists, Accounting)> = (0..groups.len())
-            .into_par_iter()
-            .chunks(256)
-            .map(|group_ids| {
-                let mut lists = Lists::default();
+    // Each task ranks a range of groups and builds its batch straight away: no pass over a
+    // merged list of every item, and the text copy (the bulk of the work without `views`) is
+    // spread over the cores.
+    let starts: Vec<usize> = (0..groups.len()).step_by(GROUPS_PER_BATCH).collect();
+    let parts = parallel::install(|| {
+        starts
+            .par_iter()
+            .map(|&start| {
+                let end = (start + GROUPS_PER_BATCH).min(groups.len());
                 let mut accounting = Accounting::default();
+                let mut offsets = vec![0];
+                let mut items: Vec<(f64, usize)> = Vec::new();
+                let mut list_groups = Vec::new();
                 let mut ranked = Vec::new();
-                for g in group_ids {
+                for g in start..end {
                     ranked.clear();
                     for &row in groups.rows_of(g) {
-                        if !has_response[row] {
+                        if !response.is_valid(row) {
                             accounting.drop_rows("null_response", 1);
                         } else if score[row].is_nan() {
                             accounting.drop_rows("nan_score", 1);
@@ -162,117 +169,81 @@ pub fn rank_lists(
                         }
                     }
                     rank(&mut ranked);
-                    let kept = options.rules.cut(&ranked, &mut accounting);
-                    if !kept.is_empty() {
-                        lists.offsets.push(lists.items.len());
-                        lists.items.extend(kept);
-                        lists.groups.push(g);
+                    if options.rules.cut(&ranked, &mut items, &mut accounting) {
+                        offsets.push(items.len());
+                        list_groups.push(g);
                     }
                 }
-                (lists, accounting)
-            })
-            .collect();
-        let mut all = Lists::default();
-        let mut accounting = Accounting::default();
-        for (part, part_accounting) in parts {
-            let base = all.items.len();
-            all.offsets.extend(part.offsets.iter().map(|o| o + base));
-            all.items.extend(part.items);
-            all.groups.extend(part.groups);
-            accounting.merge(&part_accounting);
-        }
-        all.offsets.push(all.items.len());
-        (all, accounting)
-    });
-    accounting.rows_in = table.num_rows();
-    accounting.drop_rows("null_key", groups.null_keys);
-    accounting.counts.insert("groups_in", groups.len());
-    accounting.counts.entry("lists_out").or_insert(0);
-    debug_assert_eq!(accounting.rows_accounted(), accounting.rows_in);
-
-    let prompt_views = is_text(prompt.field.data_type())
-        .then(|| TextColumn::new(&prompt).map(|t| t.views()))
-        .transpose()?;
-    let response_views = options.views.then(|| response.views());
-    let n_lists = lists.groups.len();
-    let ranges: Vec<(usize, usize)> = (0..n_lists)
-        .step_by(LISTS_PER_BATCH)
-        .map(|start| (start, (start + LISTS_PER_BATCH).min(n_lists)))
-        .collect();
-    let batches = parallel::install(|| {
-        ranges
-            .par_iter()
-            .map(|&(start, end)| {
-                let best: Vec<usize> = (start..end)
-                    .map(|l| lists.items[lists.offsets[l]].1)
+                if list_groups.is_empty() {
+                    return Ok((None, accounting));
+                }
+                let best: Vec<usize> = offsets[..list_groups.len()]
+                    .iter()
+                    .map(|&o| items[o].1)
                     .collect();
                 let prompt_values: ArrayRef = match &prompt_views {
                     Some(views) => Arc::new(views.gather(&best)),
                     None => prompt.take(&best)?,
                 };
-                let items = &lists.items[lists.offsets[start]..lists.offsets[end]];
-                let offsets: Vec<usize> = lists.offsets[start..=end]
-                    .iter()
-                    .map(|o| o - lists.offsets[start])
-                    .collect();
-                let responses_array = match &response_views {
-                    Some(views) => {
-                        let rows: Vec<usize> = items.iter().map(|&(_, row)| row).collect();
-                        list_of(&offsets, Arc::new(views.gather(&rows)))?
-                    }
-                    None => {
-                        let texts = items.iter().map(|&(_, row)| responses[row]);
-                        string_lists(&offsets, texts, items.len())?
-                    }
+                let rows: Vec<usize> = items.iter().map(|&(_, row)| row).collect();
+                let responses = if options.views {
+                    list_of(&offsets, Arc::new(response.gather(&rows)))?
+                } else {
+                    string_list_of(&offsets, response.gather_copy(&rows)?)?
                 };
-                let scores = list_of(
-                    &offsets,
-                    Arc::new(Float64Array::from_iter_values(items.iter().map(|i| i.0))),
-                )?;
-                let rows = list_of(
-                    &offsets,
-                    Arc::new(Int64Array::from_iter_values(
-                        items.iter().map(|i| i.1 as i64),
-                    )),
-                )?;
-                let ids = UInt64Array::from_iter_values(
-                    (start..end).map(|l| groups.ids[lists.groups[l]]),
-                );
-                Ok(vec![
+                let scores = Float64Array::from_iter_values(items.iter().map(|i| i.0));
+                let rows = Int64Array::from_iter_values(rows.iter().map(|&r| r as i64));
+                let ids = UInt64Array::from_iter_values(list_groups.iter().map(|&g| groups.ids[g]));
+                let columns: Vec<ArrayRef> = vec![
                     prompt_values,
-                    Arc::new(responses_array) as ArrayRef,
-                    Arc::new(scores),
-                    Arc::new(rows),
+                    Arc::new(responses),
+                    Arc::new(list_of(&offsets, Arc::new(scores))?),
+                    Arc::new(list_of(&offsets, Arc::new(rows))?),
                     Arc::new(ids),
-                ])
+                ];
+                Ok((
+                    Some(RecordBatch::try_new(schema.clone(), columns)?),
+                    accounting,
+                ))
             })
             .collect::<Result<Vec<_>>>()
     })?;
-    let prompt_type = if prompt_views.is_some() {
+    let mut accounting = Accounting::default();
+    let mut batches = Vec::with_capacity(parts.len());
+    for (batch, part) in parts {
+        accounting.merge(&part);
+        batches.extend(batch);
+    }
+    accounting.rows_in = table.num_rows();
+    accounting.drop_rows("null_key", groups.null_keys);
+    accounting.counts.insert("groups_in", groups.len());
+    accounting
+        .counts
+        .insert("lists_out", batches.iter().map(RecordBatch::num_rows).sum());
+    debug_assert_eq!(accounting.rows_accounted(), accounting.rows_in);
+    Ok((batches, schema, accounting))
+}
+
+/// The schema of `rank_lists`' result: `prompt` as string_view when it is text (`views_prompt`),
+/// `responses` as `list<string_view>` with `views`, else `list<string>`.
+fn list_schema(prompt: &Column, views_prompt: bool, views: bool) -> SchemaRef {
+    let prompt_type = if views_prompt {
         DataType::Utf8View
     } else {
         prompt.field.data_type().clone()
     };
-    let schema = Arc::new(Schema::new(vec![
+    let responses_type = if views {
+        list_type(DataType::Utf8View)
+    } else {
+        string_list_type()
+    };
+    Arc::new(Schema::new(vec![
         Field::new("prompt", prompt_type, true),
-        Field::new(
-            "responses",
-            if options.views {
-                list_type(DataType::Utf8View)
-            } else {
-                string_list_type()
-            },
-            false,
-        ),
+        Field::new("responses", responses_type, false),
         Field::new("scores", list_type(DataType::Float64), false),
         Field::new("rows", list_type(DataType::Int64), false),
         Field::new("group_id", DataType::UInt64, false),
-    ]));
-    let batches = batches
-        .into_iter()
-        .map(|columns| RecordBatch::try_new(schema.clone(), columns))
-        .collect::<std::result::Result<Vec<_>, _>>()?;
-    Ok((batches, schema, accounting))
+    ]))
 }
 
 /// `list<item>` with non-null items.
@@ -311,15 +282,19 @@ pub fn string_lists<'a>(
     for text in texts {
         builder.append_option(text);
     }
-    let values = builder.finish();
-    let offsets = i32_offsets(offsets)?;
+    string_list_of(offsets, builder.finish())
+}
+
+/// A `list<string>` array (items may be null) over `values`: list `l` holds
+/// `values[offsets[l]..offsets[l + 1]]`.
+pub fn string_list_of(offsets: &[usize], values: StringArray) -> Result<ListArray> {
     let field = match string_list_type() {
         DataType::List(field) => field,
         _ => unreachable!(),
     };
     Ok(ListArray::try_new(
         field,
-        offsets,
+        i32_offsets(offsets)?,
         Arc::new(values),
         None::<NullBuffer>,
     )?)
@@ -343,7 +318,6 @@ mod tests {
     use super::*;
     use arrow_array::cast::AsArray;
     use arrow_array::types::{Float64Type, Int64Type};
-    use arrow_array::StringArray;
 
     fn table(prompts: &[&str], responses: &[Option<&str>], scores: &[f64]) -> Table {
         let batch = RecordBatch::try_from_iter(vec![

@@ -6,7 +6,7 @@
 
 use arrow_array::builder::make_view;
 use arrow_array::{Array, LargeStringArray, StringArray, StringViewArray};
-use arrow_buffer::{Buffer, NullBuffer, ScalarBuffer};
+use arrow_buffer::{Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
 use arrow_schema::DataType;
 
 use crate::error::{Error, Result};
@@ -267,6 +267,60 @@ impl Views {
             .then(|| rows.iter().map(|&r| self.is_valid(r)).collect());
         self.array(views, valid)
     }
+    /// The bytes of the valid `row`: inside its view when short (copied out of it), else in
+    /// the buffer it points into.
+    #[inline]
+    fn with_bytes<R>(&self, row: usize, read: impl FnOnce(&[u8]) -> R) -> R {
+        let view = self.views[row];
+        let len = view as u32 as usize;
+        if len <= 12 {
+            read(&view.to_le_bytes()[4..4 + len])
+        } else {
+            let buffer = (view >> 64) as u32 as usize;
+            let offset = (view >> 96) as u32 as usize;
+            read(&self.buffers[buffer][offset..offset + len])
+        }
+    }
+
+    /// Like [`Views::gather`], but copying the text into a plain `string` array, for consumers
+    /// that cannot read string_view (pandas, inside lists). The offsets come from the views'
+    /// lengths, so the text is read once, by the copy into a buffer allocated up front.
+    pub fn gather_copy(&self, rows: &[usize]) -> Result<StringArray> {
+        let mut offsets = Vec::with_capacity(rows.len() + 1);
+        let mut total: usize = 0;
+        offsets.push(0i32);
+        for &row in rows {
+            total += self.view(row) as u32 as usize;
+            let end = i32::try_from(total).map_err(|_| {
+                Error::argument(
+                    "the text of one result batch",
+                    "under 2 GiB (string)",
+                    format!("more than {total} bytes"),
+                )
+            })?;
+            offsets.push(end);
+        }
+        let mut values: Vec<u8> = Vec::with_capacity(total);
+        for &row in rows {
+            if self.is_valid(row) {
+                self.with_bytes(row, |bytes| values.extend_from_slice(bytes));
+            }
+        }
+        let nulls = self
+            .has_nulls()
+            .then(|| NullBuffer::from_iter(rows.iter().map(|&r| self.is_valid(r))))
+            .filter(|nulls| nulls.null_count() > 0);
+        // SAFETY: the offsets are the running sums of the copied strings' lengths (monotonic,
+        // checked to fit i32), and each copied string is valid UTF-8 of the input.
+        Ok(unsafe {
+            StringArray::new_unchecked(
+                OffsetBuffer::new_unchecked(offsets.into()),
+                Buffer::from_vec(values),
+                nulls,
+            )
+        })
+    }
+
     /// A string_view array of substrings, without copying text: entry `(row, start, end)` is
     /// bytes `start..end` of row `row`'s string. Rows must be valid (not null) and `start`,
     /// `end` must be char boundaries of that string.

@@ -703,17 +703,15 @@ pub fn tree_lists(table: &Table, options: &TreeListOptions) -> Result<(RecordBat
     let mut items: Vec<(f64, usize)> = Vec::new();
     for &p in &parents {
         let ranked = nodes.ranked_children(p, &steps, options.min_visits, &mut accounting);
-        let kept = options.rules.cut(&ranked, &mut accounting);
-        if !kept.is_empty() {
+        if options.rules.cut(&ranked, &mut items, &mut accounting) {
             list_parents.push(p);
-            items.extend(kept);
             offsets.push(items.len());
         }
     }
     accounting.rows_in = table.num_rows();
     accounting.drop_rows("root", nodes.forest.trees);
     accounting.counts.insert("trees_in", nodes.forest.trees);
-    accounting.counts.entry("lists_out").or_insert(0);
+    accounting.counts.insert("lists_out", list_parents.len());
     debug_assert_eq!(accounting.rows_accounted(), accounting.rows_in);
 
     let first_children: Vec<usize> = (0..list_parents.len())
