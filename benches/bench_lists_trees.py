@@ -480,6 +480,155 @@ def tree_lists_python(df: Any) -> list:
     return out
 
 
+# ------------------------------------------------------------------------------------------
+# split_prompt: HH-style text and chat messages
+# ------------------------------------------------------------------------------------------
+
+BOUNDARY = "\n\nAssistant:"
+
+
+def _hh_turns(rng: Any, rows: int) -> list[tuple[list[str], str, str]]:
+    """Per row: the shared turns' texts, then the two final answers (sometimes starting with
+    the same words, as in "It is 4." / "It is 5.")."""
+    words = ["the", "a", "of", "to", "and", "is", "in", "it", "that", "for", "on", "with",
+             "was", "é", "be", "this", "are", "by", "中", "or"]
+
+    def sentence(n: int) -> str:
+        return " ".join(words[i] for i in rng.integers(0, len(words), n))
+
+    out = []
+    for turns, same_start in zip(rng.integers(1, 4, rows), rng.random(rows) < 0.3):
+        texts = [sentence(12) for _ in range(2 * turns + 1)]
+        start = sentence(3) + " " if same_start else ""
+        out.append((texts, start + sentence(40), start + sentence(30)))
+    return out
+
+
+def split_corpus(kind: str, rows: int) -> Path:
+    """HH-style pairs (``kind="text"``: whole dialogues as strings) or the same dialogues as
+    chat messages (``list<struct<role, content>>``)."""
+    path = DATA / f"split_{kind}_{rows}.parquet"
+    if path.exists():
+        return path
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    dialogues = _hh_turns(np.random.default_rng(0), rows)
+    if kind == "text":
+        def whole(texts: list[str], answer: str) -> str:
+            roles = ["Human", "Assistant"] * len(texts)
+            said = "".join(f"\n\n{role}: {t}" for role, t in zip(roles, texts))
+            return f"{said}{BOUNDARY} {answer}"
+
+        columns = {
+            side: pa.array([whole(t, d[i]) for t, *d in dialogues], pa.string())
+            for i, side in enumerate(("chosen", "rejected"))
+        }
+    else:
+        message = pa.struct([("role", pa.string()), ("content", pa.string())])
+
+        def messages(texts: list[str], answer: str) -> list[dict]:
+            roles = ["user", "assistant"] * len(texts)
+            said = [{"role": r, "content": t} for r, t in zip(roles, texts)]
+            return [*said, {"role": "assistant", "content": answer}]
+
+        columns = {
+            side: pa.array([messages(t, d[i]) for t, *d in dialogues], pa.list_(message))
+            for i, side in enumerate(("chosen", "rejected"))
+        }
+    DATA.mkdir(exist_ok=True)
+    pq.write_table(pa.table(columns), path)
+    return path
+
+
+def split_text_prefkit(df: Any) -> Any:
+    import prefkit as pk
+
+    return pk.split_prompt(df, boundary=BOUNDARY)
+
+
+def split_messages_prefkit(df: Any) -> Any:
+    import prefkit as pk
+
+    return pk.split_prompt(df, boundary="user")
+
+
+def split_text_polars(df: Any) -> Any:
+    """The shared prefix by a vectorised binary search on its length (polars has no
+    common-prefix expression), cut back to the last boundary by splitting on it."""
+    import polars as pl
+
+    chosen, rejected = pl.col("chosen"), pl.col("rejected")
+    lo, hi = pl.col("lo"), pl.col("hi")
+    frame = df.filter(chosen.is_not_null() & rejected.is_not_null() & (chosen != rejected))
+    frame = frame.with_columns(
+        pl.lit(0, pl.Int64).alias("lo"),
+        pl.min_horizontal(chosen.str.len_chars(), rejected.str.len_chars())
+        .cast(pl.Int64)
+        .alias("hi"),
+    )
+    for _ in range(int(frame["hi"].max() or 0).bit_length() + 1):
+        mid = (lo + hi + 1) // 2
+        same = chosen.str.head(mid) == rejected.str.head(mid)
+        frame = frame.with_columns(
+            pl.when(same).then(mid).otherwise(lo).alias("lo"),
+            pl.when(same).then(hi).otherwise(mid - 1).alias("hi"),
+        )
+    parts = chosen.str.head(lo).str.split(BOUNDARY, literal=True)
+    cut = chosen.str.head(lo).str.len_chars() - parts.list.last().str.len_chars()
+    return (
+        frame.with_columns(cut.alias("cut"), parts.list.len().alias("parts"))
+        .filter(
+            (pl.col("parts") > 1)
+            & (pl.col("cut") < chosen.str.len_chars())
+            & (pl.col("cut") < rejected.str.len_chars())
+        )
+        .select(
+            chosen.str.head(pl.col("cut")).alias("prompt"),
+            chosen.str.slice(pl.col("cut")).alias("chosen"),
+            rejected.str.slice(pl.col("cut")).alias("rejected"),
+        )
+    )
+
+
+def _split_python(df: Any, cut_of: Any) -> list:
+    out = []
+    for c, r in zip(df["chosen"].to_list(), df["rejected"].to_list()):
+        if c is None or r is None or c == r:
+            continue
+        cut = cut_of(c, r)
+        if cut is not None and cut < len(c) and cut < len(r):
+            out.append((c[:cut], c[cut:], r[cut:]))
+    return out
+
+
+def split_text_python(df: Any) -> list:
+    def cut_of(c: str, r: str) -> int | None:
+        shared, hi = 0, min(len(c), len(r))
+        while shared < hi:  # binary search on slices: C-speed comparisons
+            mid = (shared + hi + 1) // 2
+            if c[:mid] == r[:mid]:
+                shared = mid
+            else:
+                hi = mid - 1
+        found = c.rfind(BOUNDARY, 0, shared)
+        return None if found < 0 else found + len(BOUNDARY)
+
+    return _split_python(df, cut_of)
+
+
+def split_messages_python(df: Any) -> list:
+    def cut_of(c: list, r: list) -> int | None:
+        shared = 0
+        while shared < min(len(c), len(r)) and c[shared] == r[shared]:
+            shared += 1
+        users = [i for i in range(shared) if c[i]["role"] == "user"]
+        return users[-1] + 1 if users else None
+
+    return _split_python(df, cut_of)
+
+
 IMPLEMENTATIONS = {
     "rank_lists": {
         "prefkit": [lists_prefkit],
@@ -501,6 +650,15 @@ IMPLEMENTATIONS = {
         "prefkit": [tree_lists_prefkit],
         "polars": [tree_lists_polars],
         "python": [tree_lists_python],
+    },
+    "split_prompt_text": {
+        "prefkit": [split_text_prefkit],
+        "polars": [split_text_polars],
+        "python": [split_text_python],
+    },
+    "split_prompt_messages": {
+        "prefkit": [split_messages_prefkit],
+        "python": [split_messages_python],
     },
 }
 
@@ -606,6 +764,16 @@ def check(workload: str, path: str) -> dict:
             tuple(r[f] for f in ("prompt", *fields)) for r in pl_out
         ]
         counts = {"rows": len(pk_out)}
+    elif workload.startswith("split_prompt"):
+        tools = IMPLEMENTATIONS[workload]
+        pk_out = [tuple(r.values()) for r in tools["prefkit"][0](small).to_pylist()]
+        py_out = tools["python"][0](small)
+        if workload == "split_prompt_messages":
+            # Messages as dicts; the python loop keeps them as they are.
+            assert pk_out == py_out
+        else:
+            assert pk_out == py_out == tools["polars"][0](small).rows()
+        counts = {"rows": len(pk_out)}
     else:
         pk_out = trees_prefkit(small)
         py_out = trees_python(small)
@@ -657,6 +825,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prompts", type=int, default=125_000, help="rank_lists: prompts x 8")
     parser.add_argument("--paths", type=int, default=100_000, help="build_trees: paths x 8 steps")
+    parser.add_argument("--pairs", type=int, default=1_000_000, help="split_prompt: text rows (a fifth as many message rows)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workloads", nargs="+", default=list(IMPLEMENTATIONS))
     parser.add_argument("--tools", nargs="+", default=list(TOOLS))
@@ -674,6 +843,8 @@ def main(argv: list[str] | None = None) -> int:
         "build_trees": lambda: paths_corpus(args.paths),
         "tree_pairs": lambda: nodes_corpus(args.paths),
         "tree_lists": lambda: nodes_corpus(args.paths),
+        "split_prompt_text": lambda: split_corpus("text", args.pairs),
+        "split_prompt_messages": lambda: split_corpus("messages", args.pairs // 5),
     }
     paths = {workload: corpora[workload]() for workload in args.workloads}
     results = []
