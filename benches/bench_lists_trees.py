@@ -801,22 +801,26 @@ def _subprocess(arguments: list[str]) -> dict:
 
 def _table(results: list[dict]) -> str:
     lines = [
-        "| workload | tool | median time | speed-up vs best polars | peak RSS over input | plan |",
-        "|---|---|---:|---:|---:|---|",
+        (
+            "| workload | tool | median time | speed-up vs best polars | speed-up vs python "
+            "| peak RSS over input | plan |"
+        ),
+        "|---|---|---:|---:|---:|---:|---|",
     ]
     for workload in IMPLEMENTATIONS:
         rows = [r for r in results if r["workload"] == workload]
-        if not rows:
-            continue
-        base = next((r["best"]["median_s"] for r in rows if r["tool"] == "polars"), None)
+        base = {
+            tool: next((r["best"]["median_s"] for r in rows if r["tool"] == tool), None)
+            for tool in ("polars", "python")
+        }
         for r in rows:
             t = r["best"]["median_s"]
-            ratio = f"{base / t:.2f}x" if base else "n/a"
+            ratios = [f"{base[tool] / t:.2f}x" if base[tool] else "n/a" for tool in base]
             peak = r["peak_over_input_mb"]
             peak = f"{peak:,.0f} MB" if peak is not None else "n/a"
             lines.append(
-                f"| {workload} ({r['rows']:,} rows) | {r['tool']} | {t:.3f} s | {ratio} | "
-                f"{peak} | {r['best']['variant']} |"
+                f"| {workload} ({r['rows']:,} rows) | {r['tool']} | {t:.3f} s | "
+                f"{' | '.join(ratios)} | {peak} | {r['best']['variant']} |"
             )
     return "\n".join(lines)
 
