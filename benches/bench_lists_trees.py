@@ -1,6 +1,6 @@
-"""Side-by-side benchmark of ranked lists and preference trees: prefkit vs polars vs Python.
+"""Side-by-side benchmark of lists, trees and prompt splitting: prefkit vs polars vs Python.
 
-Two workloads, each on a corpus cached as Parquet in ``bench-data/``:
+Six workloads, each on a corpus cached as Parquet in ``bench-data/``:
 
 - ``rank_lists`` on 1M responses (125k prompts x 8, ``benches/datagen.py``: ~1 KB responses,
   UltraFeedback-like tied scores): one list per prompt, responses best first (stable), with
@@ -21,6 +21,18 @@ Two workloads, each on a corpus cached as Parquet in ``bench-data/``:
     leaf flag from the set of parent ids (the natural vectorised trie).
   - ``python``: a dict trie keyed by ``(parent, step)``.
 
+- ``tree_pairs`` / ``tree_lists`` on the node table ``pk.build_trees`` makes of that corpus
+  (647k nodes): step pairs (best_vs_worst) / ranked siblings per parent, with prefixes.
+  - ``polars``: ``group_by(tree_id, parent_id).agg(struct.sort_by(value))``, the prefixes by
+    one join per depth, the roots' prompts by a join.
+  - ``python``: a children dict and ``sorted``; prefixes in row order.
+- ``split_prompt`` on HH-style pairs: 1M whole dialogues as text (``boundary="\\n\\nAssistant:"``)
+  and a fifth as many as chat messages (``boundary="user"``).
+  - ``polars`` (text only: nothing vectorised compares lists of structs element-wise): the
+    shared prefix's length by a binary search on ``str.head`` equality, cut back to the last
+    boundary with ``str.split``.
+  - ``python``: the same binary search on slices and ``rfind``; for messages, dict equality.
+
 Every (workload, tool) runs in a fresh subprocess that loads the corpus as a polars DataFrame,
 resets the peak-RSS counter (``/proc/self/clear_refs``), runs the tool ``--repeats`` times and
 reports the median wall time and the peak RSS above the loaded input (``VmHWM`` minus RSS after
@@ -35,7 +47,7 @@ Full size, as in the README::
 
 A quick run::
 
-    python benches/bench_lists_trees.py --prompts 5000 --paths 10000 --repeats 1
+    python benches/bench_lists_trees.py --prompts 5000 --paths 10000 --pairs 20000 --repeats 1
 """
 
 from __future__ import annotations
