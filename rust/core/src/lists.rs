@@ -2,8 +2,8 @@
 //! first, with their scores and source rows.
 //!
 //! The exact rules are in docs/lists.md and mirrored by tests/reference.py. [`ListRules`] (ties,
-//! list size, minimum size) is shared with `tree_lists`, and so is [`string_lists`], which
-//! builds the `list<string>` columns.
+//! list size, minimum size) is shared with `tree_lists`, and so are [`string_lists`] and
+//! [`string_list_of`], which build the `list<string>` columns.
 
 use std::sync::Arc;
 
