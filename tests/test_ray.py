@@ -13,13 +13,6 @@ pkr = pytest.importorskip("prefkit.ray")
 from test_stream import _corpus, _sorted
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 def _shuffled() -> pa.Table:
     data = _corpus(2000, 200)
     return data.append_column("row", pa.array(np.arange(data.num_rows)))
