@@ -1,4 +1,7 @@
-"""prefkit.ray: Ray Data results equal the single-process results (skipped without Ray)."""
+"""prefkit.ray: Ray Data results equal the single-process results (skipped without Ray).
+
+One local Ray (2 CPUs, the session fixture ``local_ray`` of conftest.py) serves every test;
+each test covers several operations, since every Ray stage costs seconds on 2 cores."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import pytest
 ray = pytest.importorskip("ray")
 pkr = pytest.importorskip("prefkit.ray")
 
+from test_dedup import planted
 from test_stream import _corpus, _sorted
 
 
@@ -57,4 +61,90 @@ def test_cli_ray(local_ray, tmp_path):
     keys = ["chosen_row", "rejected_row"]
     assert _sorted(got.select(expected.column_names), keys) == _sorted(expected, keys)
     with pytest.raises(SystemExit):
-        main(["dedup", str(tmp_path / "rated.parquet"), "--out-dir", str(out), "--ray", "auto"])
+        main(["unnest", str(tmp_path / "rated.parquet"), "--out-dir", str(out), "--ray", "auto"])
+
+    texts = _near_duplicates()
+    texts.to_pandas().to_parquet(tmp_path / "texts.parquet")
+    argv = [str(tmp_path / "texts.parquet"), "-q", "--ray", "auto", "--out-dir"]
+    unique = ["dedup", *argv, str(tmp_path / "unique"), "--method", "minhash", "--ngram", "3"]
+    assert main([*unique, "--threshold", "0.7"]) == 0
+    expected = pk.dedup(texts, method="minhash", ngram=3, threshold=0.7)
+    assert _row_set(pk.read_table(tmp_path / "unique")) == _row_set(expected)
+    split = ["split", *argv, str(tmp_path / "train"), "--test-size", "0.25"]
+    assert main([*split, "--test-output", str(tmp_path / "test"), "--seed", "3"]) == 0
+    train, test = pk.split(texts, test_size=0.25, seed=3)
+    assert _row_set(pk.read_table(tmp_path / "train")) == _row_set(train)
+    assert _row_set(pk.read_table(tmp_path / "test")) == _row_set(test)
+
+
+def _near_duplicates(seed: int = 0) -> pa.Table:
+    """Documents with edited copies (near duplicates), copies equal after normalisation,
+    nulls, empty and short texts, shuffled, with their row numbers."""
+    docs, _ = planted(seed, bases=120, words=30)
+    rng = np.random.default_rng(seed)
+    exact = [docs[i].upper() + "!" for i in rng.choice(len(docs), 40)]
+    texts = docs + exact + [None, "", "a b", None, "A, b"]
+    texts = [texts[i] for i in rng.permutation(len(texts))]
+    responses = [f"r{i % 7}" for i in range(len(texts))]
+    return pa.table({"prompt": texts, "response": responses, "row": np.arange(len(texts))})
+
+
+def _row_set(table: pa.Table) -> set[int]:
+    rows = table.column("row").to_pylist()
+    assert len(rows) == len(set(rows))
+    return set(rows)
+
+
+def _gather(ds) -> pa.Table:
+    return pa.concat_tables(ray.get(ds.to_arrow_refs()))
+
+
+def test_dedup_find_duplicates_and_split_equal_single_process(local_ray):
+    data = _near_duplicates()
+    ds = ray.data.from_arrow(data).repartition(4)
+    for method in ("exact", "minhash"):
+        options = {"method": method, "ngram": 3, "threshold": 0.7, "seed": 5}
+        assert _row_set(_gather(pkr.dedup(ds, **options))) == _row_set(pk.dedup(data, **options))
+        found = _gather(pkr.find_duplicates(ds, columns=["prompt", "response"], **options))
+        expected = pk.find_duplicates(data, columns=["prompt", "response"], **options)
+        # find_duplicates numbers rows by position; here position == row.
+        assert found.sort_by("row").to_pylist() == expected.to_pylist()
+        assert expected.num_rows > 0
+    train, test = pkr.split(ds, test_size=0.3, near_duplicates=True, ngram=3, threshold=0.7)
+    expected = pk.split(data, test_size=0.3, near_duplicates=True, ngram=3, threshold=0.7)
+    assert _row_set(_gather(train)) == _row_set(expected[0])
+    assert _row_set(_gather(test)) == _row_set(expected[1])
+    with pytest.raises(pk.PrefkitError, match="'nope' not found"):
+        pkr.dedup(ds, row="nope")
+    with pytest.raises(pk.PrefkitError, match="method"):
+        pkr.dedup(ds, method="fuzzy")
+    with pytest.raises(pk.PrefkitError, match="group"):
+        pkr.dedup(ds, group="prompt")
+
+
+def test_decontaminate_and_score_equal_single_process(local_ray, tmp_path):
+    data = _near_duplicates()
+    ds = ray.data.from_arrow(data).repartition(3)
+    reference = data.column("prompt").to_pylist()[:5]
+    got = _gather(pkr.decontaminate(ds, [t for t in reference if t], ngram=4))
+    expected = pk.decontaminate(data, [t for t in reference if t], ngram=4)
+    assert _row_set(got) == _row_set(expected) and expected.num_rows < data.num_rows
+
+    pytest.importorskip("transformers")
+    from scoring_models import build_model, corpus
+
+    model = build_model(tmp_path / "rm")
+    samples = corpus(24, seed=3)
+    expected = pk.score(samples, model, device="cpu", progress=False)
+    scored = pkr.score(
+        ray.data.from_arrow(samples).repartition(2),
+        model,
+        device="cpu",
+        num_gpus=0,
+        batch_size=8,
+        max_tokens_per_batch=64,
+    )
+    got = _gather(scored).sort_by("id")
+    np.testing.assert_allclose(
+        got.column("score").to_numpy(), expected.column("score").to_numpy(), rtol=0, atol=1e-5
+    )

@@ -81,6 +81,7 @@ examples:
   prefkit dedup long.parquet -o unique.parquet --method minhash --group prompt --threshold 0.8
   prefkit dedup 'data/*.parquet' --columns response --method minhash --memory-limit 2GB \\
       --out-dir unique/         # out of core (no --group)
+  prefkit dedup 'data/*.parquet' --out-dir unique/ --method minhash --ray auto --row row
 """
 
 EPILOG_DECONTAMINATE = """\
@@ -105,6 +106,7 @@ examples:
   prefkit score samples.jsonl -o scored.parquet --model ./rm --max-tokens-per-batch 8192 --resume
   prefkit score pairs.parquet -o rescored.parquet --pairs --model ./rm-a ./rm-b
   prefkit score big.parquet -o scored.parquet --model ./rm --checkpoint /scratch/ckpt --device cuda:0
+  prefkit score 'data/*.parquet' --out-dir scored/ --model /models/rm --ray auto --concurrency 8
 """
 
 
@@ -201,9 +203,10 @@ def _run(
     **options,
 ) -> int:
     """Run a verb: ``streamed`` (the public function, which streams paths) when the input is a
-    glob or folder or --memory-limit/--out-dir is given, else ``operation`` on the table read."""
+    glob or folder or --memory-limit/--out-dir is given, else ``operation`` on the table read.
+    With --ray, the verb's ``prefkit.ray`` function, for options that stream."""
     if getattr(args, "ray", None) is not None:
-        return _run_on_ray(args, streamed, options)
+        return _run_on_ray(args, streamed is not None, options)
     wants_stream = args.memory_limit is not None or args.out_dir is not None
     if streamed is not None and (wants_stream or _is_many(args.input)):
         target = args.out_dir or args.output
@@ -237,17 +240,32 @@ RAY_VERBS = {
     "lists": "rank_lists",
     "curriculum": "order_curriculum",
     "trees": "build_trees",
+    "dedup": "dedup",
+    "decontaminate": "decontaminate",
+    "split": "split",
+    "score": "score",
 }
 
 
-def _run_on_ray(args: argparse.Namespace, streamed: Callable | None, options: dict) -> int:
-    """--ray ADDRESS: read the input with Ray Data, run the verb's ``prefkit.ray`` operation,
-    write Parquet files into --out-dir."""
-    if args.verb not in RAY_VERBS or streamed is None:
+def _run_on_ray(args: argparse.Namespace, supported: bool, options: dict) -> int:
+    """--ray ADDRESS: run the verb's ``prefkit.ray`` operation with ``options``."""
+    if not supported:
         raise PrefkitError(
-            "--ray runs pairs, lists, curriculum --per-prompt and trees (without "
-            "--completions, --nodes or --emit)"
+            "--ray runs pairs, lists and trees without --completions, --nodes or --emit, "
+            "curriculum with --per-prompt, dedup without --group, decontaminate, split and score"
         )
+    import prefkit.ray as pkr
+
+    run = getattr(pkr, RAY_VERBS[args.verb])
+    if args.row is not None:
+        options = {**options, "row": args.row}
+    return _on_ray(args, lambda ds: run(ds, **options))
+
+
+def _on_ray(args: argparse.Namespace, run: Callable) -> int:
+    """Start or join Ray, read the input with Ray Data, ``run`` it and write the resulting
+    dataset into --out-dir as Parquet files (a pair of them, from split: into train/ and test/
+    under --out-dir, as split streams)."""
     if args.out_dir is None:
         raise PrefkitError("--ray writes Parquet files: give --out-dir FOLDER")
     import prefkit.ray as pkr
@@ -265,10 +283,15 @@ def _run_on_ray(args: argparse.Namespace, streamed: Callable | None, options: di
     else:
         raise PrefkitError("--ray reads Parquet or JSON lines files (one kind per run)")
     with _step(f"{args.verb} on Ray ({args.ray})", args.quiet):
-        run = getattr(pkr, RAY_VERBS[args.verb])
-        run(ds, row=args.row, **options).write_parquet(args.out_dir)
-    rows = ray.data.read_parquet(args.out_dir).count()
-    print(f"wrote {rows} rows to {args.out_dir}")
+        result = run(ds)
+        if isinstance(result, tuple):
+            parts, targets = result, [str(Path(args.out_dir) / side) for side in ("train", "test")]
+        else:
+            parts, targets = (result,), [args.out_dir]
+        for part, target in zip(parts, targets):
+            part.write_parquet(target)
+    for target in targets:
+        print(f"wrote {ray.data.read_parquet(target).count()} rows to {target}")
     return 0
 
 
@@ -319,11 +342,47 @@ def _unnest(args: argparse.Namespace) -> int:
     )
 
 
+def _score_columns(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """``(score column, model)`` of every --model: several get one column each, named after
+    the model folder."""
+    if len(args.model) == 1:
+        return [(args.output_column, args.model[0])]
+    return [
+        (f"{args.output_column}_{Path(model).name or i}", model)
+        for i, model in enumerate(args.model)
+    ]
+
+
+def _score_on_ray(args: argparse.Namespace, options: dict) -> int:
+    """``score --ray``: ``prefkit.ray.score`` once per model, on a pool of actors each."""
+    if args.pairs or args.checkpoint or args.resume:
+        raise PrefkitError("--ray scores responses: no --pairs, --checkpoint or --resume")
+    import prefkit.ray as pkr
+
+    options = {name: value for name, value in options.items() if name != "progress"}
+
+    def run(ds):
+        for name, model in _score_columns(args):
+            ds = pkr.score(
+                ds,
+                model,
+                tokenizer=args.tokenizer,
+                prompt=None if args.prompt == "" else args.prompt,
+                response=args.response,
+                output=name,
+                num_gpus=args.num_gpus,
+                concurrency=args.concurrency,
+                batch_size=args.batch_size,
+                **options,
+            )
+        return ds
+
+    return _on_ray(args, run)
+
+
 def _score(args: argparse.Namespace) -> int:
     from prefkit.scoring import score, score_pairs
 
-    table = _read(args.input, args.quiet)
-    checkpoint = args.checkpoint or (f"{args.output}.checkpoint" if args.resume else None)
     options = {
         "chat_template": None if args.chat_template == "none" else "auto",
         "max_length": args.max_length,
@@ -332,6 +391,10 @@ def _score(args: argparse.Namespace) -> int:
         "dtype": args.dtype,
         "progress": not args.quiet,
     }
+    if args.ray is not None:
+        return _score_on_ray(args, options)
+    table = _read(args.input, args.quiet)
+    checkpoint = args.checkpoint or (f"{args.output}.checkpoint" if args.resume else None)
     prompt = None if args.prompt == "" else args.prompt
     if args.pairs:
         model = args.model if len(args.model) > 1 else args.model[0]
@@ -347,11 +410,7 @@ def _score(args: argparse.Namespace) -> int:
         )
     else:
         result = table
-        for i, model in enumerate(args.model):
-            # Several models: one column each, named after the model folder.
-            name = args.output_column
-            if len(args.model) > 1:
-                name = f"{args.output_column}_{Path(model).name or i}"
+        for name, model in _score_columns(args):
             result = score(
                 result,
                 model,
@@ -525,13 +584,14 @@ def _split(args: argparse.Namespace) -> int:
         near_duplicates=args.near_duplicates,
         threshold=args.threshold,
     )
-    if args.out_dir is not None:
-        target = Path(args.out_dir) / "test"
-    else:
-        target = args.test_output
-        with _step(f"writing {args.test_output}", args.quiet):
-            write_table(parts["test"], args.test_output)
-    print(f"wrote {report_of(parts['test'])['rows_out']} rows to {target}")
+    if "test" in parts:  # not on Ray, which writes both sides itself
+        if args.out_dir is not None:
+            target = Path(args.out_dir) / "test"
+        else:
+            target = args.test_output
+            with _step(f"writing {args.test_output}", args.quiet):
+                write_table(parts["test"], args.test_output)
+        print(f"wrote {report_of(parts['test'])['rows_out']} rows to {target}")
     return status
 
 
@@ -629,13 +689,15 @@ def _common(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="ADDRESS",
         help="run on Ray Data: a cluster ADDRESS, 'auto' or 'local' (pairs, lists, curriculum "
-        "--per-prompt, trees; needs --out-dir and prefkit[ray])",
+        "--per-prompt, trees, dedup, decontaminate, split, score; needs --out-dir and "
+        "prefkit[ray])",
     )
     parser.add_argument(
         "--row",
         default=None,
         metavar="COLUMN",
-        help="with --ray: int64 column of input row numbers (ties, chosen_row/rows)",
+        help="with --ray: int64 column of input row numbers (ties, chosen_row/rows; the first "
+        "row of a duplicate cluster: dedup and split default to 'row')",
     )
     parser.add_argument(
         "--memory-limit",
@@ -731,6 +793,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     score.add_argument(
         "--resume", action="store_true", help="checkpoint to OUTPUT.checkpoint and resume from it"
+    )
+    score.add_argument(
+        "--num-gpus", type=float, default=None, help="with --ray: GPUs per actor (default: 1 "
+        "when the cluster has GPUs, else 0)"
+    )
+    score.add_argument("--concurrency", type=int, default=1, help="with --ray: actors")
+    score.add_argument(
+        "--batch-size", type=int, default=4096, help="with --ray: rows per block sent to an actor"
     )
     score.set_defaults(run=_score)
     curriculum = verbs.add_parser(
@@ -928,7 +998,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Verbs with -o: the output is required unless --out-dir streams the result (report has
     # its own --out folder and no -o).
     has_output = hasattr(args, "output")
-    if has_output and args.output is None and (args.out_dir is None or args.verb == "score"):
+    if has_output and args.output is None and (
+        args.out_dir is None or (args.verb == "score" and args.ray is None)
+    ):
         parser.error(
             "-o/--output is required" + ("" if args.verb == "score" else " (or --out-dir)")
         )

@@ -1,23 +1,10 @@
-"""prefkit on Ray Data: the group-wise operations over a ``ray.data.Dataset`` (``prefkit[ray]``).
+"""The group-wise operations (``mine_pairs``, ``rank_lists``, ``build_trees``,
+``order_curriculum(per_prompt=True)``) over a ``ray.data.Dataset``.
 
 Rows are shuffled by a bucket of their group key id (the xxh3 ``group_id``, from
 ``_core.key_ids``: the same key as the single-process operations, so text and chat-message keys
 both work) with ``groupby(...).map_groups(..., batch_format="pyarrow")``; each bucket holds
 whole groups and runs prefkit's in-memory operation (the Rust core) on a worker.
-
-A Ray Dataset has no global row numbers, so give the operations a ``row`` column (int64, the
-input order, e.g. written by the producer): rows are put back in that order inside a bucket
-(ties rank by input order, as in memory) and ``chosen_row``/``rejected_row``/``rows`` hold its
-values. Without ``row`` those columns are dropped and ties rank in Ray's order. Text columns of
-the result are plain strings (Ray concatenates and serialises blocks). The per-bucket
-provenance is not summed (Ray keeps no table metadata): count rows on the result.
-
-Examples
---------
->>> import ray, prefkit.ray as pkr  # doctest: +SKIP
->>> ds = ray.data.read_parquet("data/")  # doctest: +SKIP
->>> pairs = pkr.mine_pairs(ds, row="row", strategy="all_pairs")  # doctest: +SKIP
->>> pairs.write_parquet("pairs/")  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -25,28 +12,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 
 from prefkit import _core
 from prefkit._errors import PrefkitError
 from prefkit.io import materialize
-
-#: The bucket column added for the shuffle.
-BUCKET = "__prefkit_bucket"
-#: Buckets per CPU of the cluster: enough to balance work, few enough to amortise each call.
-BUCKETS_PER_CPU = 4
-
-
-def _ray() -> Any:
-    try:
-        import ray
-        import ray.data
-    except ImportError:
-        raise PrefkitError(
-            "prefkit.ray needs Ray Data: pip install 'prefkit[ray]' (or 'ray[data]')"
-        ) from None
-    return ray
+from prefkit.ray._common import BUCKET, bucket_of, check_dataset, default_buckets
 
 
 def _groupwise(
@@ -58,23 +29,15 @@ def _groupwise(
     row_columns: Sequence[str],
     buckets: int | None,
 ) -> Any:
-    ray = _ray()
-    if not isinstance(ds, ray.data.Dataset):
-        raise PrefkitError(f"ds must be a ray.data.Dataset, got {type(ds).__name__}")
-    if buckets is None:
-        cpus = int(ray.cluster_resources().get("CPU", 1)) if ray.is_initialized() else 1
-        buckets = max(1, cpus * BUCKETS_PER_CPU)
-    names = ds.schema().names
+    names = check_dataset(ds, ())
+    buckets = default_buckets(buckets)
     column = key(pa.schema([(n, pa.null()) for n in names])) if callable(key) else key
-    for name in (column, row):
-        if name is not None and name not in names:
-            raise PrefkitError(f"column '{name}' not found; the dataset has columns {names}")
+    check_dataset(ds, (column, row))
 
     def add_bucket(batch: pa.Table) -> pa.Table:
         ids = pa.array(_core.key_ids(batch, column))
         # A null key is no group: bucket 0 drops (and counts) it like any other row.
-        values = ids.fill_null(0).to_numpy() % np.uint64(buckets)
-        return batch.append_column(BUCKET, pa.array(values.astype(np.int64)))
+        return batch.append_column(BUCKET, bucket_of(ids.fill_null(0).to_numpy(), buckets))
 
     def run(batch: pa.Table) -> pa.Table:
         batch = batch.drop_columns([BUCKET])
