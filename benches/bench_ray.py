@@ -40,7 +40,7 @@ import pyarrow.parquet as pq
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from bench_stream import _peak_rss, write_corpus  # noqa: E402
+from bench_stream import _peak_rss, write_corpus
 
 OPERATIONS = ("pairs", "minhash")
 
@@ -71,15 +71,13 @@ def numbered_corpus(root: Path, gigabytes: float, responses: int, files: int, se
 
 def child(mode: str, operation: str, corpus: str, out: str) -> None:
     """One measured run (in its own process, so peak RSS is its own); prints a JSON line."""
-    import pyarrow.dataset as ds
-
     import prefkit as pk
+    import pyarrow.dataset as ds
 
     rows_in = ds.dataset(corpus).count_rows()
     if mode == "ray":
-        import ray
-
         import prefkit.ray as pkr
+        import ray
 
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
         started = time.perf_counter()  # without Ray's start

@@ -58,6 +58,12 @@ def bucket_of(ids: np.ndarray, buckets: int) -> pa.Array:
     return pa.array((ids % np.uint64(buckets)).astype(np.int64))
 
 
+def by_bucket(ds: Any, buckets: int) -> Any:
+    """``ds`` grouped by its ``BUCKET`` column (values ``0..buckets``): one hash partition per
+    bucket, not Ray's default of 200, whose tasks cost more than small buckets' work."""
+    return ds.groupby(BUCKET, num_partitions=buckets)
+
+
 def row_numbers(batch: pa.Table, row: str) -> np.ndarray:
     """The int64 values of the row-number column, or a PrefkitError naming it."""
     column = batch.column(row)

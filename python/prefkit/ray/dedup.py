@@ -40,6 +40,7 @@ from prefkit.ray._common import (
     BUCKET,
     _ray,
     bucket_of,
+    by_bucket,
     check_dataset,
     default_buckets,
     gather,
@@ -93,10 +94,8 @@ def _exact(ds: Any, row: str, arguments: dict, buckets: int) -> Any:
         batch = batch.append_column(_ROOT, pa.array(rows[starts][run]))
         return batch.append_column(_SIZE, pa.array(sizes[run]))
 
-    return (
-        ds.map_batches(add_keys, batch_format="pyarrow")
-        .groupby(BUCKET)
-        .map_groups(roots, batch_format="pyarrow")
+    return by_bucket(ds.map_batches(add_keys, batch_format="pyarrow"), buckets).map_groups(
+        roots, batch_format="pyarrow"
     )
 
 
@@ -125,9 +124,9 @@ def _candidates(exact: Any, row: str, buckets: int) -> np.ndarray:
         return pa.table({"a": pa.array(a), "b": pa.array(b)})
 
     pairs = gather(
-        exact.map_batches(band_records, batch_format="pyarrow")
-        .groupby(BUCKET)
-        .map_groups(candidates, batch_format="pyarrow"),
+        by_bucket(exact.map_batches(band_records, batch_format="pyarrow"), buckets).map_groups(
+            candidates, batch_format="pyarrow"
+        ),
         _PAIRS,
     )
     # A pair sharing several bands may come from several buckets.

@@ -17,7 +17,7 @@ import pyarrow as pa
 from prefkit import _core
 from prefkit._errors import PrefkitError
 from prefkit.io import materialize
-from prefkit.ray._common import BUCKET, bucket_of, check_dataset, default_buckets
+from prefkit.ray._common import BUCKET, bucket_of, by_bucket, check_dataset, default_buckets
 
 
 def _groupwise(
@@ -62,10 +62,8 @@ def _groupwise(
             result = result.set_column(index, name, values)
         return materialize(result)
 
-    return (
-        ds.map_batches(add_bucket, batch_format="pyarrow")
-        .groupby(BUCKET)
-        .map_groups(run, batch_format="pyarrow")
+    return by_bucket(ds.map_batches(add_bucket, batch_format="pyarrow"), buckets).map_groups(
+        run, batch_format="pyarrow"
     )
 
 
