@@ -70,11 +70,11 @@ def test_cli_ray(local_ray, tmp_path):
     assert main([*unique, "--threshold", "0.7"]) == 0
     expected = pk.dedup(texts, method="minhash", ngram=3, threshold=0.7)
     assert _row_set(pk.read_table(tmp_path / "unique")) == _row_set(expected)
-    split = ["split", *argv, str(tmp_path / "train"), "--test-size", "0.25", "--seed", "3"]
-    assert main([*split, "--test-output", str(tmp_path / "test")]) == 0
+    split = ["split", *argv, str(tmp_path / "parts"), "--test-size", "0.25", "--seed", "3"]
+    assert main(split) == 0
     train, test = pk.split(texts, test_size=0.25, seed=3)
-    assert _row_set(pk.read_table(tmp_path / "train")) == _row_set(train)
-    assert _row_set(pk.read_table(tmp_path / "test")) == _row_set(test)
+    assert _row_set(pk.read_table(tmp_path / "parts" / "train")) == _row_set(train)
+    assert _row_set(pk.read_table(tmp_path / "parts" / "test")) == _row_set(test)
 
 
 def _near_duplicates(seed: int = 0) -> pa.Table:
