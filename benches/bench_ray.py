@@ -1,7 +1,7 @@
 """prefkit.ray with 2 local workers vs the single process, on the same shuffled corpus.
 
 The corpus is ``bench_stream``'s (datagen text, ~1.3 KB per response, every prompt's rows
-spread over all files) with an int64 ``row`` column added (the input order, files in sorted
+spread over all files, ``--dup-rate`` of the responses planted near-duplicates) with an int64 ``row`` column added (the input order, files in sorted
 order), which the Ray operations need. Two operations, each in a fresh subprocess so that
 peak RSS is its own:
 
@@ -45,16 +45,18 @@ from bench_stream import _peak_rss, write_corpus
 OPERATIONS = ("pairs", "minhash")
 
 
-def numbered_corpus(root: Path, gigabytes: float, responses: int, files: int, seed: int) -> Path:
-    """bench_stream's corpus with a ``row`` column, written once under ``root``."""
-    corpus = root / f"corpus-{gigabytes:g}gb-r{responses}-rows"
+def numbered_corpus(
+    root: Path, gigabytes: float, responses: int, files: int, seed: int, dup_rate: float
+) -> Path:
+    """bench_stream's corpus (the same folder name) with a ``row`` column, written once."""
+    plain = root / f"corpus-{gigabytes:g}gb-r{responses}-d{dup_rate:g}"
+    corpus = plain.with_name(plain.name + "-rows")
     if corpus.exists():
         return corpus
-    plain = root / f"corpus-{gigabytes:g}gb-r{responses}"
     if not plain.exists():
         partial = plain.with_name(plain.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
-        write_corpus(partial, gigabytes, responses, files, seed)
+        write_corpus(partial, gigabytes, responses, files, seed, dup_rate)
         partial.rename(plain)
     partial = corpus.with_name(corpus.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
@@ -115,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--files", type=int, default=32, help="Parquet files")
     parser.add_argument("--data", default="bench-data/stream", help="corpus/output folder")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--dup-rate", type=float, default=0.03, help="planted near-duplicate responses"
+    )
     parser.add_argument("--operations", nargs="+", default=list(OPERATIONS), choices=OPERATIONS)
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -122,7 +127,9 @@ def main(argv: list[str] | None = None) -> int:
         child(*args.child)
         return 0
     root = Path(args.data)
-    corpus = numbered_corpus(root, args.gigabytes, args.responses, args.files, args.seed)
+    corpus = numbered_corpus(
+        root, args.gigabytes, args.responses, args.files, args.seed, args.dup_rate
+    )
     on_disk = sum(p.stat().st_size for p in corpus.glob("*.parquet"))
     print(f"corpus {corpus}: {on_disk / 1e9:.2f} GB of Parquet on disk")
     results = []

@@ -20,6 +20,9 @@ chunked``), so the clusters are the same:
    memory grows with the near-duplicates found, not with the corpus.
 5. ``map_batches``: every row gets its cluster (the first row of its exact cluster's
    component), broadcast from the driver.
+
+MinHash (and ``split``) reads the shuffled rows of step 2 several times, so they are
+materialised in the object store (which Ray spills to disk when it is full).
 """
 
 from __future__ import annotations
@@ -71,7 +74,11 @@ def _exact(ds: Any, row: str, arguments: dict, buckets: int) -> Any:
     minhash = arguments["method"] == "minhash"
 
     def add_keys(batch: pa.Table) -> pa.Table:
-        row_numbers(batch, row)
+        rows = row_numbers(batch, row)
+        if (np.diff(rows) < 0).any():
+            # cluster_keys sketches the first row of each value in the batch, which must be
+            # its first in input order; Ray bundles blocks in the order they arrive.
+            batch = batch.take(pa.array(np.argsort(rows, kind="stable")))
         high, low, sketched, band_keys, bands = _core.cluster_keys(batch, **keys)
         low = pa.array(low)
         batch = batch.append_column(_HIGH, pa.array(high)).append_column(_LOW, low)
@@ -161,6 +168,8 @@ def _near(exact: Any, row: str, arguments: dict, buckets: int) -> tuple:
 
     schema = pa.schema([("row", pa.int64()), ("sketch", pa.list_(pa.uint32(), num_perm))])
     found = gather(exact.map_batches(sketches, batch_format="pyarrow"), schema).sort_by("row")
+    if found.num_rows != len(rows):
+        raise PrefkitError(f"column '{row}' must hold unique row numbers; some repeat")
     a, b = np.searchsorted(rows, pairs[:, 0]), np.searchsorted(rows, pairs[:, 1])
     with tempfile.TemporaryDirectory(prefix="prefkit-ray-") as folder:
         # verify_pairs reads sketch i at byte i * num_perm * 4 of a file, as the streaming
