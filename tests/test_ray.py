@@ -109,9 +109,21 @@ def test_dedup_find_duplicates_and_split_equal_single_process(local_ray):
     kept = _gather(pkr.dedup(ds, columns=columns))
     assert _row_set(kept) == _row_set(pk.dedup(data, columns=columns))
     assert kept.num_rows < data.num_rows
-    options = {"method": "minhash", "ngram": 3, "threshold": 0.7, "seed": 5}
-    found = _gather(pkr.find_duplicates(ds, **options)).sort_by("row")
-    expected = pk.find_duplicates(data, **options)
+    # Units of several rows: some prompts repeated with other responses, later in the input.
+    extra = data.slice(0, 60)
+    extra = extra.set_column(2, "row", pa.array(np.arange(60) + data.num_rows))
+    extra = extra.set_column(1, "response", pa.array(["again"] * 60))
+    long = pa.concat_tables([data, extra])
+    grouped = ray.data.from_arrow(long.take(np.random.default_rng(2).permutation(long.num_rows)))
+    kept = _gather(pkr.dedup(grouped, columns="response", group="prompt"))
+    expected = pk.dedup(long, columns="response", group="prompt")
+    assert _row_set(kept) == _row_set(expected) and expected.num_rows < long.num_rows
+    assert kept.sort_by("row").column("response").to_pylist() == (
+        expected.column("response").to_pylist()
+    )
+    options = {"method": "minhash", "ngram": 3, "threshold": 0.7, "seed": 5, "group": "prompt"}
+    found = _gather(pkr.find_duplicates(grouped.repartition(3), **options)).sort_by("row")
+    expected = pk.find_duplicates(long, **options)
     # find_duplicates numbers rows by position; here position == row.
     assert found.to_pylist() == expected.to_pylist()
     assert expected.num_rows > 0
@@ -123,8 +135,8 @@ def test_dedup_find_duplicates_and_split_equal_single_process(local_ray):
         pkr.dedup(ds, row="nope")
     with pytest.raises(pk.PrefkitError, match="method"):
         pkr.dedup(ds, method="fuzzy")
-    with pytest.raises(pk.PrefkitError, match="group"):
-        pkr.dedup(ds, group="prompt")
+    with pytest.raises(pk.PrefkitError, match="'nope' not found"):
+        pkr.find_duplicates(ds, group="nope")
 
 
 def test_decontaminate_and_score_equal_single_process(local_ray, tmp_path):

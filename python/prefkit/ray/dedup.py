@@ -56,7 +56,10 @@ _SKETCHED, _BANDS = "__prefkit_sketched", "__prefkit_bands"
 #: cluster has more than one row.
 _ROOT, _SIZE = "__prefkit_root", "__prefkit_size"
 _CLUSTER, _SHARED = "__prefkit_cluster", "__prefkit_shared"
-_HELPERS = (_ROOT, _SIZE, _CLUSTER, _SHARED)
+#: With ``group``: the first row of a row's unit, and the compared columns' own values (the
+#: compared columns hold the unit's first row's values while clustering).
+_UNIT, _ORIGINAL = "__prefkit_unit", "__prefkit_original_"
+_HELPERS = (_ROOT, _SIZE, _CLUSTER, _SHARED, _UNIT)
 
 _PAIRS = pa.schema([("a", pa.int64()), ("b", pa.int64())])
 
@@ -68,8 +71,48 @@ def _shared(value: Any) -> Callable[[], Any]:
     return lambda: ray.get(ref)
 
 
+def _units(ds: Any, row: str, arguments: dict, buckets: int) -> Any:
+    """Step 0 with ``group``: rows shuffled by their group key, so a unit (the rows sharing a
+    group value, or a row with a null one) is in one bucket; each row gets its unit's first
+    row (``_UNIT``), and the compared columns take that row's values (their own are kept in
+    ``_ORIGINAL`` columns), so that a unit clusters as its first row, as in memory."""
+    group, columns = arguments["group"], arguments["columns"]
+    # Equal raw values, as pk.dedup groups rows (a null group value is a unit alone).
+    same = {**arguments, "columns": [group], "group": None, "method": "exact"}
+    same["normalize"] = False
+
+    def add_bucket(batch: pa.Table) -> pa.Table:
+        ids = pa.array(_core.key_ids(batch, group)).fill_null(0).to_numpy()
+        return batch.append_column(BUCKET, bucket_of(ids, buckets))
+
+    def units(batch: pa.Table) -> pa.Table:
+        batch = batch.drop_columns([BUCKET]).sort_by(row)
+        first = np.arange(batch.num_rows)
+        found, clusters = _core.find_duplicates(batch, **same)
+        first[pa.array(found).to_numpy()] = pa.array(clusters).to_numpy()
+        alone = batch.column(group).is_null().to_numpy(zero_copy_only=False)
+        first[alone] = np.flatnonzero(alone)
+        taken = pa.array(first)
+        for i, name in enumerate(columns):
+            own = batch.column(name)
+            batch = batch.set_column(batch.schema.get_field_index(name), name, own.take(taken))
+            batch = batch.append_column(f"{_ORIGINAL}{i}", own)
+        return batch.append_column(_UNIT, pa.array(row_numbers(batch, row)[first]))
+
+    return by_bucket(ds.map_batches(add_bucket, batch_format="pyarrow"), buckets).map_groups(
+        units, batch_format="pyarrow"
+    )
+
+
+def _unit_of(batch: pa.Table, row: str) -> np.ndarray:
+    """The first row of every row's unit (its own row without ``group``)."""
+    if _UNIT in batch.column_names:
+        return batch.column(_UNIT).to_numpy()
+    return row_numbers(batch, row)
+
+
 def _exact(ds: Any, row: str, arguments: dict, buckets: int) -> Any:
-    """Steps 1 and 2: every row with its exact cluster's first row and size."""
+    """Steps 1 and 2: every row with its exact cluster's first row and size (in units)."""
     keys = {name: value for name, value in arguments.items() if name != "group"}
     minhash = arguments["method"] == "minhash"
 
@@ -96,7 +139,9 @@ def _exact(ds: Any, row: str, arguments: dict, buckets: int) -> Any:
         first[1:] = (high[1:] != high[:-1]) | (low[1:] != low[:-1])
         starts = np.flatnonzero(first)
         run = np.cumsum(first) - 1
-        sizes = np.diff(np.append(starts, len(rows)))
+        # Units, not rows, decide whether a cluster is shared (one unit per row without group).
+        firsts_of_units = _unit_of(batch, row) == rows
+        sizes = np.bincount(run, weights=firsts_of_units, minlength=len(starts)).astype(np.int64)
         batch = batch.drop_columns([_HIGH, _LOW, BUCKET])
         batch = batch.append_column(_ROOT, pa.array(rows[starts][run]))
         return batch.append_column(_SIZE, pa.array(sizes[run]))
@@ -191,8 +236,10 @@ def _clusters(ds: Any, row: str, arguments: dict, buckets: int | None, reused: b
     """Every row of ``ds`` with its exact cluster (``_ROOT``, ``_SIZE``), its cluster
     (``_CLUSTER``) and whether the cluster has several rows (``_SHARED``). ``reused``: the
     result is read more than once (materialise the shuffle)."""
-    check_dataset(ds, [*arguments["columns"], row])
+    check_dataset(ds, [*arguments["columns"], arguments["group"], row])
     buckets = default_buckets(buckets)
+    if arguments["group"] is not None:
+        ds = _units(ds, row, arguments, buckets)
     exact = _exact(ds, row, arguments, buckets)
     near = None
     if arguments["method"] == "minhash":
@@ -220,11 +267,22 @@ def _clusters(ds: Any, row: str, arguments: dict, buckets: int | None, reused: b
     return exact.map_batches(label, batch_format="pyarrow")
 
 
-def _rows_where(clustered: Any, keep: Callable[[pa.Table], np.ndarray]) -> Any:
-    """The rows of a clustered dataset where ``keep(batch)``, without the helper columns."""
+def _rows_where(
+    clustered: Any, columns: Sequence[str], keep: Callable[[pa.Table], np.ndarray]
+) -> Any:
+    """The rows of a clustered dataset where ``keep(batch)``, without the helper columns;
+    ``columns``: the compared ones."""
 
     def select(batch: pa.Table) -> pa.Table:
-        return materialize(batch.filter(pa.array(keep(batch))).drop_columns(list(_HELPERS)))
+        batch = batch.filter(pa.array(keep(batch)))
+        originals = [name for name in batch.column_names if name.startswith(_ORIGINAL)]
+        for name in originals:
+            # Back to the compared columns' own values (the column order is kept).
+            compared = columns[int(name[len(_ORIGINAL) :])]
+            index = batch.schema.get_field_index(compared)
+            batch = batch.set_column(index, compared, batch.column(name))
+        helpers = [name for name in (*_HELPERS, *originals) if name in batch.column_names]
+        return materialize(batch.drop_columns(helpers))
 
     return clustered.map_batches(select, batch_format="pyarrow")
 
@@ -247,7 +305,7 @@ def dedup(
     """``pk.dedup`` over a Ray Dataset: the first row of every duplicate cluster is kept.
 
     The arguments are those of ``pk.dedup`` (without ``out``, ``memory_limit``,
-    ``contiguous``; a ``group`` is refused for now), plus:
+    ``contiguous``), plus:
 
     Parameters
     ----------
@@ -258,6 +316,10 @@ def dedup(
         (as in memory, where it is the input order).
     buckets
         Shuffle buckets; default 4 per CPU of the cluster.
+
+    With ``group``, a first shuffle by group key gathers every unit (the rows sharing a
+    group value) and gives all its rows the values of its first row; a unit is then kept or
+    dropped whole, as in memory.
 
     Returns
     -------
@@ -271,9 +333,15 @@ def dedup(
     >>> ds = ray.data.read_parquet("pairs/")  # with an int64 "row" column  # doctest: +SKIP
     >>> pkr.dedup(ds, columns="prompt", method="minhash").write_parquet("unique/")  # doctest: +SKIP
     """
-    arguments = _checked(columns, method, normalize, ngram, num_perm, threshold, bands, seed, group)
+    arguments = _dedup_arguments(
+        columns, method, normalize, ngram, num_perm, threshold, bands, seed, group
+    )
     clustered = _clusters(ds, row, arguments, buckets, reused=False)
-    return _rows_where(clustered, lambda b: b.column(_CLUSTER).to_numpy() == row_numbers(b, row))
+    return _rows_where(
+        clustered,
+        arguments["columns"],
+        lambda b: b.column(_CLUSTER).to_numpy() == _unit_of(b, row),
+    )
 
 
 def find_duplicates(
@@ -305,7 +373,9 @@ def find_duplicates(
     >>> pairs.sort("row").take(2)  # doctest: +SKIP
     [{'row': 0, 'cluster': 0}, {'row': 17, 'cluster': 0}]
     """
-    arguments = _checked(columns, method, normalize, ngram, num_perm, threshold, bands, seed, group)
+    arguments = _dedup_arguments(
+        columns, method, normalize, ngram, num_perm, threshold, bands, seed, group
+    )
     clustered = _clusters(ds, row, arguments, buckets, reused=False)
 
     def pairs(batch: pa.Table) -> pa.Table:
@@ -315,19 +385,6 @@ def find_duplicates(
         )
 
     return clustered.map_batches(pairs, batch_format="pyarrow")
-
-
-def _checked(columns, method, normalize, ngram, num_perm, threshold, bands, seed, group) -> dict:
-    if group is not None:
-        # Units of several rows would need their first row's values on every row of the unit
-        # before the shuffles: not built yet.
-        raise PrefkitError(
-            "prefkit.ray.dedup and find_duplicates take no group yet: dedup the prompts (one "
-            "row per prompt) and join, or use pk.dedup"
-        )
-    return _dedup_arguments(
-        columns, method, normalize, ngram, num_perm, threshold, bands, seed, None
-    )
 
 
 def split(
@@ -405,8 +462,8 @@ def split(
         return np.isin(batch.column(_CLUSTER).to_numpy(), test_clusters())
 
     return (
-        _rows_where(clustered, lambda b: ~is_test(b)),
-        _rows_where(clustered, is_test),
+        _rows_where(clustered, [group], lambda b: ~is_test(b)),
+        _rows_where(clustered, [group], is_test),
     )
 
 
