@@ -70,6 +70,10 @@ def test_cli_ray(local_ray, tmp_path):
     assert main([*unique, "--threshold", "0.7"]) == 0
     expected = pk.dedup(texts, method="minhash", ngram=3, threshold=0.7)
     assert _row_set(pk.read_table(tmp_path / "unique")) == _row_set(expected)
+    grouped = ["dedup", *argv, str(tmp_path / "groups"), "--columns", "response"]
+    assert main([*grouped, "--group", "prompt"]) == 0
+    expected = pk.dedup(texts, columns="response", group="prompt")
+    assert _row_set(pk.read_table(tmp_path / "groups")) == _row_set(expected)
     split = ["split", *argv, str(tmp_path / "parts"), "--test-size", "0.25", "--seed", "3"]
     assert main(split) == 0
     train, test = pk.split(texts, test_size=0.25, seed=3)

@@ -200,13 +200,15 @@ def _run(
     args: argparse.Namespace,
     operation: Callable,
     streamed: Callable | None = None,
+    on_ray: bool | None = None,
     **options,
 ) -> int:
     """Run a verb: ``streamed`` (the public function, which streams paths) when the input is a
     glob or folder or --memory-limit/--out-dir is given, else ``operation`` on the table read.
-    With --ray, the verb's ``prefkit.ray`` function, for options that stream."""
+    With --ray, the verb's ``prefkit.ray`` function where ``on_ray`` (default: where the
+    options stream)."""
     if getattr(args, "ray", None) is not None:
-        return _run_on_ray(args, streamed is not None, options)
+        return _run_on_ray(args, streamed is not None if on_ray is None else on_ray, options)
     wants_stream = args.memory_limit is not None or args.out_dir is not None
     if streamed is not None and (wants_stream or _is_many(args.input)):
         target = args.out_dir or args.output
@@ -252,7 +254,7 @@ def _run_on_ray(args: argparse.Namespace, supported: bool, options: dict) -> int
     if not supported:
         raise PrefkitError(
             "--ray runs pairs, lists and trees without --completions, --nodes or --emit, "
-            "curriculum with --per-prompt, dedup without --group, decontaminate, split and score"
+            "curriculum with --per-prompt, dedup, decontaminate, split and score"
         )
     import prefkit.ray as pkr
 
@@ -532,6 +534,7 @@ def _dedup(args: argparse.Namespace) -> int:
         args,
         dedup,
         dedup if args.group is None else None,
+        on_ray=True,
         columns=args.columns,
         method=args.method,
         normalize=not args.no_normalize,
