@@ -924,6 +924,21 @@ def dedup_exact(
     return sorted(kept), {"duplicate": dropped} if dropped else {}
 
 
+def render_messages(messages: list[dict | None] | None) -> str | None:
+    """A conversation as the text near-duplicate detection and decontamination compare: one
+    ``role: content`` line per message (the content alone without a role; a null message
+    skipped), joined by newlines; None stays None."""
+    if messages is None:
+        return None
+    lines = []
+    for message in messages:
+        if message is None:
+            continue
+        role, content = message.get("role"), message.get("content") or ""
+        lines.append(content if role is None else f"{role}: {content}")
+    return "\n".join(lines)
+
+
 def find_contamination(
     texts: list[str | None], references: list[str | None], ngram: int, normalize: bool = True
 ) -> list[tuple[int, list[int]]]:

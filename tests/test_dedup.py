@@ -203,6 +203,47 @@ def test_decontamination_equals_reference(texts, references, ngram, normalize):
     assert report["dropped"] == ({"contaminated": len(dropped)} if dropped else {})
 
 
+MESSAGE = st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant", None]),
+                                  "content": st.one_of(WORDS, st.none())})
+CONVERSATION = st.one_of(st.none(), st.lists(st.one_of(MESSAGE, st.none()), max_size=3))
+MESSAGES_TYPE = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
+
+
+@given(
+    st.lists(CONVERSATION, max_size=10),
+    st.lists(st.one_of(WORDS, st.none()), max_size=4),
+    st.integers(1, 4),
+)
+def test_decontamination_of_chat_messages_equals_the_reference_on_rendered_text(
+    conversations, references, ngram
+):
+    table = pa.table({"prompt": pa.array(conversations, MESSAGES_TYPE)})
+    found = pk.find_contamination(table, references, ngram=ngram)
+    texts = [ref.render_messages(c) for c in conversations]
+    expected = ref.find_contamination(texts, references, ngram)
+    assert list(zip(*found.to_pydict().values())) == expected
+
+
+@pytest.mark.parametrize("list_type", [pa.list_, pa.large_list])
+def test_minhash_on_chat_messages_compares_the_rendered_conversations(list_type):
+    docs, pairs = planted(11, bases=120)
+    conversations = [
+        [{"role": "user", "content": "Please answer."}, {"role": "assistant", "content": d}]
+        for d in docs
+    ]
+    messages_type = list_type(MESSAGES_TYPE.value_type)
+    table = pa.table({"prompt": pa.array(conversations, messages_type), "i": range(len(docs))})
+    rendered = pa.table({"prompt": [ref.render_messages(c) for c in conversations],
+                         "i": range(len(docs))})
+    kept = pk.dedup(table, columns="prompt", method="minhash")
+    assert kept.column("i").equals(pk.dedup(rendered, columns="prompt", method="minhash")
+                                   .column("i"))
+    dropped = set(range(len(docs))) - set(kept.column("i").to_pylist())
+    close = [b for a, b in pairs if ref.jaccard(docs[a], docs[b], 5) >= 0.9]
+    assert close and set(close) <= dropped
+    assert kept.column("prompt").type == messages_type  # the rows themselves are untouched
+
+
 # ------------------------------------------------------------------------------------------
 # Split
 # ------------------------------------------------------------------------------------------

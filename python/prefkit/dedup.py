@@ -95,7 +95,9 @@ def dedup(
         A table: pyarrow, polars, pandas, ``datasets.Dataset`` or any Arrow stream.
     columns
         The compared column, or several (a pair: ``["prompt", "chosen", "rejected"]``), compared
-        as a tuple. Text for ``minhash``; ``exact`` also compares integers and chat messages.
+        as a tuple. Text or chat messages for ``minhash`` (a conversation is compared as its
+        ``role: content`` lines, ``docs/dedup.md``); ``exact`` also compares integers and any
+        chat messages by value.
     method
         ``"exact"``: equal values. ``"minhash"``: MinHash-LSH near-duplicates, whose estimated
         Jaccard similarity of word ``ngram``-grams is at least ``threshold`` (exact duplicates
@@ -355,7 +357,7 @@ def find_contamination(
     reference
         A table (e.g. benchmark prompts) or a list of strings.
     column, reference_column
-        The text columns; ``reference_column`` defaults to ``column``.
+        The text (or chat-message) columns; ``reference_column`` defaults to ``column``.
     ngram
         Words per n-gram (13, as in the GPT-3 and open-instruct decontamination).
     normalize
@@ -547,7 +549,7 @@ def split(
         or a number of rows.
     group
         The column no value of which may appear on both sides (text, integers or chat
-        messages; text for ``near_duplicates``).
+        messages).
     seed
         Seed of the shuffle; the same seed gives the same split.
     near_duplicates, ngram, num_perm, threshold

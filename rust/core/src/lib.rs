@@ -29,6 +29,7 @@ pub mod error;
 pub mod grouping;
 pub mod key;
 pub mod lists;
+pub mod messages;
 pub mod normalize;
 pub mod pairs;
 pub mod parallel;

@@ -67,6 +67,21 @@ impl TextColumn {
         Ok(Self { chunks })
     }
 
+    /// Read `column` as text whose words are compared: text as it is, chat messages rendered
+    /// as `role: content` lines ([`crate::messages`]); anything else fails, naming the column.
+    pub fn with_messages(column: &Column) -> Result<Self> {
+        let column = column.decoded()?;
+        if crate::messages::is_messages(column.field.data_type()) {
+            return Self::new(&crate::messages::render(&column)?);
+        }
+        Self::new(&column).map_err(|_| Error::ColumnType {
+            column: column.name().to_string(),
+            expected: "text (string, large_string or string_view) or chat messages \
+                       (list<struct<role, content>>)",
+            actual: type_name(column.field.data_type()),
+        })
+    }
+
     /// Every row's text (None for null), borrowed from the input, in row order.
     pub fn strs(&self) -> Vec<Option<&str>> {
         let mut out = Vec::with_capacity(self.chunks.iter().map(TextChunk::len).sum());

@@ -26,7 +26,7 @@ pub struct Contamination {
 }
 
 fn prepared(table: &Table, name: &str, normalize: bool) -> Result<FlatText> {
-    let text = TextColumn::new(&table.column(name)?)?;
+    let text = TextColumn::with_messages(&table.column(name)?)?;
     let form = if normalize {
         Form::Normalized
     } else {

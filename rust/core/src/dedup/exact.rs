@@ -3,7 +3,7 @@
 use rayon::prelude::*;
 use xxhash_rust::xxh3::xxh3_128;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::grouping::group_rows;
 use crate::key::{KeyBytes, KeyColumn};
 use crate::normalize::{FlatText, Form};
@@ -20,18 +20,15 @@ pub enum Source {
 }
 
 impl Source {
-    /// Read column `name` of `table`; with `text_only`, a non-text column is an error.
+    /// Read column `name` of `table`; with `text_only` (near-duplicates), chat messages are
+    /// read as rendered text and any other non-text column is an error.
     pub fn read(table: &Table, name: &str, text_only: bool) -> Result<Self> {
         let column = table.column(name)?;
+        if text_only {
+            return Ok(Source::Text(TextColumn::with_messages(&column)?));
+        }
         if is_text(column.field.data_type()) {
             return Ok(Source::Text(TextColumn::new(&column)?));
-        }
-        if text_only {
-            return Err(Error::ColumnType {
-                column: name.to_string(),
-                expected: "text (string, large_string or string_view) for near-duplicate detection",
-                actual: column.field.data_type().to_string(),
-            });
         }
         Ok(Source::Key(KeyColumn::new(&column)?))
     }
