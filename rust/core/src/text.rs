@@ -5,9 +5,12 @@
 //! text itself.
 
 use arrow_array::builder::make_view;
-use arrow_array::{Array, LargeStringArray, StringArray, StringViewArray};
+use arrow_array::{
+    Array, GenericStringArray, LargeStringArray, OffsetSizeTrait, StringArray, StringViewArray,
+};
 use arrow_buffer::{Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
 use arrow_schema::DataType;
+use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::table::{type_name, Column};
@@ -143,29 +146,20 @@ impl TextColumn {
                 TextChunk::Utf8(a) => {
                     let base = buffers.len() as u32;
                     buffers.push(a.values().clone());
-                    for (i, value) in a.iter().enumerate() {
-                        let start = a.value_offsets()[i] as usize;
-                        views
-                            .push(value.map_or(0, |s| make_view(s.as_bytes(), base, start as u32)));
-                        validity.push(value.is_some());
-                    }
+                    offset_views(a, &mut views, |start| (base, start as u32));
+                    validity.extend((0..a.len()).map(|i| a.is_valid(i)));
                 }
                 TextChunk::LargeUtf8(a) => {
                     let base = buffers.len();
-                    let values = a.values();
-                    push_windows(values, &mut buffers);
-                    for (i, value) in a.iter().enumerate() {
-                        let start = a.value_offsets()[i] as usize;
+                    push_windows(a.values(), &mut buffers);
+                    offset_views(a, &mut views, |start| {
                         let window = start / WINDOW_STEP;
-                        views.push(value.map_or(0, |s| {
-                            make_view(
-                                s.as_bytes(),
-                                (base + window) as u32,
-                                (start - window * WINDOW_STEP) as u32,
-                            )
-                        }));
-                        validity.push(value.is_some());
-                    }
+                        (
+                            (base + window) as u32,
+                            (start - window * WINDOW_STEP) as u32,
+                        )
+                    });
+                    validity.extend((0..a.len()).map(|i| a.is_valid(i)));
                 }
                 TextChunk::Utf8View(a) => {
                     let base = buffers.len() as u32;
@@ -191,6 +185,33 @@ impl TextColumn {
             nulls: (nulls.null_count() > 0).then_some(nulls),
         }
     }
+}
+
+/// Append the views of every row of `array` to `views`, in parallel: making a view reads the
+/// first bytes of each string, a cache miss per row. `locate(start)` gives the buffer index
+/// and offset in it of a string starting at byte `start` of the values.
+fn offset_views<O: OffsetSizeTrait>(
+    array: &GenericStringArray<O>,
+    views: &mut Vec<u128>,
+    locate: impl Fn(usize) -> (u32, u32) + Sync,
+) {
+    let offsets = array.value_offsets();
+    let values = array.value_data();
+    crate::parallel::install(|| {
+        views.par_extend(
+            (0..array.len())
+                .into_par_iter()
+                .with_min_len(1 << 13)
+                .map(|i| {
+                    if array.is_null(i) {
+                        return 0;
+                    }
+                    let (start, end) = (offsets[i].as_usize(), offsets[i + 1].as_usize());
+                    let (buffer, offset) = locate(start);
+                    make_view(&values[start..end], buffer, offset)
+                }),
+        )
+    });
 }
 
 /// Register `values` as buffers a view can address: one buffer when it is small enough,
