@@ -17,7 +17,9 @@ use pyo3::prelude::*;
 
 // Results of millions of rows allocate hundreds of MB per call; the system allocator hands
 // such blocks back to the OS and page-faults them in again on the next call, which cost more
-// than the mining itself. mimalloc keeps and reuses them.
+// than the mining itself. mimalloc keeps and reuses them. It is built without transparent
+// huge pages (Cargo feature `no_thp`): each first touch of a huge page zeroes 2 MB, most of
+// it unused, which made the first call in a process 2-4x slower than the next ones.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
