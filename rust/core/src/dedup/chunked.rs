@@ -24,7 +24,7 @@ use rayon::prelude::*;
 use super::exact::{exact_roots, unit_hashes, UnitValues};
 use super::lsh;
 use super::minhash::Signatures;
-use super::{form, sources, unit_texts, DedupOptions, Method};
+use super::{form, sources, DedupOptions, Method};
 use crate::error::Result;
 use crate::parallel;
 use crate::table::Table;
@@ -66,7 +66,8 @@ pub fn chunk_keys(table: &Table, options: &DedupOptions) -> Result<ChunkKeys> {
     let roots = exact_roots(&values, n);
     let distinct: Vec<u32> = (0..n as u32).filter(|&u| roots[u as usize] == u).collect();
     let sigs = Signatures::build(
-        &unit_texts(&values, &distinct),
+        &values,
+        &distinct,
         options.ngram,
         options.num_perm,
         options.seed,
@@ -106,7 +107,8 @@ pub fn chunk_signatures(table: &Table, options: &DedupOptions) -> Result<Signatu
         .collect();
     let all: Vec<u32> = (0..n as u32).collect();
     Ok(Signatures::build(
-        &unit_texts(&values, &all),
+        &values,
+        &all,
         options.ngram,
         options.num_perm,
         options.seed,

@@ -178,6 +178,7 @@ pub fn candidate_pairs(mut records: Vec<((u32, u64), u64)>) -> Vec<(u64, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dedup::exact::UnitValues;
 
     #[test]
     fn bands_favour_recall_at_the_threshold() {
@@ -191,13 +192,13 @@ mod tests {
 
     #[test]
     fn only_verified_candidates_are_returned() {
-        let texts: Vec<Vec<Option<&str>>> = vec![
-            vec![Some("a b c d e f g h i j")],
-            vec![Some("x y z")],
-            vec![Some("a b c d e f g h i j")],
-            vec![None],
-        ];
-        let sigs = Signatures::build(&texts, 2, 32, 0);
+        let texts = [UnitValues::Borrowed(vec![
+            Some("a b c d e f g h i j"),
+            Some("x y z"),
+            Some("a b c d e f g h i j"),
+            None,
+        ])];
+        let sigs = Signatures::build(&texts, &[0, 1, 2, 3], 2, 32, 0);
         assert_eq!(similar_pairs(&sigs, 8, 4, 0.8), vec![(0, 2)]);
     }
 

@@ -13,6 +13,7 @@
 
 use rayon::prelude::*;
 
+use super::exact::UnitValues;
 use super::shingles::for_each_shingle;
 use crate::dedup::lsh;
 use crate::pairs::splitmix64;
@@ -94,36 +95,43 @@ pub struct Signatures {
 }
 
 impl Signatures {
-    /// Sketch documents: `texts[d]` holds document `d`'s prepared texts (one per column, None
-    /// for null); its shingles are the word `ngram`-grams of every column, hashed per column.
-    pub fn build(texts: &[Vec<Option<&str>>], ngram: usize, num_perm: usize, seed: u64) -> Self {
-        let mut values = vec![0u32; texts.len() * num_perm];
-        let mut present = vec![false; texts.len()];
+    /// Sketch one document per unit of `units`: document `d` is unit `units[d]` of the
+    /// compared columns `values` (its prepared texts, None for null); its shingles are the
+    /// word `ngram`-grams of every column, hashed per column.
+    pub fn build(
+        values: &[UnitValues<'_>],
+        units: &[u32],
+        ngram: usize,
+        num_perm: usize,
+        seed: u64,
+    ) -> Self {
+        let mut sketches = vec![0u32; units.len() * num_perm];
+        let mut present = vec![false; units.len()];
         parallel::install(|| {
-            values
+            sketches
                 .par_chunks_mut(num_perm * 256)
                 .zip(present.par_chunks_mut(256))
-                .zip(texts.par_chunks(256))
-                .for_each(|((values, present), texts)| {
+                .zip(units.par_chunks(256))
+                .for_each(|((sketches, present), units)| {
                     let mut sketcher = Sketcher::new(num_perm, seed);
                     let mut words = Vec::new();
-                    for (d, columns) in texts.iter().enumerate() {
-                        for (column, text) in columns.iter().enumerate() {
-                            if let Some(text) = text {
+                    for (d, &unit) in units.iter().enumerate() {
+                        for (column, column_values) in values.iter().enumerate() {
+                            if let Some(text) = column_values.text(unit as usize) {
                                 let seed = column_seed(seed, column);
                                 for_each_shingle(text, ngram, seed, &mut words, |h| {
                                     sketcher.add(h)
                                 });
                             }
                         }
-                        let out = &mut values[d * num_perm..(d + 1) * num_perm];
+                        let out = &mut sketches[d * num_perm..(d + 1) * num_perm];
                         present[d] = sketcher.finish(out);
                     }
                 })
         });
         Self {
             num_perm,
-            values,
+            values: sketches,
             present,
         }
     }
@@ -236,13 +244,13 @@ mod tests {
 
     #[test]
     fn signatures_are_flat_and_missing_text_has_no_sketch() {
-        let texts = vec![
-            vec![Some("a b c")],
-            vec![None],
-            vec![Some("")],
-            vec![Some("a b c")],
-        ];
-        let sigs = Signatures::build(&texts, 2, 16, 0);
+        let texts = [UnitValues::Borrowed(vec![
+            Some("a b c"),
+            None,
+            Some(""),
+            Some("a b c"),
+        ])];
+        let sigs = Signatures::build(&texts, &[0, 1, 2, 3], 2, 16, 0);
         assert_eq!(sigs.values.len(), 4 * 16);
         assert_eq!(sigs.present, vec![true, false, false, true]);
         assert_eq!(sigs.similarity(0, 3), 1.0);

@@ -202,14 +202,6 @@ fn form(options: &DedupOptions) -> Form {
     }
 }
 
-/// The prepared texts of `units` (one entry per compared column), as the sketches read them.
-fn unit_texts<'a>(values: &'a [UnitValues<'_>], units: &[u32]) -> Vec<Vec<Option<&'a str>>> {
-    units
-        .iter()
-        .map(|&u| values.iter().map(|v| v.text(u as usize)).collect())
-        .collect()
-}
-
 /// Cluster the units of `table` as `options` say.
 pub fn cluster(table: &Table, options: &DedupOptions) -> Result<Clustering> {
     options.validate()?;
@@ -246,8 +238,13 @@ fn near_roots(
     let distinct: Vec<u32> = (0..exact_root.len() as u32)
         .filter(|&u| exact_root[u as usize] == u)
         .collect();
-    let texts = unit_texts(values, &distinct);
-    let sigs = Signatures::build(&texts, options.ngram, options.num_perm, options.seed);
+    let sigs = Signatures::build(
+        values,
+        &distinct,
+        options.ngram,
+        options.num_perm,
+        options.seed,
+    );
     let (bands, rows) = lsh::layout(options.num_perm, options.threshold, options.bands)?;
     let mut sets = UnionFind::new(distinct.len());
     for (a, b) in lsh::similar_pairs(&sigs, bands, rows, options.threshold) {
