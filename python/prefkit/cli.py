@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from prefkit._errors import PrefkitError
 from prefkit._provenance import report_of
@@ -711,6 +711,15 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
 
 
+def _verb(verbs: Any, name: str, *, common: bool = True, **texts: str) -> argparse.ArgumentParser:
+    """A verb's parser with its ``help``/``description``/``epilog`` texts (the epilog's examples
+    kept as written) and, unless ``common=False``, the options every table verb takes."""
+    parser = verbs.add_parser(name, formatter_class=argparse.RawDescriptionHelpFormatter, **texts)
+    if common:
+        _common(parser)
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``prefkit`` command."""
     from prefkit.pairs import STRATEGIES
@@ -721,14 +730,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
-    pairs = verbs.add_parser(
+    pairs = _verb(
+        verbs,
         "pairs",
         help="mine chosen/rejected pairs from rated responses",
         description="Mine chosen/rejected pairs from a long table (one row per response).",
         epilog=EPILOG_PAIRS,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _common(pairs)
     pairs.add_argument("--prompt", default="prompt", help="prompt column (default: prompt)")
     pairs.add_argument("--response", default="response", help="response column")
     pairs.add_argument("--score", nargs="+", default=["score"], help="score column(s)")
@@ -750,29 +758,27 @@ def build_parser() -> argparse.ArgumentParser:
     pairs.add_argument("--carry", nargs="*", default=[], help="columns copied from chosen rows")
     pairs.set_defaults(run=_pairs)
 
-    unnest = verbs.add_parser(
+    unnest = _verb(
+        verbs,
         "unnest",
         help="nested completions (UltraFeedback) to one row per response",
         description="Turn rows holding a list of completion structs into one row per response.",
         epilog=EPILOG_UNNEST,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _common(unnest)
     unnest.add_argument("--prompt", default="prompt")
     unnest.add_argument("--completions", default="completions")
     unnest.add_argument("--response", default="response", help="field holding the text")
     unnest.add_argument("--score", nargs="+", default=["score"], help="field(s) holding scores")
     unnest.set_defaults(run=_unnest)
 
-    score = verbs.add_parser(
+    score = _verb(
+        verbs,
         "score",
         help="score responses (or chosen/rejected pairs) with reward models",
         description="Score every row with a sequence-classification reward model, in token-"
         "budget batches of similar length; resumable with --checkpoint/--resume.",
         epilog=EPILOG_SCORE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _common(score)
     score.add_argument("--model", nargs="+", required=True, help="reward model folder(s)")
     score.add_argument("--tokenizer", default=None, help="tokenizer folder (default: the model's)")
     score.add_argument("--prompt", default="prompt", help="prompt column ('' for none)")
@@ -806,14 +812,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-size", type=int, default=4096, help="with --ray: rows per block sent to an actor"
     )
     score.set_defaults(run=_score)
-    curriculum = verbs.add_parser(
+    curriculum = _verb(
+        verbs,
         "curriculum",
         help="order pairs easy to hard in stages (global or per prompt, Curry-DPO)",
         description="Reorder pairs into a curriculum and add an int32 'stage' column.",
         epilog=EPILOG_CURRICULUM,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _common(curriculum)
     curriculum.add_argument("--by", default="margin", help="ease column (larger = easier)")
     curriculum.add_argument("--order", default="easy_to_hard", choices=("easy_to_hard", "hard_to_easy"))
     curriculum.add_argument("--stages", type=int, default=None, help="number of stages")
@@ -829,14 +834,13 @@ def build_parser() -> argparse.ArgumentParser:
     curriculum.add_argument("--seed", type=int, default=0)
     curriculum.set_defaults(run=_curriculum)
 
-    lists = verbs.add_parser(
+    lists = _verb(
+        verbs,
         "lists",
         help="ranked lists of responses per prompt (LiPO, TPO, Plackett-Luce)",
         description="One row per prompt: its responses sorted best first, scores and rows.",
         epilog=EPILOG_LISTS,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _common(lists)
     lists.add_argument("--prompt", default="prompt")
     lists.add_argument("--response", default="response")
     lists.add_argument("--score", default="score")
@@ -851,7 +855,8 @@ def build_parser() -> argparse.ArgumentParser:
     lists.add_argument("--nan", default="drop", choices=("drop", "error"))
     lists.set_defaults(run=_lists)
 
-    trees = verbs.add_parser(
+    trees = _verb(
+        verbs,
         "trees",
         help="tries of step-split solutions; or step pairs / lists of sibling nodes",
         description=(
@@ -859,9 +864,7 @@ def build_parser() -> argparse.ArgumentParser:
             "pairs/lists the step-level pairs or ranked lists of sibling nodes."
         ),
         epilog=EPILOG_TREES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _common(trees)
     trees.add_argument("--prompt", default="prompt")
     trees.add_argument("--steps", default="steps", help="list<string> column of steps")
     trees.add_argument("--reward", default="reward")
@@ -884,14 +887,13 @@ def build_parser() -> argparse.ArgumentParser:
     trees.add_argument("--min-list-size", type=int, default=2)
     trees.add_argument("--seed", type=int, default=0)
     trees.set_defaults(run=_trees)
-    dedup = verbs.add_parser(
+    dedup = _verb(
+        verbs,
         "dedup",
         help="drop exact or near-duplicate rows (or whole prompt groups)",
         description="Keep the first row of every duplicate cluster, in input order.",
         epilog=EPILOG_DEDUP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _common(dedup)
     dedup.add_argument("--columns", nargs="+", default=["prompt"], help="compared column(s)")
     dedup.add_argument("--method", default="exact", choices=("exact", "minhash"))
     dedup.add_argument("--group", default=None, help="keep or drop rows sharing this column")
@@ -899,14 +901,13 @@ def build_parser() -> argparse.ArgumentParser:
     _minhash_options(dedup)
     dedup.set_defaults(run=_dedup)
 
-    decontaminate = verbs.add_parser(
+    decontaminate = _verb(
+        verbs,
         "decontaminate",
         help="drop rows sharing a word n-gram with a reference set (benchmarks)",
         description="Drop rows that share a word n-gram with any row of a reference file.",
         epilog=EPILOG_DECONTAMINATE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _common(decontaminate)
     decontaminate.add_argument("--reference", required=True, help="reference file")
     decontaminate.add_argument("--column", default="prompt", help="text column of the input")
     decontaminate.add_argument("--reference-column", default=None, help="default: --column")
@@ -914,14 +915,13 @@ def build_parser() -> argparse.ArgumentParser:
     decontaminate.add_argument("--no-normalize", action="store_true", help="compare raw words")
     decontaminate.set_defaults(run=_decontaminate)
 
-    split = verbs.add_parser(
+    split = _verb(
+        verbs,
         "split",
         help="train/test split with no prompt (or near-duplicate) on both sides",
         description="Split into train (-o) and test (--test-output) by whole prompt clusters.",
         epilog=EPILOG_SPLIT,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _common(split)
     split.add_argument(
         "--test-output",
         default=None,
@@ -936,15 +936,14 @@ def build_parser() -> argparse.ArgumentParser:
     split.add_argument("--seed", type=int, default=0)
     split.set_defaults(run=_split)
 
-    split_prompt = verbs.add_parser(
+    split_prompt = _verb(
+        verbs,
         "split-prompt",
         help="full conversations (HH-style text or chat messages) to prompt/chosen/rejected",
         description="Split full chosen/rejected conversations into their shared prompt and the "
         "two completions (docs/split_prompt.md).",
         epilog=EPILOG_SPLIT,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _common(split_prompt)
     split_prompt.add_argument("--chosen", default="chosen", help="chosen conversation column")
     split_prompt.add_argument("--rejected", default="rejected", help="rejected conversation column")
     split_prompt.add_argument(
@@ -959,15 +958,14 @@ def build_parser() -> argparse.ArgumentParser:
     split_prompt.add_argument("--unsplittable", default="drop", choices=("drop", "error"))
     split_prompt.set_defaults(run=_split_prompt)
 
-    strength = verbs.add_parser(
+    strength = _verb(
+        verbs,
         "strength",
         help="preference strength from several reward models; drop or flip pairs by it",
         description="Add strength_mean, strength_std and agreement from per-reward-model score "
         "columns, then (with any filter option) drop or flip pairs.",
         epilog=EPILOG_STRENGTH,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _common(strength)
     strength.add_argument("--chosen-scores", nargs="+", required=True, metavar="COLUMN")
     strength.add_argument("--rejected-scores", nargs="+", required=True, metavar="COLUMN")
     strength.add_argument("--min-margin", type=float, default=None)
@@ -978,13 +976,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     strength.set_defaults(run=_strength)
 
-    report = verbs.add_parser(
+    report = _verb(
+        verbs,
         "report",
         help="report.md with statistics and PNG plots of a pair, list or tree table",
         description="Write report.md (counts, margins, pairs per prompt, stage sizes, length "
         "bias, row accounting) and PNG plots into a folder. Needs matplotlib.",
         epilog=EPILOG_REPORT,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        common=False,
     )
     report.add_argument("input", help="a pair, list or tree table (.parquet, .jsonl, ...)")
     report.add_argument("--out", required=True, metavar="DIR", help="folder for report.md + PNGs")
