@@ -205,6 +205,64 @@ pub fn group_rows(keys: &KeyBytes<'_>) -> Groups {
     }
 }
 
+/// For every row, the first row (in input order) whose key equals its own; `u32::MAX` for a
+/// null key. This is what exact dedup needs, without the groups' row lists.
+///
+/// Keys are hashed in parallel, then each worker owns the keys whose hash falls in its share
+/// and walks all rows in order, looking up only its own: the workers' tables never share a
+/// key, so there is no merge step, and each sees its rows in input order, so the first row
+/// of a key is found without sorting.
+pub fn first_equal_rows(keys: &KeyBytes<'_>) -> Vec<u32> {
+    let n = keys.len();
+    parallel::install(|| {
+        let hashes: Vec<u64> = (0..n)
+            .into_par_iter()
+            .with_min_len(1 << 12)
+            .map(|row| keys.get(row).map_or(0, key_id))
+            .collect();
+        let workers = rayon::current_num_threads()
+            .min(n / MIN_ROWS_PER_PART)
+            .max(1);
+        // The share of a hash is read from its middle bits: hashbrown takes the bucket from
+        // the low bits and the tag from the top ones, which must stay spread within a share.
+        let share = |h: u64| ((((h >> 24) & 0xffff_ffff) * workers as u64) >> 32) as usize;
+        let repeats: Vec<Vec<(u32, u32)>> = (0..workers)
+            .into_par_iter()
+            .map(|w| {
+                let mut index: HashTable<u32> = HashTable::with_capacity(n / workers + 1);
+                let mut repeats = Vec::new();
+                for (row, &h) in hashes.iter().enumerate() {
+                    if share(h) != w {
+                        continue;
+                    }
+                    let Some(key) = keys.get(row) else { continue };
+                    let first = index.find(h, |&r| {
+                        hashes[r as usize] == h
+                            && keys.get(r as usize).is_some_and(|k| same_bytes(k, key))
+                    });
+                    match first {
+                        Some(&r) => repeats.push((row as u32, r)),
+                        None => {
+                            index.insert_unique(h, row as u32, |&r| hashes[r as usize]);
+                        }
+                    }
+                }
+                repeats
+            })
+            .collect();
+        let mut first: Vec<u32> = (0..n as u32).collect();
+        for (row, r) in first.iter_mut().enumerate() {
+            if keys.get(row).is_none() {
+                *r = u32::MAX;
+            }
+        }
+        for (row, r) in repeats.into_iter().flatten() {
+            first[row as usize] = r;
+        }
+        first
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -247,6 +305,29 @@ mod tests {
             assert!(parallel.rows_of(g).windows(2).all(|w| w[0] < w[1]));
         }
         assert_eq!(parallel.rows.len(), 300_000);
+    }
+
+    #[test]
+    fn first_equal_rows_agree_with_the_groups() {
+        // Enough rows for several workers, repeated keys and nulls.
+        let names: Vec<String> = (0..100_000u64)
+            .map(|i| format!("k{}", (i * 7919) % 30_011))
+            .collect();
+        let keys: Vec<Option<&str>> = names
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (i % 97 != 5).then_some(s.as_str()))
+            .collect();
+        let keys = KeyBytes::Text(keys);
+        let first = first_equal_rows(&keys);
+        let groups = group_rows(&keys);
+        let mut expected = vec![u32::MAX; keys.len()];
+        for g in 0..groups.len() {
+            for &row in groups.rows_of(g) {
+                expected[row] = groups.rows_of(g)[0] as u32;
+            }
+        }
+        assert_eq!(first, expected);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::*;
 use arrow_array::{Array, ArrayRef};
 use arrow_schema::DataType;
-use xxhash_rust::xxh3::xxh3_64;
+use twox_hash::XxHash3_64;
 
 use crate::error::{Error, Result};
 use crate::table::{type_name, Column};
@@ -25,7 +25,7 @@ const STRUCT: u8 = 0x06;
 
 /// The stable id of a key: xxh3-64 (seed 0) of its canonical bytes.
 pub fn key_id(bytes: &[u8]) -> u64 {
-    xxh3_64(bytes)
+    XxHash3_64::oneshot(bytes)
 }
 
 /// Every row's key id ([`key_id`] of its canonical bytes; None for a null key), in row order:
@@ -244,13 +244,13 @@ mod tests {
         let bytes = key.bytes();
         assert_eq!(bytes.get(0), Some("é".as_bytes()));
         assert_eq!(bytes.get(1), None);
-        assert_eq!(key_id(b"abc"), xxh3_64(b"abc"));
+        assert_eq!(key_id(b"abc"), XxHash3_64::oneshot(b"abc"));
         let ids = key_ids(&column(Arc::new(StringArray::from(vec![
             Some("abc"),
             None,
         ]))))
         .unwrap();
-        assert_eq!(ids, vec![Some(xxh3_64(b"abc")), None]);
+        assert_eq!(ids, vec![Some(XxHash3_64::oneshot(b"abc")), None]);
     }
 
     #[test]

@@ -18,7 +18,7 @@ use arrow_schema::{DataType, Field, Schema};
 use hashbrown::hash_table::Entry;
 use hashbrown::HashTable;
 use rayon::prelude::*;
-use xxhash_rust::xxh3::xxh3_64_with_seed;
+use twox_hash::XxHash3_64;
 
 use crate::accounting::Accounting;
 use crate::error::{Error, Result};
@@ -34,12 +34,12 @@ const NONE: usize = usize::MAX;
 
 /// The id of a child node: xxh3-64 of its step's UTF-8 bytes, seeded with its parent's id.
 pub fn child_id(parent_id: u64, step: &str) -> u64 {
-    xxh3_64_with_seed(step.as_bytes(), parent_id)
+    XxHash3_64::oneshot_with_seed(parent_id, step.as_bytes())
 }
 
 /// The id of a tree's root node: `child_id(tree_id, "")`.
 pub fn root_id(tree_id: u64) -> u64 {
-    xxh3_64_with_seed(b"", tree_id)
+    XxHash3_64::oneshot_with_seed(tree_id, b"")
 }
 
 /// The arguments of [`build_trees`]; see `pk.build_trees`.

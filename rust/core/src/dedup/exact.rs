@@ -1,10 +1,10 @@
 //! Exact duplicates: the compared value of every unit, and units grouped by equal value.
 
 use rayon::prelude::*;
-use xxhash_rust::xxh3::xxh3_128;
+use twox_hash::XxHash3_128;
 
 use crate::error::Result;
-use crate::grouping::group_rows;
+use crate::grouping::first_equal_rows;
 use crate::key::{KeyBytes, KeyColumn};
 use crate::normalize::{FlatText, Form};
 use crate::parallel;
@@ -91,14 +91,7 @@ pub fn exact_roots(columns: &[UnitValues<'_>], units: usize) -> Vec<u32> {
         }
         _ => tagged(columns, units),
     };
-    let groups = group_rows(&keys);
-    let mut roots = vec![u32::MAX; units];
-    for g in 0..groups.len() {
-        let members = groups.rows_of(g);
-        for &u in members {
-            roots[u] = members[0] as u32;
-        }
-    }
+    let mut roots = first_equal_rows(&keys);
     // Null keys: all equal to the first null.
     let mut first_null = None;
     for (u, root) in roots.iter_mut().enumerate() {
@@ -150,7 +143,7 @@ pub fn unit_hashes(columns: &[UnitValues<'_>], units: usize) -> Vec<u128> {
             .map_init(Vec::new, |data, u| {
                 data.clear();
                 encode_unit(columns, u, data);
-                xxh3_128(data)
+                XxHash3_128::oneshot(data)
             })
             .collect()
     })

@@ -12,7 +12,7 @@
 //! the low ones). The seed and the window's length enter the finisher, so a short text's
 //! single window never equals an `n`-word window, and each seed gives another hash function.
 
-use xxhash_rust::xxh3::xxh3_64;
+use twox_hash::XxHash3_64;
 
 use crate::pairs::splitmix64;
 
@@ -37,11 +37,11 @@ pub fn for_each_shingle(
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
         if b == b' ' {
-            words.push(xxh3_64(&bytes[start..i]));
+            words.push(XxHash3_64::oneshot(&bytes[start..i]));
             start = i + 1;
         }
     }
-    words.push(xxh3_64(&bytes[start..]));
+    words.push(XxHash3_64::oneshot(&bytes[start..]));
     let window = n.min(words.len());
     let finish = |hash: u64| splitmix64(hash ^ seed ^ (window as u64).wrapping_mul(BASE));
     // BASE^(window - 1): the weight of the word leaving the window.
@@ -73,7 +73,8 @@ mod tests {
     fn direct(text: &str, seed: u64) -> u64 {
         let words: Vec<&str> = text.split(' ').collect();
         let hash = words.iter().fold(0u64, |h, w| {
-            h.wrapping_mul(BASE).wrapping_add(xxh3_64(w.as_bytes()))
+            h.wrapping_mul(BASE)
+                .wrapping_add(XxHash3_64::oneshot(w.as_bytes()))
         });
         splitmix64(hash ^ seed ^ (words.len() as u64).wrapping_mul(BASE))
     }
