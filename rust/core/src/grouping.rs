@@ -56,6 +56,8 @@ const MIN_ROWS_PER_PART: usize = 1 << 14;
 
 /// The groups of one contiguous range of rows, numbered locally in order of first row.
 struct PartGroups {
+    /// First row of the range.
+    start: usize,
     /// Local group of each row of the range (`u32::MAX` for a null key).
     row_group: Vec<u32>,
     /// First row (global) and key id of each local group.
@@ -96,6 +98,7 @@ fn find_or_insert(
 fn group_part(keys: &KeyBytes<'_>, range: std::ops::Range<usize>) -> PartGroups {
     let mut index: HashTable<u32> = HashTable::with_capacity(range.len() / 4);
     let mut part = PartGroups {
+        start: range.start,
         row_group: Vec::with_capacity(range.len()),
         first_rows: Vec::new(),
         ids: Vec::new(),
@@ -130,137 +133,225 @@ fn group_part(keys: &KeyBytes<'_>, range: std::ops::Range<usize>) -> PartGroups 
 /// Group the rows of `keys` by equal key.
 ///
 /// Large inputs are cut into one contiguous range per worker; each range is grouped on its
-/// own, then the ranges' groups are merged in range order (a lookup per local group, not per
-/// row), which keeps groups numbered by their first row.
+/// own, then the ranges' groups are merged by [`first_equal`] over their first rows (a
+/// lookup per local group, not per row, spread over the workers), which keeps groups
+/// numbered by their first row.
 pub fn group_rows(keys: &KeyBytes<'_>) -> Groups {
     let n = keys.len();
-    let parts = parallel::install(|| {
+    parallel::install(|| {
         let workers = rayon::current_num_threads()
             .min(n / MIN_ROWS_PER_PART)
             .max(1);
         let step = n.div_ceil(workers).max(1);
-        (0..workers)
+        let parts: Vec<PartGroups> = (0..workers)
             .into_par_iter()
             .map(|w| group_part(keys, (w * step).min(n)..((w + 1) * step).min(n)))
-            .collect::<Vec<_>>()
-    });
+            .collect();
 
-    // Merge: local group -> global group, in range order.
-    // Sized for the case where no group spans two ranges (contiguous groups), so that the
-    // merge never rehashes; with repeated keys the excess is one slot per repeat.
-    let local_groups: usize = parts.iter().map(|p| p.ids.len()).sum();
-    let mut index: HashTable<u32> = HashTable::with_capacity(local_groups);
-    let mut first_rows: Vec<usize> = Vec::with_capacity(local_groups);
-    let mut ids: Vec<u64> = Vec::with_capacity(local_groups);
-    let mut null_keys = 0;
-    let global_of: Vec<Vec<u32>> = parts
-        .iter()
-        .map(|part| {
-            null_keys += part.null_keys;
-            part.ids
-                .iter()
-                .zip(&part.first_rows)
-                .map(|(&id, &row)| {
-                    let key = keys.get(row).expect("a group's first row has a key");
-                    find_or_insert(&mut index, keys, key, id, row, &mut first_rows, &mut ids)
-                })
-                .collect()
+        // Merge: the local groups of all ranges, in range order, are candidates; a candidate
+        // equal to an earlier one joins its global group.
+        let first_rows: Vec<usize> = parts
+            .iter()
+            .flat_map(|p| p.first_rows.iter().copied())
+            .collect();
+        let local_ids: Vec<u64> = parts.iter().flat_map(|p| p.ids.iter().copied()).collect();
+        let earlier = first_equal(keys, &local_ids, |c| first_rows[c]);
+        let mut ids = Vec::with_capacity(local_ids.len());
+        let mut global = Vec::with_capacity(local_ids.len());
+        for (c, &e) in earlier.iter().enumerate() {
+            if e as usize == c {
+                global.push(ids.len() as u32);
+                ids.push(local_ids[c]);
+            } else {
+                global.push(global[e as usize]);
+            }
+        }
+        let null_keys = parts.iter().map(|p| p.null_keys).sum();
+        let mut global_of = Vec::with_capacity(parts.len());
+        let mut rest = global.as_slice();
+        for part in &parts {
+            let (mine, others) = rest.split_at(part.ids.len());
+            global_of.push(mine);
+            rest = others;
+        }
+        let (offsets, rows) = runs(&parts, &global_of, ids.len())
+            .unwrap_or_else(|| counting_sort(&parts, &global_of, ids.len()));
+        Groups {
+            offsets,
+            rows,
+            ids,
+            null_keys,
+        }
+    })
+}
+
+/// Offsets and rows of the groups when each is one run of rows (nulls aside; the layout of
+/// a long table written prompt by prompt): the rows in input order, cut where the group
+/// changes. None when some group comes back after another one.
+fn runs(
+    parts: &[PartGroups],
+    global_of: &[&[u32]],
+    groups: usize,
+) -> Option<(Vec<usize>, Vec<usize>)> {
+    // Each range writes its non-null rows into its own slice of the result and notes where
+    // its runs start (within the slice) and their global group.
+    let total: usize = parts.iter().map(|p| p.row_group.len() - p.null_keys).sum();
+    let mut rows = vec![0usize; total];
+    let mut slices = Vec::with_capacity(parts.len());
+    let mut rest = rows.as_mut_slice();
+    for part in parts {
+        let (mine, others) = rest.split_at_mut(part.row_group.len() - part.null_keys);
+        slices.push(mine);
+        rest = others;
+    }
+    let starts: Vec<Vec<(usize, u32)>> = parts
+        .par_iter()
+        .zip(global_of)
+        .zip(slices)
+        .map(|((part, global), out)| {
+            let mut starts = Vec::with_capacity(global.len());
+            let mut previous = u32::MAX;
+            let mut k = 0;
+            for (i, &g) in part.row_group.iter().enumerate() {
+                if g == u32::MAX {
+                    continue;
+                }
+                if g != previous {
+                    starts.push((k, global[g as usize]));
+                    previous = g;
+                }
+                out[k] = part.start + i;
+                k += 1;
+            }
+            starts
         })
         .collect();
+    let mut offsets = Vec::with_capacity(groups + 1);
+    let mut base = 0;
+    for (part, starts) in parts.iter().zip(starts) {
+        for (start, g) in starts {
+            // A group continued from the previous range is the same run; any other group
+            // must be the next one in order of first row, else it came back.
+            if g as usize + 1 == offsets.len() {
+                continue;
+            }
+            if g as usize != offsets.len() {
+                return None;
+            }
+            offsets.push(base + start);
+        }
+        base += part.row_group.len() - part.null_keys;
+    }
+    offsets.push(total);
+    Some((offsets, rows))
+}
 
-    // Counting sort by group keeps input order inside each group.
-    let mut counts = vec![0usize; ids.len()];
-    for (part, global) in parts.iter().zip(&global_of) {
+/// Offsets and rows of `groups` groups by a counting sort of every range's rows by global
+/// group, which keeps input order inside each group.
+fn counting_sort(
+    parts: &[PartGroups],
+    global_of: &[&[u32]],
+    groups: usize,
+) -> (Vec<usize>, Vec<usize>) {
+    let mut counts = vec![0usize; groups];
+    for (part, global) in parts.iter().zip(global_of) {
         for &g in &part.row_group {
             if g != u32::MAX {
                 counts[global[g as usize] as usize] += 1;
             }
         }
     }
-    let mut offsets = Vec::with_capacity(ids.len() + 1);
+    let mut offsets = Vec::with_capacity(groups + 1);
     let mut total = 0;
     for &c in &counts {
         offsets.push(total);
         total += c;
     }
     offsets.push(total);
-    let mut fill = offsets[..ids.len()].to_vec();
+    let mut fill = offsets[..groups].to_vec();
     let mut rows = vec![0; total];
-    let mut row = 0;
-    for (part, global) in parts.iter().zip(&global_of) {
-        for &g in &part.row_group {
+    for (part, global) in parts.iter().zip(global_of) {
+        for (i, &g) in part.row_group.iter().enumerate() {
             if g != u32::MAX {
                 let g = global[g as usize] as usize;
-                rows[fill[g]] = row;
+                rows[fill[g]] = part.start + i;
                 fill[g] += 1;
             }
-            row += 1;
         }
     }
-    Groups {
-        offsets,
-        rows,
-        ids,
-        null_keys,
-    }
+    (offsets, rows)
 }
 
 /// For every row, the first row (in input order) whose key equals its own; `u32::MAX` for a
 /// null key. This is what exact dedup needs, without the groups' row lists.
-///
-/// Keys are hashed in parallel, then each worker owns the keys whose hash falls in its share
-/// and walks all rows in order, looking up only its own: the workers' tables never share a
-/// key, so there is no merge step, and each sees its rows in input order, so the first row
-/// of a key is found without sorting.
 pub fn first_equal_rows(keys: &KeyBytes<'_>) -> Vec<u32> {
-    let n = keys.len();
     parallel::install(|| {
-        let hashes: Vec<u64> = (0..n)
+        let hashes: Vec<u64> = (0..keys.len())
             .into_par_iter()
             .with_min_len(1 << 12)
             .map(|row| keys.get(row).map_or(0, key_id))
             .collect();
-        let workers = rayon::current_num_threads()
-            .min(n / MIN_ROWS_PER_PART)
-            .max(1);
-        // The share of a hash is read from its middle bits: hashbrown takes the bucket from
-        // the low bits and the tag from the top ones, which must stay spread within a share.
-        let share = |h: u64| ((((h >> 24) & 0xffff_ffff) * workers as u64) >> 32) as usize;
-        let repeats: Vec<Vec<(u32, u32)>> = (0..workers)
-            .into_par_iter()
-            .map(|w| {
-                let mut index: HashTable<u32> = HashTable::with_capacity(n / workers + 1);
-                let mut repeats = Vec::new();
-                for (row, &h) in hashes.iter().enumerate() {
-                    if share(h) != w {
-                        continue;
-                    }
-                    let Some(key) = keys.get(row) else { continue };
-                    let first = index.find(h, |&r| {
-                        hashes[r as usize] == h
-                            && keys.get(r as usize).is_some_and(|k| same_bytes(k, key))
-                    });
-                    match first {
-                        Some(&r) => repeats.push((row as u32, r)),
-                        None => {
-                            index.insert_unique(h, row as u32, |&r| hashes[r as usize]);
-                        }
+        first_equal(keys, &hashes, |row| row)
+    })
+}
+
+/// For each candidate `c` (row `row_of(c)` of `keys`, in ascending row order, with key id
+/// `ids[c]`), the first candidate whose key equals its own (`c` itself for a new key), or
+/// `u32::MAX` when its key is null.
+///
+/// Each worker owns the keys whose id falls in its share and walks all candidates in order,
+/// looking up only its own: the workers' tables never share a key, so there is nothing to
+/// merge, and each sees its candidates in order, so the first is found without sorting.
+fn first_equal(
+    keys: &KeyBytes<'_>,
+    ids: &[u64],
+    row_of: impl Fn(usize) -> usize + Sync,
+) -> Vec<u32> {
+    let n = ids.len();
+    let workers = rayon::current_num_threads()
+        .min(n / MIN_ROWS_PER_PART)
+        .max(1);
+    // The share of an id is read from its middle bits: hashbrown takes the bucket from the
+    // low bits and the tag from the top ones, which must stay spread within a share.
+    let share = |h: u64| ((((h >> 24) & 0xffff_ffff) * workers as u64) >> 32) as usize;
+    let repeats: Vec<Vec<(u32, u32)>> = (0..workers)
+        .into_par_iter()
+        .map(|w| {
+            let mut index: HashTable<u32> = HashTable::with_capacity(n / workers + 1);
+            let mut repeats = Vec::new();
+            for (c, &h) in ids.iter().enumerate() {
+                if share(h) != w {
+                    continue;
+                }
+                let Some(key) = keys.get(row_of(c)) else {
+                    continue;
+                };
+                let first = index.find(h, |&e| {
+                    ids[e as usize] == h
+                        && keys
+                            .get(row_of(e as usize))
+                            .is_some_and(|k| same_bytes(k, key))
+                });
+                match first {
+                    Some(&e) => repeats.push((c as u32, e)),
+                    None => {
+                        index.insert_unique(h, c as u32, |&e| ids[e as usize]);
                     }
                 }
-                repeats
-            })
-            .collect();
-        let mut first: Vec<u32> = (0..n as u32).collect();
-        for (row, r) in first.iter_mut().enumerate() {
-            if keys.get(row).is_none() {
-                *r = u32::MAX;
             }
+            repeats
+        })
+        .collect();
+    let mut first: Vec<u32> = (0..n as u32).collect();
+    for (c, f) in first.iter_mut().enumerate() {
+        if keys.get(row_of(c)).is_none() {
+            *f = u32::MAX;
         }
-        for (row, r) in repeats.into_iter().flatten() {
-            first[row as usize] = r;
-        }
-        first
-    })
+    }
+    for (c, e) in repeats.into_iter().flatten() {
+        first[c as usize] = e;
+    }
+    first
 }
 
 #[cfg(test)]
@@ -305,6 +396,46 @@ mod tests {
             assert!(parallel.rows_of(g).windows(2).all(|w| w[0] < w[1]));
         }
         assert_eq!(parallel.rows.len(), 300_000);
+    }
+
+    /// Groups computed the plain way: a map from key to rows, numbered by first row.
+    fn naive(keys: &[Option<&str>]) -> (Vec<usize>, Vec<usize>) {
+        let mut order: Vec<&str> = Vec::new();
+        let mut members: std::collections::HashMap<&str, Vec<usize>> = Default::default();
+        for (row, key) in keys.iter().enumerate() {
+            if let Some(k) = key {
+                members.entry(k).or_insert_with(|| {
+                    order.push(k);
+                    Vec::new()
+                });
+                members.get_mut(k).unwrap().push(row);
+            }
+        }
+        let mut offsets = vec![0];
+        let mut rows = Vec::new();
+        for k in order {
+            rows.extend(&members[k]);
+            offsets.push(rows.len());
+        }
+        (offsets, rows)
+    }
+
+    #[test]
+    fn runs_across_ranges_and_returning_keys_match_the_plain_grouping() {
+        // Runs of 1 to 9 rows, so that runs straddle the ranges' boundaries, with nulls
+        // inside and between runs; then the same with one key coming back at the end.
+        let names: Vec<String> = (0..60_000u64).map(|i| format!("k{i}")).collect();
+        let mut keys: Vec<Option<&str>> = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            for j in 0..(i * 7 % 9 + 1) {
+                keys.push(if (i + j) % 13 == 0 { None } else { Some(name) });
+            }
+        }
+        for keys in [keys.clone(), [keys, vec![Some("k1")]].concat()] {
+            let groups = group_rows(&KeyBytes::Text(keys.clone()));
+            assert!(keys.len() > 4 * MIN_ROWS_PER_PART);
+            assert_eq!((groups.offsets, groups.rows), naive(&keys));
+        }
     }
 
     #[test]
