@@ -12,6 +12,8 @@ num_perm=128 and threshold=0.8:
 
 - ``prefkit``: ``pk.dedup(t, columns="text", method="minhash")`` (normalised word 5-grams,
   LSH bands chosen for the threshold, candidates verified);
+- ``prefkit-words``: the same with ``normalize=False``: words split on whitespace only, the
+  tokens the two peers are given (no NFKC, lowercasing or punctuation stripping);
 - ``rensa``: ``RMinHashDeduplicator(threshold=0.8, num_perm=128, use_lsh=True).add_pairs``
   over ``text.split()`` word tokens, as rensa's README shows;
 - ``datasketch``: ``MinHash(num_perm=128).update_batch`` over the same word tokens, then
@@ -46,7 +48,7 @@ sys.path.insert(0, str(HERE))
 
 from bench_pairs import _reset_peak, _vm_hwm
 
-MINHASH_TOOLS = ("prefkit", "rensa", "datasketch")
+MINHASH_TOOLS = ("prefkit", "prefkit-words", "rensa", "datasketch")
 EXACT_TOOLS = ("prefkit-exact", "polars-unique")
 
 
@@ -95,10 +97,17 @@ def run_tool(tool: str, table: Any) -> Any:
     """Dedup the ``text`` column of ``table`` with ``tool``; the kept rows as a table."""
     import pyarrow as pa
 
-    if tool == "prefkit":
+    if tool in ("prefkit", "prefkit-words"):
         import prefkit as pk
 
-        return pk.dedup(table, columns="text", method="minhash", num_perm=128, threshold=0.8)
+        return pk.dedup(
+            table,
+            columns="text",
+            method="minhash",
+            num_perm=128,
+            threshold=0.8,
+            normalize=tool == "prefkit",
+        )
     if tool == "prefkit-exact":
         import prefkit as pk
 
@@ -191,7 +200,7 @@ def driver(args: argparse.Namespace) -> None:
         make(corpus, args.docs, args.words, args.dup_rate, args.seed)
     meta = pq.read_table(corpus, columns=["source", "jaccard"])
     source, jaccard = meta["source"].to_pylist(), meta["jaccard"].to_pylist()
-    runs = [(t, args.docs) for t in ("prefkit", "rensa", *EXACT_TOOLS)]
+    runs = [(t, args.docs) for t in ("prefkit", "prefkit-words", "rensa", *EXACT_TOOLS)]
     runs += [(t, args.subset) for t in MINHASH_TOOLS]
     lines = [
         "| documents | tool | median time (s) | docs/s | time / prefkit's | recall | precision | peak RSS (MiB) |",
