@@ -48,8 +48,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 STRATEGIES = ("best_vs_worst", "best_vs_random", "all_pairs")
 TOOLS = ("prefkit", "polars", "python")
