@@ -28,7 +28,7 @@ use crate::lists::{list_of, string_lists, ListRules};
 use crate::pairs::{mine_ranked, rank, Selected, Selection};
 use crate::parallel;
 use crate::table::{Column, Table};
-use crate::text::{is_text, TextColumn};
+use crate::text::{is_text, TextColumn, Views};
 
 const NONE: usize = usize::MAX;
 
@@ -126,7 +126,10 @@ struct Node {
 /// Build one trie per prompt (or `group`) from paths of steps with a final reward.
 ///
 /// Returns the node table (columns as in docs/trees.md) and the accounting of every path.
-pub fn build_trees(table: &Table, options: &BuildOptions) -> Result<(RecordBatch, Accounting)> {
+pub fn build_trees(
+    table: &Table,
+    options: &BuildOptions,
+) -> Result<(Vec<RecordBatch>, Accounting)> {
     let prompt = table.column(&options.prompt)?;
     let steps = Steps::new(&table.column(&options.steps)?)?;
     let reward = table.column(&options.reward)?.to_f64()?;
@@ -137,16 +140,26 @@ pub fn build_trees(table: &Table, options: &BuildOptions) -> Result<(RecordBatch
     let texts = steps.elements.strs();
     let keys = key_column.bytes();
     let groups = group_rows(&keys);
+    let output = NodeOutput {
+        prompt: &prompt,
+        prompt_views: is_text(prompt.field.data_type())
+            .then(|| TextColumn::new(&prompt).map(|t| t.views()))
+            .transpose()?,
+        step_views: steps.elements.views(),
+        tree_ids: &groups.ids,
+    };
 
-    // One trie per group, built in parallel; each keeps the row of its first path (prompt).
-    let (trees, mut accounting) = parallel::install(|| {
-        let parts: Vec<(Vec<Trie>, Accounting)> = (0..groups.len())
-            .into_par_iter()
-            .chunks(64)
-            .map(|group_ids| {
+    // Each task builds the tries of a range of groups (each keeps the row of its first path,
+    // for the prompt) and their batch of nodes straight away, so the output is assembled on
+    // every core.
+    let starts: Vec<usize> = (0..groups.len()).step_by(GROUPS_PER_BATCH).collect();
+    let parts = parallel::install(|| {
+        starts
+            .par_iter()
+            .map(|&start| {
                 let mut accounting = Accounting::default();
-                let trees = group_ids
-                    .into_iter()
+                let mut index = HashTable::new();
+                let trees: Vec<Trie> = (start..(start + GROUPS_PER_BATCH).min(groups.len()))
                     .filter_map(|g| {
                         build_trie(
                             groups.rows_of(g),
@@ -154,87 +167,121 @@ pub fn build_trees(table: &Table, options: &BuildOptions) -> Result<(RecordBatch
                             &steps.ranges,
                             &texts,
                             &reward,
+                            &mut index,
                             &mut accounting,
                         )
                         .map(|(first, nodes)| (g, first, nodes))
                     })
                     .collect();
-                (trees, accounting)
+                accounting.counts.insert("trees_out", trees.len());
+                let nodes: usize = trees.iter().map(|t| t.2.len()).sum();
+                accounting.counts.insert("nodes_out", nodes);
+                Ok((output.batch(&trees)?, accounting))
             })
-            .collect();
-        let mut trees = Vec::new();
-        let mut accounting = Accounting::default();
-        for (part, part_accounting) in parts {
-            trees.extend(part);
-            accounting.merge(&part_accounting);
-        }
-        (trees, accounting)
-    });
+            .collect::<Result<Vec<_>>>()
+    })?;
+    let mut batches = Vec::with_capacity(parts.len().max(1));
+    let mut accounting = Accounting::default();
+    for (batch, part) in parts {
+        accounting.merge(&part);
+        batches.push(batch);
+    }
+    if batches.is_empty() {
+        // No groups: one empty batch carries the schema.
+        batches.push(output.batch(&[])?);
+    }
     accounting.rows_in = table.num_rows();
     accounting.drop_rows("null_key", groups.null_keys);
     accounting.counts.insert("groups_in", groups.len());
-    accounting.counts.insert("trees_out", trees.len());
-    let nodes_out: usize = trees.iter().map(|t| t.2.len()).sum();
-    accounting.counts.insert("nodes_out", nodes_out);
-    debug_assert_eq!(accounting.rows_accounted(), accounting.rows_in);
-
-    let mut tree_id = Vec::with_capacity(nodes_out);
-    let mut node_id = Vec::with_capacity(nodes_out);
-    let mut parent_id = Vec::with_capacity(nodes_out);
-    let mut depth = Vec::with_capacity(nodes_out);
-    let mut step = Vec::with_capacity(nodes_out);
-    let mut value = Vec::with_capacity(nodes_out);
-    let mut visits = Vec::with_capacity(nodes_out);
-    let mut is_leaf = Vec::with_capacity(nodes_out);
-    let mut prompt_rows = Vec::with_capacity(nodes_out);
-    for (g, first, nodes) in &trees {
-        for node in nodes {
-            tree_id.push(groups.ids[*g]);
-            node_id.push(node.id);
-            parent_id.push((node.parent != NONE).then(|| nodes[node.parent].id));
-            depth.push(node.depth as i32);
-            step.push((node.step != NONE).then_some(node.step));
-            value.push(node.sum / node.visits as f64);
-            visits.push(node.visits as i64);
-            is_leaf.push(node.children == 0);
-            prompt_rows.push(*first);
-        }
+    for count in ["trees_out", "nodes_out"] {
+        accounting.counts.entry(count).or_insert(0);
     }
-    let prompt_values: ArrayRef = if is_text(prompt.field.data_type()) {
-        Arc::new(TextColumn::new(&prompt)?.views().gather(&prompt_rows))
-    } else {
-        prompt.take(&prompt_rows)?
-    };
-    let columns: Vec<(&str, ArrayRef, bool)> = vec![
-        ("tree_id", Arc::new(UInt64Array::from(tree_id)), false),
-        ("node_id", Arc::new(UInt64Array::from(node_id)), false),
-        ("parent_id", Arc::new(UInt64Array::from(parent_id)), true),
-        ("depth", Arc::new(Int32Array::from(depth)), false),
-        (
-            "step",
-            Arc::new(steps.elements.views().gather_optional(&step)),
-            true,
-        ),
-        ("value", Arc::new(Float64Array::from(value)), false),
-        ("visits", Arc::new(Int64Array::from(visits)), false),
-        ("is_leaf", Arc::new(BooleanArray::from(is_leaf)), false),
-        ("prompt", prompt_values, true),
-    ];
-    Ok((batch_of(columns)?, accounting))
+    debug_assert_eq!(accounting.rows_accounted(), accounting.rows_in);
+    Ok((batches, accounting))
+}
+
+/// Groups whose tries one task builds into one output batch of `build_trees`.
+const GROUPS_PER_BATCH: usize = 1 << 11;
+
+/// What the node batches of `build_trees` are made from, besides the tries.
+struct NodeOutput<'a> {
+    prompt: &'a Column,
+    /// Views of the prompt column when it is text (a view per node, no text copied).
+    prompt_views: Option<Views>,
+    step_views: Views,
+    /// Key id of every group: its tree's id.
+    tree_ids: &'a [u64],
+}
+
+impl NodeOutput<'_> {
+    /// The node table of `trees`, one row per node, trees in order.
+    fn batch(&self, trees: &[Trie]) -> Result<RecordBatch> {
+        let nodes_out: usize = trees.iter().map(|t| t.2.len()).sum();
+        let mut tree_id = Vec::with_capacity(nodes_out);
+        let mut node_id = Vec::with_capacity(nodes_out);
+        let mut parent_id = Vec::with_capacity(nodes_out);
+        let mut depth = Vec::with_capacity(nodes_out);
+        let mut step = Vec::with_capacity(nodes_out);
+        let mut value = Vec::with_capacity(nodes_out);
+        let mut visits = Vec::with_capacity(nodes_out);
+        let mut is_leaf = Vec::with_capacity(nodes_out);
+        let mut prompt_rows = Vec::with_capacity(nodes_out);
+        for (g, first, nodes) in trees {
+            for node in nodes {
+                tree_id.push(self.tree_ids[*g]);
+                node_id.push(node.id);
+                parent_id.push((node.parent != NONE).then(|| nodes[node.parent].id));
+                depth.push(node.depth as i32);
+                step.push((node.step != NONE).then_some(node.step));
+                value.push(node.sum / node.visits as f64);
+                visits.push(node.visits as i64);
+                is_leaf.push(node.children == 0);
+                prompt_rows.push(*first);
+            }
+        }
+        let prompt_values: ArrayRef = match &self.prompt_views {
+            Some(views) => Arc::new(views.gather(&prompt_rows)),
+            None => self.prompt.take(&prompt_rows)?,
+        };
+        let columns: Vec<(&str, ArrayRef, bool)> = vec![
+            ("tree_id", Arc::new(UInt64Array::from(tree_id)), false),
+            ("node_id", Arc::new(UInt64Array::from(node_id)), false),
+            ("parent_id", Arc::new(UInt64Array::from(parent_id)), true),
+            ("depth", Arc::new(Int32Array::from(depth)), false),
+            (
+                "step",
+                Arc::new(self.step_views.gather_optional(&step)),
+                true,
+            ),
+            ("value", Arc::new(Float64Array::from(value)), false),
+            ("visits", Arc::new(Int64Array::from(visits)), false),
+            ("is_leaf", Arc::new(BooleanArray::from(is_leaf)), false),
+            ("prompt", prompt_values, true),
+        ];
+        batch_of(columns)
+    }
 }
 
 /// The trie of one group: `(row of its first valid path, nodes in creation order)`, or None
-/// when no path of the group is valid.
+/// when no path of the group is valid. `index` is scratch space, reused between groups.
 fn build_trie(
     rows: &[usize],
     tree_id: u64,
     ranges: &[Option<(usize, usize)>],
     texts: &[Option<&str>],
     reward: &[f64],
+    index: &mut HashTable<u32>,
     accounting: &mut Accounting,
 ) -> Option<(usize, Vec<Node>)> {
-    let mut nodes: Vec<Node> = Vec::new();
-    let mut index: HashTable<u32> = HashTable::new();
+    // At most one node per step plus the root: sized once, so neither grows while paths are
+    // added.
+    let steps: usize = rows
+        .iter()
+        .filter_map(|&row| ranges[row].map(|(start, end)| end - start))
+        .sum();
+    let mut nodes: Vec<Node> = Vec::with_capacity(steps + 1);
+    index.clear();
+    index.reserve(steps, |&j| nodes[j as usize].id);
     let mut first = NONE;
     for &row in rows {
         let Some((start, end)) = ranges[row] else {
@@ -860,7 +907,7 @@ mod tests {
     }
 
     fn build(table: &Table) -> (RecordBatch, Accounting) {
-        build_trees(
+        let (batches, accounting) = build_trees(
             table,
             &BuildOptions {
                 prompt: "prompt".into(),
@@ -869,7 +916,9 @@ mod tests {
                 group: None,
             },
         )
-        .unwrap()
+        .unwrap();
+        let batch = arrow_select::concat::concat_batches(&batches[0].schema(), &batches).unwrap();
+        (batch, accounting)
     }
 
     fn columns() -> NodeColumns {

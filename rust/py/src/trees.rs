@@ -27,7 +27,7 @@ pub fn build_trees<'py>(
     group: Option<String>,
 ) -> PyResult<(PyTable, Bound<'py, PyDict>)> {
     let table = table_of(table);
-    let (batch, accounting) = run_detached(py, move || {
+    let (batches, accounting) = run_detached(py, move || {
         let options = BuildOptions {
             prompt,
             steps,
@@ -36,9 +36,9 @@ pub fn build_trees<'py>(
         };
         trees::build_trees(&table, &options)
     })?;
-    let schema = batch.schema();
+    let schema = batches[0].schema();
     Ok((
-        PyTable::try_new(vec![batch], schema)?,
+        PyTable::try_new(batches, schema)?,
         accounting_dict(py, &accounting)?,
     ))
 }
