@@ -64,6 +64,22 @@ struct PartGroups {
     first_rows: Vec<usize>,
     ids: Vec<u64>,
     null_keys: usize,
+    /// The local groups by key id.
+    index: HashTable<u32>,
+}
+
+impl PartGroups {
+    /// The local group whose key is `key` (with id `id`), if this range has one.
+    fn find(&self, keys: &KeyBytes<'_>, key: &[u8], id: u64) -> Option<u32> {
+        self.index
+            .find(id, |&g| {
+                self.ids[g as usize] == id
+                    && keys
+                        .get(self.first_rows[g as usize])
+                        .is_some_and(|k| same_bytes(k, key))
+            })
+            .copied()
+    }
 }
 
 /// Find the group of `key` in `index` (groups identified by their first row), or add it.
@@ -96,13 +112,13 @@ fn find_or_insert(
 /// Group the rows `range` of `keys`: one comparison per row with the previous key, one hash
 /// per run of equal keys.
 fn group_part(keys: &KeyBytes<'_>, range: std::ops::Range<usize>) -> PartGroups {
-    let mut index: HashTable<u32> = HashTable::with_capacity(range.len() / 4);
     let mut part = PartGroups {
         start: range.start,
         row_group: Vec::with_capacity(range.len()),
         first_rows: Vec::new(),
         ids: Vec::new(),
         null_keys: 0,
+        index: HashTable::with_capacity(range.len() / 4),
     };
     let mut previous: Option<(&[u8], u32)> = None;
     for row in range {
@@ -115,7 +131,7 @@ fn group_part(keys: &KeyBytes<'_>, range: std::ops::Range<usize>) -> PartGroups 
         let group = match previous {
             Some((prev, g)) if same_bytes(prev, key) => g,
             _ => find_or_insert(
-                &mut index,
+                &mut part.index,
                 keys,
                 key,
                 key_id(key),
@@ -133,9 +149,9 @@ fn group_part(keys: &KeyBytes<'_>, range: std::ops::Range<usize>) -> PartGroups 
 /// Group the rows of `keys` by equal key.
 ///
 /// Large inputs are cut into one contiguous range per worker; each range is grouped on its
-/// own, then the ranges' groups are merged by [`first_equal`] over their first rows (a
-/// lookup per local group, not per row, spread over the workers), which keeps groups
-/// numbered by their first row.
+/// own, then each local group is looked up in the earlier ranges' tables (a lookup per local
+/// group, not per row, spread over the workers), which keeps groups numbered by their first
+/// row.
 pub fn group_rows(keys: &KeyBytes<'_>) -> Groups {
     let n = keys.len();
     parallel::install(|| {
@@ -148,32 +164,46 @@ pub fn group_rows(keys: &KeyBytes<'_>) -> Groups {
             .map(|w| group_part(keys, (w * step).min(n)..((w + 1) * step).min(n)))
             .collect();
 
-        // Merge: the local groups of all ranges, in range order, are candidates; a candidate
-        // equal to an earlier one joins its global group.
-        let first_rows: Vec<usize> = parts
-            .iter()
-            .flat_map(|p| p.first_rows.iter().copied())
+        // Merge: a local group whose key an earlier range holds joins the earliest such
+        // range's group. The earlier ranges' tables are probed in parallel; numbering in range
+        // order keeps groups numbered by their first row.
+        let earlier: Vec<Vec<Option<(usize, u32)>>> = parts
+            .par_iter()
+            .enumerate()
+            .map(|(p, part)| {
+                part.ids
+                    .par_iter()
+                    .zip(&part.first_rows)
+                    .with_min_len(1 << 12)
+                    .map(|(&id, &row)| {
+                        let key = keys.get(row).expect("a group's first row has a key");
+                        parts[..p]
+                            .iter()
+                            .enumerate()
+                            .find_map(|(q, other)| other.find(keys, key, id).map(|l| (q, l)))
+                    })
+                    .collect()
+            })
             .collect();
-        let local_ids: Vec<u64> = parts.iter().flat_map(|p| p.ids.iter().copied()).collect();
-        let earlier = first_equal(keys, &local_ids, |c| first_rows[c]);
-        let mut ids = Vec::with_capacity(local_ids.len());
-        let mut global = Vec::with_capacity(local_ids.len());
-        for (c, &e) in earlier.iter().enumerate() {
-            if e as usize == c {
-                global.push(ids.len() as u32);
-                ids.push(local_ids[c]);
-            } else {
-                global.push(global[e as usize]);
-            }
+        let mut ids = Vec::with_capacity(parts.iter().map(|p| p.ids.len()).sum());
+        let mut global_of: Vec<Vec<u32>> = Vec::with_capacity(parts.len());
+        for (part, earlier) in parts.iter().zip(&earlier) {
+            let global = part
+                .ids
+                .iter()
+                .zip(earlier)
+                .map(|(&id, found)| match *found {
+                    Some((q, l)) => global_of[q][l as usize],
+                    None => {
+                        ids.push(id);
+                        (ids.len() - 1) as u32
+                    }
+                })
+                .collect();
+            global_of.push(global);
         }
         let null_keys = parts.iter().map(|p| p.null_keys).sum();
-        let mut global_of = Vec::with_capacity(parts.len());
-        let mut rest = global.as_slice();
-        for part in &parts {
-            let (mine, others) = rest.split_at(part.ids.len());
-            global_of.push(mine);
-            rest = others;
-        }
+        let global_of: Vec<&[u32]> = global_of.iter().map(Vec::as_slice).collect();
         let (offsets, rows) = runs(&parts, &global_of, ids.len())
             .unwrap_or_else(|| counting_sort(&parts, &global_of, ids.len()));
         Groups {
