@@ -494,6 +494,43 @@ impl NodeTable {
     }
 }
 
+/// Trees whose node tables one task checks in `validate`.
+const TREES_PER_TASK: usize = 256;
+
+/// A problem with a node table row, found by `validate`.
+#[derive(Debug, Clone, Copy)]
+enum Problem {
+    /// The row repeats the node id of this earlier row of its tree.
+    Duplicate(usize),
+    /// The row's parent is no node of its tree.
+    Orphan,
+    /// The row is a root, and so is this earlier row of its tree.
+    SecondRoot(usize),
+}
+
+/// What one `validate` task found in its trees: every row's parent row, every tree's root,
+/// and its first problem.
+#[derive(Default)]
+struct Links {
+    parents: Vec<(usize, usize)>,
+    roots: Vec<(usize, usize)>,
+    /// The problem a scan in row order meets first: any duplicate before other problems.
+    first: Option<(usize, Problem)>,
+}
+
+impl Links {
+    /// Note a problem at `row`, keeping the first one.
+    fn note(&mut self, row: usize, problem: Problem) {
+        let rank = |(row, p): (usize, Problem)| (!matches!(p, Problem::Duplicate(_)), row);
+        if self
+            .first
+            .is_none_or(|first| rank((row, problem)) < rank(first))
+        {
+            self.first = Some((row, problem));
+        }
+    }
+}
+
 /// Check that a node table is a forest, and index it.
 fn validate(tree: &Column, node: &Column, parent: &Column) -> Result<Forest> {
     let tree_keys = KeyColumn::new(tree)?;
@@ -525,10 +562,7 @@ fn validate(tree: &Column, node: &Column, parent: &Column) -> Result<Forest> {
             tree_of[row] = g as u32;
         }
     }
-    // Nodes are indexed by their id's key id mixed with their tree's (both xxh3; the node key
-    // ids are computed in parallel and kept as draw keys): a table of row numbers stays
-    // cache-friendly on large forests, where a map keyed by (tree, id bytes) missed the cache
-    // on nearly every probe. Equal hashes are verified on the bytes.
+    // The node key ids are computed in parallel and kept as draw keys.
     let draw_keys: Vec<u64> = parallel::install(|| {
         (0..n)
             .into_par_iter()
@@ -541,62 +575,92 @@ fn validate(tree: &Column, node: &Column, parent: &Column) -> Result<Forest> {
             .map(|r| parent_bytes.get(r).map(key_id))
             .collect()
     });
-    let slot = |key_id: u64, tree: u32| key_id ^ groups.ids[tree as usize];
-    let is_node = |row: usize, tree: u32, id: &[u8]| {
-        tree_of[row] == tree && node_bytes.get(row).is_some_and(|b| b == id)
-    };
-    let mut index: HashTable<usize> = HashTable::with_capacity(n);
-    for (row, &tree) in tree_of.iter().enumerate() {
-        let id = node_bytes.get(row).expect("checked above");
-        let entry = index.entry(
-            slot(draw_keys[row], tree),
-            |&r| is_node(r, tree, id),
-            |&r| slot(draw_keys[r], tree_of[r]),
-        );
-        match entry {
-            Entry::Occupied(first) => {
-                return Err(Error::InvalidTree(format!(
-                    "duplicate node id: {} repeats the id of row {} in {}",
-                    name(row),
-                    first.get(),
-                    in_tree(row)
-                )))
-            }
-            Entry::Vacant(vacant) => {
-                vacant.insert(row);
-            }
-        }
+    // Each tree's nodes are indexed in a table of their own (by key id, verified on the
+    // bytes), built and probed in parallel over trees: small tables stay in cache, where one
+    // table of every node missed it on nearly every probe. Problems are collected per tree and
+    // the one a scan in row order would meet first is reported, duplicates before the rest.
+    let starts: Vec<usize> = (0..groups.len()).step_by(TREES_PER_TASK).collect();
+    let links: Vec<Links> = parallel::install(|| {
+        starts
+            .par_iter()
+            .map(|&start| {
+                let mut links = Links::default();
+                let mut index: HashTable<usize> = HashTable::new();
+                for g in start..(start + TREES_PER_TASK).min(groups.len()) {
+                    let rows = groups.rows_of(g);
+                    index.clear();
+                    for &row in rows {
+                        let id = node_bytes.get(row);
+                        let entry = index.entry(
+                            draw_keys[row],
+                            |&r| node_bytes.get(r) == id,
+                            |&r| draw_keys[r],
+                        );
+                        match entry {
+                            Entry::Occupied(first) => {
+                                links.note(row, Problem::Duplicate(*first.get()))
+                            }
+                            Entry::Vacant(vacant) => {
+                                vacant.insert(row);
+                            }
+                        }
+                    }
+                    let mut root = NONE;
+                    for &row in rows {
+                        match (parent_bytes.get(row), parent_key_ids[row]) {
+                            (Some(p), Some(p_id)) => {
+                                match index.find(p_id, |&r| node_bytes.get(r) == Some(p)) {
+                                    Some(&p) => links.parents.push((row, p)),
+                                    None => links.note(row, Problem::Orphan),
+                                }
+                            }
+                            _ if root != NONE => links.note(row, Problem::SecondRoot(root)),
+                            _ => {
+                                root = row;
+                                links.roots.push((g, row));
+                            }
+                        }
+                    }
+                }
+                links
+            })
+            .collect()
+    });
+    let first_problem = links
+        .iter()
+        .filter_map(|l| l.first)
+        .min_by_key(|&(row, problem)| (!matches!(problem, Problem::Duplicate(_)), row));
+    if let Some((row, problem)) = first_problem {
+        return Err(Error::InvalidTree(match problem {
+            Problem::Duplicate(first) => format!(
+                "duplicate node id: {} repeats the id of row {first} in {}",
+                name(row),
+                in_tree(row)
+            ),
+            Problem::Orphan => format!(
+                "orphan: {} has {} {}, which is no node of {}",
+                name(row),
+                parent.name(),
+                parent.display(row),
+                in_tree(row)
+            ),
+            Problem::SecondRoot(first) => format!(
+                "several roots in {}: {} and {} both have a null '{}'",
+                in_tree(row),
+                name(first),
+                name(row),
+                parent.name()
+            ),
+        }));
     }
     let mut parent_row = vec![NONE; n];
     let mut roots = vec![NONE; groups.len()];
-    for row in 0..n {
-        let tree = tree_of[row];
-        let g = tree as usize;
-        match (parent_bytes.get(row), parent_key_ids[row]) {
-            (Some(p), Some(p_id)) => match index.find(slot(p_id, tree), |&r| is_node(r, tree, p)) {
-                Some(&p) => parent_row[row] = p,
-                None => {
-                    return Err(Error::InvalidTree(format!(
-                        "orphan: {} has {} {}, which is no node of {}",
-                        name(row),
-                        parent.name(),
-                        parent.display(row),
-                        in_tree(row)
-                    )))
-                }
-            },
-            _ => {
-                if roots[g] != NONE {
-                    return Err(Error::InvalidTree(format!(
-                        "several roots in {}: {} and {} both have a null '{}'",
-                        in_tree(row),
-                        name(roots[g]),
-                        name(row),
-                        parent.name()
-                    )));
-                }
-                roots[g] = row;
-            }
+    for links in &links {
+        for &(row, p) in &links.parents {
+            parent_row[row] = p;
+        }
+        for &(g, row) in &links.roots {
+            roots[g] = row;
         }
     }
     // Depths by walking up; a walk that meets itself is a cycle.
@@ -1063,6 +1127,25 @@ mod tests {
         assert!(cycle.starts_with("cycle: node 2 (row 1)"), "{cycle}");
         let own_parent = error_of(&[(0, 5, Some(5))]);
         assert!(own_parent.starts_with("cycle: node 5"), "{own_parent}");
+        // Trees are checked in parallel; the problem reported is the one a scan in row order
+        // meets first, any duplicate id before the other problems.
+        let first = error_of(&[(1, 1, None), (1, 2, Some(9)), (0, 1, None), (0, 1, None)]);
+        assert!(
+            first.starts_with("duplicate node id: node 1 (row 3)"),
+            "{first}"
+        );
+        let first = error_of(&[(1, 1, None), (0, 1, None), (0, 2, Some(9)), (1, 2, Some(8))]);
+        assert!(first.starts_with("orphan: node 2 (row 2)"), "{first}");
+        // Across tasks: 600 trees, children in reverse tree order; the orphans of tree 0 (row
+        // 1199) and tree 300 (row 899, a later task) are reported at the lower row.
+        let mut rows: Vec<(i64, i64, Option<i64>)> = (0..600).map(|t| (t, 1, None)).collect();
+        rows.extend(
+            (0..600)
+                .rev()
+                .map(|t| (t, 2, Some(if t % 300 == 0 { 9 } else { 1 }))),
+        );
+        let first = error_of(&rows);
+        assert!(first.starts_with("orphan: node 2 (row 899)"), "{first}");
         // The same node id in two trees is fine.
         let mut columns = columns();
         columns.visits = None;
