@@ -314,74 +314,62 @@ fn counting_sort(
 
 /// For every row, the first row (in input order) whose key equals its own; `u32::MAX` for a
 /// null key. This is what exact dedup needs, without the groups' row lists.
+///
+/// Keys are hashed in parallel; then each worker owns the keys whose hash falls in its share
+/// and walks all rows in order, looking up only its own: the workers' tables never share a
+/// key, so there is nothing to merge, and each sees its rows in order, so the first is found
+/// without sorting.
 pub fn first_equal_rows(keys: &KeyBytes<'_>) -> Vec<u32> {
+    let n = keys.len();
     parallel::install(|| {
-        let hashes: Vec<u64> = (0..keys.len())
+        let hashes: Vec<u64> = (0..n)
             .into_par_iter()
             .with_min_len(1 << 12)
             .map(|row| keys.get(row).map_or(0, key_id))
             .collect();
-        first_equal(keys, &hashes, |row| row)
-    })
-}
-
-/// For each candidate `c` (row `row_of(c)` of `keys`, in ascending row order, with key id
-/// `ids[c]`), the first candidate whose key equals its own (`c` itself for a new key), or
-/// `u32::MAX` when its key is null.
-///
-/// Each worker owns the keys whose id falls in its share and walks all candidates in order,
-/// looking up only its own: the workers' tables never share a key, so there is nothing to
-/// merge, and each sees its candidates in order, so the first is found without sorting.
-fn first_equal(
-    keys: &KeyBytes<'_>,
-    ids: &[u64],
-    row_of: impl Fn(usize) -> usize + Sync,
-) -> Vec<u32> {
-    let n = ids.len();
-    let workers = rayon::current_num_threads()
-        .min(n / MIN_ROWS_PER_PART)
-        .max(1);
-    // The share of an id is read from its middle bits: hashbrown takes the bucket from the
-    // low bits and the tag from the top ones, which must stay spread within a share.
-    let share = |h: u64| ((((h >> 24) & 0xffff_ffff) * workers as u64) >> 32) as usize;
-    let repeats: Vec<Vec<(u32, u32)>> = (0..workers)
-        .into_par_iter()
-        .map(|w| {
-            let mut index: HashTable<u32> = HashTable::with_capacity(n / workers + 1);
-            let mut repeats = Vec::new();
-            for (c, &h) in ids.iter().enumerate() {
-                if share(h) != w {
-                    continue;
-                }
-                let Some(key) = keys.get(row_of(c)) else {
-                    continue;
-                };
-                let first = index.find(h, |&e| {
-                    ids[e as usize] == h
-                        && keys
-                            .get(row_of(e as usize))
-                            .is_some_and(|k| same_bytes(k, key))
-                });
-                match first {
-                    Some(&e) => repeats.push((c as u32, e)),
-                    None => {
-                        index.insert_unique(h, c as u32, |&e| ids[e as usize]);
+        let workers = rayon::current_num_threads()
+            .min(n / MIN_ROWS_PER_PART)
+            .max(1);
+        // The share of a hash is read from its middle bits: hashbrown takes the bucket from
+        // the low bits and the tag from the top ones, which must stay spread within a share.
+        let share = |h: u64| ((((h >> 24) & 0xffff_ffff) * workers as u64) >> 32) as usize;
+        let repeats: Vec<Vec<(u32, u32)>> = (0..workers)
+            .into_par_iter()
+            .map(|w| {
+                let mut index: HashTable<u32> = HashTable::with_capacity(n / workers + 1);
+                let mut repeats = Vec::new();
+                for (row, &h) in hashes.iter().enumerate() {
+                    if share(h) != w {
+                        continue;
+                    }
+                    let Some(key) = keys.get(row) else {
+                        continue;
+                    };
+                    let first = index.find(h, |&e| {
+                        hashes[e as usize] == h
+                            && keys.get(e as usize).is_some_and(|k| same_bytes(k, key))
+                    });
+                    match first {
+                        Some(&e) => repeats.push((row as u32, e)),
+                        None => {
+                            index.insert_unique(h, row as u32, |&e| hashes[e as usize]);
+                        }
                     }
                 }
+                repeats
+            })
+            .collect();
+        let mut first: Vec<u32> = (0..n as u32).collect();
+        for (row, f) in first.iter_mut().enumerate() {
+            if keys.get(row).is_none() {
+                *f = u32::MAX;
             }
-            repeats
-        })
-        .collect();
-    let mut first: Vec<u32> = (0..n as u32).collect();
-    for (c, f) in first.iter_mut().enumerate() {
-        if keys.get(row_of(c)).is_none() {
-            *f = u32::MAX;
         }
-    }
-    for (c, e) in repeats.into_iter().flatten() {
-        first[c as usize] = e;
-    }
-    first
+        for (row, e) in repeats.into_iter().flatten() {
+            first[row as usize] = e;
+        }
+        first
+    })
 }
 
 #[cfg(test)]
