@@ -125,7 +125,8 @@ struct Node {
 
 /// Build one trie per prompt (or `group`) from paths of steps with a final reward.
 ///
-/// Returns the node table (columns as in docs/trees.md) and the accounting of every path.
+/// Returns the node table (columns as in docs/trees.md) as batches of whole trees, and the
+/// accounting of every path.
 pub fn build_trees(
     table: &Table,
     options: &BuildOptions,
