@@ -80,32 +80,18 @@ impl PartGroups {
             })
             .copied()
     }
-}
 
-/// Find the group of `key` in `index` (groups identified by their first row), or add it.
-#[inline]
-fn find_or_insert(
-    index: &mut HashTable<u32>,
-    keys: &KeyBytes<'_>,
-    key: &[u8],
-    id: u64,
-    row: usize,
-    first_rows: &mut Vec<usize>,
-    ids: &mut Vec<u64>,
-) -> u32 {
-    let found = index.find(id, |&g| {
-        keys.get(first_rows[g as usize])
-            .is_some_and(|k| same_bytes(k, key))
-    });
-    match found {
-        Some(&g) => g,
-        None => {
-            let g = ids.len() as u32;
-            ids.push(id);
-            first_rows.push(row);
-            index.insert_unique(id, g, |&g| ids[g as usize]);
-            g
+    /// The local group of `key` (with id `id`), added with first row `row` when new.
+    fn find_or_insert(&mut self, keys: &KeyBytes<'_>, key: &[u8], id: u64, row: usize) -> u32 {
+        if let Some(g) = self.find(keys, key, id) {
+            return g;
         }
+        let g = self.ids.len() as u32;
+        self.ids.push(id);
+        self.first_rows.push(row);
+        let ids = &self.ids;
+        self.index.insert_unique(id, g, |&g| ids[g as usize]);
+        g
     }
 }
 
@@ -130,15 +116,7 @@ fn group_part(keys: &KeyBytes<'_>, range: std::ops::Range<usize>) -> PartGroups 
         };
         let group = match previous {
             Some((prev, g)) if same_bytes(prev, key) => g,
-            _ => find_or_insert(
-                &mut part.index,
-                keys,
-                key,
-                key_id(key),
-                row,
-                &mut part.first_rows,
-                &mut part.ids,
-            ),
+            _ => part.find_or_insert(keys, key, key_id(key), row),
         };
         part.row_group.push(group);
         previous = Some((key, group));
