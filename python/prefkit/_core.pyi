@@ -166,6 +166,16 @@ def text_lengths(table: Any, column: str) -> Any:
 def key_ids(table: Any, column: str) -> Any:
     """Every row's group key id (uint64 xxh3 of the key, the group_id; null for a null key)."""
 
+def split_pieces(
+    table: Any, column: str, *, pattern: str, reserved: list[str]
+) -> tuple[Any, Any, Any, Any]:
+    """Cut a text column with a pre-tokenisation regex, distinct pieces numbered.
+
+    Returns ``(distinct, ids, offsets, unsplit)``: distinct pieces (string), every text's piece
+    numbers (uint32) starting at ``offsets`` (int64, texts + 1), texts left to the tokenizer
+    (bool: a reserved string, a regex failure or a piece the regex does not match whole).
+    """
+
 def cluster_keys(
     table: Any,
     *,

@@ -1,9 +1,9 @@
 """Tokenising pairs and ranked lists into Arrow tables of token ids, ready for collation.
 
-Texts go through the fast tokenizer's batch API (the Rust ``tokenizers`` library, parallel,
-no Python call per text) in chunks, and every distinct text is tokenised once: pairs mined with
-``all_pairs`` or ``best_vs_all`` repeat their prompt and most completions many times. Special
-tokens, truncation and the Arrow output are computed with numpy over whole columns.
+Token ids come from ``prefkit._token_ids``: every distinct text tokenised once, and for
+byte-level BPE tokenizers every distinct pre-tokenizer piece once (same ids as the tokenizer,
+several times faster). Special tokens, truncation and the Arrow output are computed with numpy
+over whole columns.
 
 Rules (also in docs/batches.md):
 
@@ -20,7 +20,6 @@ Rules (also in docs/batches.md):
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -30,22 +29,8 @@ import pyarrow.compute as pc
 
 from prefkit._errors import PrefkitError
 from prefkit._provenance import attach
+from prefkit._token_ids import Ragged, tokenize_texts
 from prefkit.io import as_table
-
-#: Texts per call to the tokenizer's batch API: large enough to keep its thread pool busy,
-#: small enough that the Rust ``Encoding`` objects of one chunk stay a few hundred MB at most.
-_CHUNK = 8192
-
-
-class _Ragged(NamedTuple):
-    """One token sequence per row: ``values[offsets[i]:offsets[i + 1]]``."""
-
-    values: np.ndarray  # int32
-    offsets: np.ndarray  # int64, len rows + 1
-
-    @property
-    def lengths(self) -> np.ndarray:
-        return np.diff(self.offsets)
 
 
 def _check_limit(name: str, value: Any, low: int) -> None:
@@ -80,47 +65,6 @@ def _is_messages(dtype: pa.DataType) -> bool:
         return False
     inner = dtype.value_type
     return pa.types.is_struct(inner) and {"role", "content"} <= {f.name for f in inner}
-
-
-def _encode(tokenizer: Any, texts: list[str]) -> _Ragged:
-    """Token ids of ``texts`` (no special tokens) through the fast tokenizer's batch API."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    # The backend keeps truncation/padding that an earlier ``tokenizer(..., truncation=True)``
-    # call configured; then go through the wrapper, which resets them, to stay exact.
-    direct = (backend is not None and getattr(backend, "truncation", None) is None
-              and getattr(backend, "padding", None) is None)
-    ids: list[list[int]] = []
-    for start in range(0, len(texts), _CHUNK):
-        chunk = texts[start:start + _CHUNK]
-        if direct:
-            # encode_batch_fast skips the character offsets we never use.
-            encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
-            ids.extend(e.ids for e in encode(chunk, add_special_tokens=False))
-        else:
-            ids.extend(tokenizer(chunk, add_special_tokens=False)["input_ids"])
-    lengths = np.fromiter(map(len, ids), np.int64, len(ids))
-    offsets = np.zeros(len(ids) + 1, np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    values = np.fromiter(itertools.chain.from_iterable(ids), np.int32, int(offsets[-1]))
-    return _Ragged(values, offsets)
-
-
-def _take(ragged: _Ragged, indices: np.ndarray) -> _Ragged:
-    """Rows ``indices`` of ``ragged`` (a ragged gather)."""
-    lengths = ragged.lengths[indices]
-    offsets = np.zeros(len(indices) + 1, np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    src = np.repeat(ragged.offsets[:-1][indices] - offsets[:-1], lengths)
-    src += np.arange(offsets[-1], dtype=np.int64)
-    return _Ragged(ragged.values[src], offsets)
-
-
-def _tokenize_texts(tokenizer: Any, texts: pa.Array | list[str]) -> _Ragged:
-    """Token ids of every row; each distinct text goes through the tokenizer once."""
-    array = texts if isinstance(texts, pa.Array) else pa.array(texts, pa.large_string())
-    encoded = pc.dictionary_encode(array)
-    unique = _encode(tokenizer, encoded.dictionary.to_pylist())
-    return _take(unique, encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64))
 
 
 def _render(tokenizer: Any, conversations: list, chat_template: str | None,
@@ -192,13 +136,13 @@ def _completion_texts(tokenizer: Any, array: pa.Array, name: str, prompts: _Prom
 
 
 class _Prompt(NamedTuple):
-    ragged: _Ragged
+    ragged: Ragged
     body_start: np.ndarray  # the text's tokens, after a BOS it already had
     lead: np.ndarray  # int64 0/1: a BOS token comes first
 
 
 class _Completion(NamedTuple):
-    ragged: _Ragged
+    ragged: Ragged
     tail: np.ndarray  # int64 0/1: an EOS token is appended
 
 
@@ -207,7 +151,7 @@ def _special(tokenizer: Any, add: bool, attribute: str) -> int | None:
     return None if value is None else int(value)
 
 
-def _prompt(ragged: _Ragged, bos: int | None) -> _Prompt:
+def _prompt(ragged: Ragged, bos: int | None) -> _Prompt:
     lengths = ragged.lengths
     if bos is None:
         return _Prompt(ragged, ragged.offsets[:-1].copy(), np.zeros(len(lengths), np.int64))
@@ -219,7 +163,7 @@ def _prompt(ragged: _Ragged, bos: int | None) -> _Prompt:
     return _Prompt(ragged, ragged.offsets[:-1] + has, np.ones(len(lengths), np.int64))
 
 
-def _completion(ragged: _Ragged, eos: int | None) -> _Completion:
+def _completion(ragged: Ragged, eos: int | None) -> _Completion:
     lengths = ragged.lengths
     if eos is None:
         return _Completion(ragged, np.zeros(len(lengths), np.int64))
@@ -401,8 +345,10 @@ def tokenize_pairs(
     texts = [_completion_texts(tokenizer, _column(table, name, argument), name, prompts, prompt,
                                chat_template)
              for name, argument in ((chosen, "chosen"), (rejected, "rejected"))]
-    head = _prompt(_tokenize_texts(tokenizer, prompts.texts), bos)
-    good, bad = (_completion(_tokenize_texts(tokenizer, t), eos) for t in texts)
+    prompt_tokens, chosen_tokens, rejected_tokens = tokenize_texts(
+        tokenizer, [prompts.texts, *texts])
+    head = _prompt(prompt_tokens, bos)
+    good, bad = _completion(chosen_tokens, eos), _completion(rejected_tokens, eos)
     longest = np.maximum(_completion_lengths(good), _completion_lengths(bad))
     keep, budget = _budget(_prompt_lengths(head), longest, max_length, max_prompt_length)
     prompt_ids, prompt_cut = _cut_prompt(head, keep, bos)
@@ -497,8 +443,9 @@ def tokenize_lists(
     else:
         flat_texts = _completion_texts(tokenizer, flat, responses, prompts, prompt,
                                        chat_template)
-    head = _prompt(_tokenize_texts(tokenizer, prompts.texts), bos)
-    body = _completion(_tokenize_texts(tokenizer, flat_texts), eos)
+    prompt_tokens, response_tokens = tokenize_texts(tokenizer, [prompts.texts, flat_texts])
+    head = _prompt(prompt_tokens, bos)
+    body = _completion(response_tokens, eos)
     longest = np.zeros(table.num_rows, np.int64)
     np.maximum.at(longest, parents, _completion_lengths(body))
     keep, budget = _budget(_prompt_lengths(head), longest, max_length, max_prompt_length)

@@ -15,6 +15,7 @@
 //! - [`trees`]: preference trees (tries of steps), node-table validation, sibling pairs/lists.
 //! - [`split_prompt`]: full conversations into prompt, chosen and rejected.
 //! - [`batching`]: token-budget batch plans.
+//! - [`pieces`]: texts cut with a tokenizer's pre-tokenisation regex, distinct pieces numbered.
 //! - [`normalize`]: the one text normalisation of dedup, decontamination and splits.
 //! - [`dedup`]: exact and MinHash-LSH deduplication, decontamination.
 //! - [`split`]: leak-free train/test splits.
@@ -33,6 +34,7 @@ pub mod messages;
 pub mod normalize;
 pub mod pairs;
 pub mod parallel;
+pub mod pieces;
 pub mod split;
 pub mod split_prompt;
 pub mod table;

@@ -9,6 +9,7 @@ mod dedup;
 mod errors;
 mod lists;
 mod pairs;
+mod pieces;
 mod split_prompt;
 mod table;
 mod trees;
@@ -48,5 +49,6 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(split_prompt::split_prompt, module)?)?;
     module.add_function(wrap_pyfunction!(table::text_lengths, module)?)?;
     module.add_function(wrap_pyfunction!(table::key_ids, module)?)?;
+    module.add_function(wrap_pyfunction!(pieces::split_pieces, module)?)?;
     Ok(())
 }
