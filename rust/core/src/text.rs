@@ -6,7 +6,8 @@
 
 use arrow_array::builder::make_view;
 use arrow_array::{
-    Array, GenericStringArray, LargeStringArray, OffsetSizeTrait, StringArray, StringViewArray,
+    Array, ArrayAccessor, GenericStringArray, LargeStringArray, OffsetSizeTrait, StringArray,
+    StringViewArray,
 };
 use arrow_buffer::{Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
 use arrow_schema::DataType;
@@ -85,16 +86,28 @@ impl TextColumn {
         })
     }
 
-    /// Every row's text (None for null), borrowed from the input, in row order.
+    /// Every row's text (None for null), borrowed from the input, in row order. Read in
+    /// parallel: a million rows take milliseconds, which every group-wise operation waits for.
     pub fn strs(&self) -> Vec<Option<&str>> {
-        let mut out = Vec::with_capacity(self.chunks.iter().map(TextChunk::len).sum());
-        for chunk in &self.chunks {
-            match chunk {
-                TextChunk::Utf8(a) => out.extend(a.iter()),
-                TextChunk::LargeUtf8(a) => out.extend(a.iter()),
-                TextChunk::Utf8View(a) => out.extend(a.iter()),
-            }
+        fn rows<'a, A>(array: A) -> impl IndexedParallelIterator<Item = Option<&'a str>> + 'a
+        where
+            A: ArrayAccessor<Item = &'a str> + Copy + Sync + Send + 'a,
+        {
+            (0..array.len())
+                .into_par_iter()
+                .with_min_len(1 << 14)
+                .map(move |i| array.is_valid(i).then(|| array.value(i)))
         }
+        let mut out = Vec::with_capacity(self.chunks.iter().map(TextChunk::len).sum());
+        crate::parallel::install(|| {
+            for chunk in &self.chunks {
+                match chunk {
+                    TextChunk::Utf8(a) => out.par_extend(rows(a)),
+                    TextChunk::LargeUtf8(a) => out.par_extend(rows(a)),
+                    TextChunk::Utf8View(a) => out.par_extend(rows(a)),
+                }
+            }
+        });
         out
     }
 
