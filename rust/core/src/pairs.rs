@@ -472,27 +472,28 @@ pub struct Selected {
 /// Sort `(score, id)` items best first, stably: among equal scores the earlier item stays
 /// first. Scores must not be NaN.
 pub fn rank(items: &mut [(f64, usize)]) {
-    match items.len() {
-        0 | 1 => {}
-        2..=NETWORK_LIST => rank_by_network(items),
+    let n = items.len();
+    if n <= 1 {
+    } else if n <= NETWORK_LIST {
+        rank_by_network(items);
+    } else if n <= SHORT_LIST {
         // Lists are mostly short (a prompt's responses, a node's children), where an insertion
         // sort with a plain comparison is a quarter faster than the library's stable sort.
         // Only a strictly better item moves ahead, so equal scores keep their order.
-        3..=SHORT_LIST => {
-            for i in 1..items.len() {
-                let item = items[i];
-                let mut j = i;
-                while j > 0 && items[j - 1].0 < item.0 {
-                    items[j] = items[j - 1];
-                    j -= 1;
-                }
-                items[j] = item;
+        for i in 1..n {
+            let item = items[i];
+            let mut j = i;
+            while j > 0 && items[j - 1].0 < item.0 {
+                items[j] = items[j - 1];
+                j -= 1;
             }
+            items[j] = item;
         }
-        _ => items.sort_by(|a, b| {
+    } else {
+        items.sort_by(|a, b| {
             b.0.partial_cmp(&a.0)
                 .expect("NaN scores are removed before ranking")
-        }),
+        });
     }
 }
 
