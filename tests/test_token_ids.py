@@ -4,6 +4,8 @@ and pipelines the pieces path does not reproduce go through the batch API whole.
 
 from __future__ import annotations
 
+import copy
+
 import pyarrow as pa
 import pytest
 from hypothesis import given, settings
@@ -30,7 +32,9 @@ texts = st.lists(st.one_of(st.lists(st.sampled_from(FRAGMENTS), max_size=12).map
                            st.text(max_size=30)), min_size=1, max_size=20)
 
 CORPUS = ["The cat's toy is here.  It's 12345 years old!", "caf\u00e9 \u4e2d\u6587 \U0001f600",
-          "Hello world\n\nNew paragraph\twith tabs   and spaces   ", "I'll say: \"yes\" ... ok?"]
+          "Hello world\n\nNew paragraph\twith tabs   and spaces   ", "I'll say: \"yes\" ... ok?",
+          # Chat-template text: added tokens inside, at both ends, and back to back.
+          "<s>user\nWhat is 2+2?<|end|>\n<s>assistant\n", "4<|end|><|end|></s>"]
 
 
 def llama3_tokenizer(nfc: bool):
@@ -76,14 +80,13 @@ def test_pipelines_are_recognised(tok):
     pre = tok.backend_tokenizer.pre_tokenizer.__getstate__().decode()
     assert cut.pattern == (BYTE_LEVEL_PATTERN if "Split" not in pre else LLAMA3_PATTERN)
     assert cut.nfc == (tok.backend_tokenizer.normalizer is not None)
-    assert "<s>" in cut.reserved
+    assert "<s>" in cut.added and not cut.avoided
 
 
 def test_corpus_is_cut_without_falling_back(tok):
     # The pieces path must carry ordinary text itself, or the property below proves nothing.
     cut = _pieces_of(tok)
-    _, _, _, unsplit = _core.split_pieces(pa.table({"text": CORPUS}), "text",
-                                          pattern=cut.pattern, reserved=cut.reserved)
+    _, _, _, unsplit = _core.split_pieces(pa.table({"text": CORPUS}), "text", **cut._asdict())
     assert not any(pa.array(unsplit).to_pylist())
     assert rows(tokenize_texts(tok, [CORPUS])[0]) == per_text(tok, CORPUS)
 
@@ -101,6 +104,19 @@ def test_added_tokens_in_text_go_through_the_tokenizer(tok):
     assert rows(got) == per_text(tok, texts)
     if "<|end|>" in tok.get_vocab():
         assert tok.convert_tokens_to_ids("<|end|>") in rows(got)[0]
+
+
+def test_added_tokens_that_strip_spaces_or_are_read_as_text(tok):
+    from tokenizers import AddedToken
+
+    tok = copy.deepcopy(tok)
+    tok.backend_tokenizer.add_tokens([AddedToken("[lst]", lstrip=True, rstrip=True)])
+    assert "[lst]" in _pieces_of(tok).avoided
+    texts = ["a  [lst]  b", "<s>x</s>", "plain"]
+    assert rows(tokenize_texts(tok, [texts])[0]) == per_text(tok, texts)
+    tok.split_special_tokens = True  # special tokens in the text are read as text
+    assert "<s>" in _pieces_of(tok).avoided
+    assert rows(tokenize_texts(tok, [texts])[0]) == per_text(tok, texts)
 
 
 def test_columns_share_distinct_texts_and_keep_their_rows(tok):

@@ -167,13 +167,22 @@ def key_ids(table: Any, column: str) -> Any:
     """Every row's group key id (uint64 xxh3 of the key, the group_id; null for a null key)."""
 
 def split_pieces(
-    table: Any, column: str, *, pattern: str, reserved: list[str]
+    table: Any,
+    column: str,
+    *,
+    pattern: str,
+    added: list[str],
+    added_normalized: list[str],
+    avoided: list[str],
+    nfc: bool,
 ) -> tuple[Any, Any, Any, Any]:
-    """Cut a text column with a pre-tokenisation regex, distinct pieces numbered.
+    """Cut a text column as a tokenizer's pre-tokenisation does, distinct pieces numbered.
 
-    Returns ``(distinct, ids, offsets, unsplit)``: distinct pieces (string), every text's piece
-    numbers (uint32) starting at ``offsets`` (int64, texts + 1), texts left to the tokenizer
-    (bool: a reserved string, a regex failure or a piece the regex does not match whole).
+    Added tokens (``added`` on raw text, then ``added_normalized``) are pieces of their own; the
+    text between them is cut with ``pattern``. Returns ``(distinct, ids, offsets, unsplit)``:
+    distinct pieces (string), every text's piece numbers (uint32) starting at ``offsets``
+    (int64, texts + 1), texts left to the tokenizer (bool: one of ``avoided`` in it, a regex
+    failure, text NFC would change when ``nfc``, a piece the regex does not match whole).
     """
 
 def cluster_keys(

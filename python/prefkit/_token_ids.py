@@ -9,15 +9,17 @@ Two kinds of repetition are skipped:
   (``_core.split_pieces``, the tokenizer's own regex) and each distinct piece goes through the
   tokenizer once; a text's ids are its pieces' ids end to end. The ``tokenizers`` library spends
   most of its time on per-byte alignment bookkeeping that ids never need, and a corpus has few
-  distinct pieces, so this is several times faster than its batch API, with the same ids. Texts
-  the cut cannot vouch for (an added token in them, a piece the regex would cut differently on
-  its own) go through the batch API whole.
+  distinct pieces, so this is several times faster than its batch API, with the same ids.
+  Added tokens (a chat template's ``<|im_start|>``...) are split off first, as the tokenizer
+  does. Texts the cut cannot vouch for (an added token that strips the spaces around it, a
+  piece the regex would cut differently on its own) go through the batch API whole.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import unicodedata
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -60,8 +62,10 @@ class _Pieces(NamedTuple):
     """How a tokenizer's pipeline cuts texts before its model tokenises each piece alone."""
 
     pattern: str  # the pre-tokenizer's regex, Oniguruma syntax (fancy-regex runs it)
-    nfc: bool  # texts are NFC-normalised first
-    reserved: list[str]  # added tokens: matched in the text before any cut
+    nfc: bool  # the normaliser is NFC (else there is none)
+    added: list[str]  # added tokens matched in the raw text, split off first
+    added_normalized: list[str]  # added tokens matched in the normalised text, normalised
+    avoided: list[str]  # added tokens whose matching is not reproduced
 
 
 def _byte_level(spec: dict, use_regex: bool) -> bool:
@@ -88,9 +92,20 @@ def _split_pattern(spec: dict) -> str | None:
     return regex
 
 
+def _backend(tokenizer: Any) -> Any:
+    """The fast tokenizer's backend, set as the wrapper sets it for each call: special tokens
+    in the text are read as text when ``tokenizer.split_special_tokens`` says so."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    split = getattr(tokenizer, "split_special_tokens", None)
+    if (backend is not None and split is not None
+            and getattr(backend, "encode_special_tokens", split) != split):
+        backend.encode_special_tokens = split
+    return backend
+
+
 def _pieces_of(tokenizer: Any) -> _Pieces | None:
     """The tokenizer's cut when its pipeline tokenises pieces one by one, else None."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
+    backend = _backend(tokenizer)
     if backend is None or backend.pre_tokenizer is None:
         return None
     nfc = False
@@ -101,13 +116,26 @@ def _pieces_of(tokenizer: Any) -> _Pieces | None:
     pattern = _split_pattern(json.loads(backend.pre_tokenizer.__getstate__()))
     if pattern is None:
         return None
-    reserved = [token.content for token in backend.get_added_tokens_decoder().values()]
-    return _Pieces(pattern, nfc, reserved)
+    # Added tokens are split off before the regex cuts, and each is one piece with one id.
+    # Those that swallow the spaces around them or match whole words only, and special tokens
+    # the tokenizer is told to read as text, are not reproduced: texts with them go whole.
+    specials_as_text = bool(getattr(backend, "encode_special_tokens", False))
+    added, added_normalized, avoided = [], [], []
+    for token in backend.get_added_tokens_decoder().values():
+        if token.lstrip or token.rstrip or token.single_word or (token.special
+                                                                 and specials_as_text):
+            avoided.append(token.content)
+        elif token.normalized:
+            added_normalized.append(
+                unicodedata.normalize("NFC", token.content) if nfc else token.content)
+        else:
+            added.append(token.content)
+    return _Pieces(pattern, nfc, added, added_normalized, avoided)
 
 
 def _encode_batch(tokenizer: Any, texts: list[str]) -> Ragged:
     """Token ids of ``texts`` (no special tokens) through the fast tokenizer's batch API."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
+    backend = _backend(tokenizer)
     # The backend keeps truncation/padding that an earlier ``tokenizer(..., truncation=True)``
     # call configured; then go through the wrapper, which resets them, to stay exact.
     direct = (backend is not None and getattr(backend, "truncation", None) is None
@@ -131,10 +159,10 @@ def _encode_batch(tokenizer: Any, texts: list[str]) -> Ragged:
 def _encode_pieces(tokenizer: Any, texts: pa.Array, cut: _Pieces) -> Ragged:
     """Token ids of ``texts``: each distinct piece tokenised once, texts the cut cannot vouch
     for through the batch API whole."""
-    normalized = pc.utf8_normalize(texts, "NFC") if cut.nfc else texts
     distinct, ids, offsets, unsplit = (
-        pa.array(a) for a in _core.split_pieces(pa.table({"text": normalized}), "text",
-                                                pattern=cut.pattern, reserved=cut.reserved))
+        pa.array(a) for a in _core.split_pieces(
+            pa.table({"text": texts}), "text", pattern=cut.pattern, added=cut.added,
+            added_normalized=cut.added_normalized, avoided=cut.avoided, nfc=cut.nfc))
     ids = ids.to_numpy().astype(np.int64)
     offsets = offsets.to_numpy()
     unsplit = unsplit.to_numpy(zero_copy_only=False)

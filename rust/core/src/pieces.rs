@@ -6,19 +6,26 @@
 //! once and gathering is far cheaper than the whole pipeline per text: the `tokenizers` library
 //! spends most of its time on per-byte alignment bookkeeping that token ids never need.
 //!
-//! Exactness rests on three rules. The regex is the tokenizer's own (fancy-regex runs the
-//! look-arounds these patterns use), and text between two matches is a piece of its own, as
-//! the tokenizer's `Isolated` split behaviour makes it. A text is left to the tokenizer itself
-//! when it holds a reserved string (an added token, which the tokenizer matches before it
-//! splits), when the regex engine gives up on it or matches the empty string, or when one of
-//! its pieces is not cut whole by the regex on its own: tokenising such a piece alone would not
-//! be what the tokenizer does inside the text.
+//! Exactness rests on the tokenizer's own rules, followed step by step:
+//! - Added tokens are split off first, as the tokenizer does (leftmost-longest matches; those
+//!   matched on raw text, then those matched on normalised text inside the rest); each match
+//!   is a piece, which the tokenizer maps to its one id whether alone or inside a text. Added
+//!   tokens with `lstrip`, `rstrip` or `single_word` are not reproduced: a text holding one is
+//!   left to the tokenizer.
+//! - The text between added tokens is cut with the tokenizer's own regex (fancy-regex runs the
+//!   look-arounds these patterns use); text between two matches is a piece of its own, as the
+//!   `Isolated` split behaviour makes it.
+//! - A text is left to the tokenizer when the regex engine gives up on it or matches the empty
+//!   string, when NFC is asked for and a stretch of it is not NFC already, or when one of its
+//!   pieces is not cut whole by the regex on its own: tokenising such a piece alone would not
+//!   be what the tokenizer does inside the text.
 
-use aho_corasick::AhoCorasick;
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use arrow_array::StringArray;
 use fancy_regex::Regex;
 use hashbrown::HashMap;
 use rayon::prelude::*;
+use unicode_normalization::is_nfc;
 
 use crate::error::{Error, Result};
 use crate::parallel;
@@ -28,53 +35,92 @@ use crate::text::TextColumn;
 /// the tasks' lists are merged one after another, so tasks must not be tiny.
 const MIN_TEXTS_PER_TASK: usize = 256;
 
-/// A tokenizer's pre-tokenisation regex and the strings it matches before splitting.
+/// The added tokens of a tokenizer, as its pre-tokenisation sees them.
+#[derive(Debug, Default, Clone)]
+pub struct AddedTokens {
+    /// Matched in the raw text (`normalized=False`).
+    pub raw: Vec<String>,
+    /// Matched in the normalised text (`normalized=True`), given normalised.
+    pub normalized: Vec<String>,
+    /// Tokens whose matching is not reproduced (`lstrip`, `rstrip`, `single_word`): a text
+    /// that holds one is left to the tokenizer.
+    pub avoided: Vec<String>,
+}
+
+/// A tokenizer's pre-tokenisation: its added tokens, its regex, and whether texts are NFC.
 #[derive(Debug)]
 pub struct Splitter {
     regex: Regex,
-    reserved: Option<AhoCorasick>,
+    raw: Option<AhoCorasick>,
+    normalized: Option<AhoCorasick>,
+    avoided: Option<AhoCorasick>,
+    nfc: bool,
+}
+
+/// A leftmost-longest automaton over the non-empty `strings` (the tokenizer's match kind),
+/// None when there are none.
+fn automaton(strings: &[String]) -> Result<Option<AhoCorasick>> {
+    let strings: Vec<&String> = strings.iter().filter(|s| !s.is_empty()).collect();
+    if strings.is_empty() {
+        return Ok(None);
+    }
+    AhoCorasickBuilder::new()
+        .match_kind(MatchKind::LeftmostLongest)
+        .build(strings)
+        .map(Some)
+        .map_err(|err| Error::Argument {
+            argument: "added tokens",
+            expected: "strings to search for",
+            actual: err.to_string(),
+        })
 }
 
 impl Splitter {
-    /// A splitter for `pattern` (the tokenizer's regex, Oniguruma/Perl syntax) that leaves any
-    /// text holding one of `reserved` to the tokenizer.
-    pub fn new(pattern: &str, reserved: &[String]) -> Result<Self> {
+    /// A splitter for `pattern` (the tokenizer's regex, Oniguruma/Perl syntax) and `added`
+    /// tokens, for a tokenizer that normalises to NFC (`nfc`) or not at all.
+    pub fn new(pattern: &str, added: &AddedTokens, nfc: bool) -> Result<Self> {
         let regex = Regex::new(pattern).map_err(|err| Error::Argument {
             argument: "pattern",
             expected: "a regular expression",
             actual: format!("{pattern:?} ({err})"),
         })?;
-        let reserved = reserved
-            .iter()
-            .filter(|s| !s.is_empty())
-            .collect::<Vec<_>>();
-        let reserved = if reserved.is_empty() {
-            None
-        } else {
-            Some(AhoCorasick::new(reserved).map_err(|err| Error::Argument {
-                argument: "reserved",
-                expected: "strings to search for",
-                actual: err.to_string(),
-            })?)
-        };
-        Ok(Self { regex, reserved })
+        Ok(Self {
+            regex,
+            raw: automaton(&added.raw)?,
+            normalized: automaton(&added.normalized)?,
+            avoided: automaton(&added.avoided)?,
+            nfc,
+        })
     }
 
     /// Push the pieces of `text` onto `out`; false (and `out` as it was) when the text must be
     /// left to the tokenizer.
     fn cut<'t>(&self, text: &'t str, out: &mut Vec<&'t str>) -> bool {
-        if self.reserved.as_ref().is_some_and(|r| r.is_match(text)) {
+        if self.avoided.as_ref().is_some_and(|a| a.is_match(text)) {
             return false;
         }
         let start_len = out.len();
+        let ok = split_around(self.raw.as_ref(), text, out, |between, out| {
+            // The tokenizer normalises what the raw added tokens leave, then looks for the
+            // normalised ones in it; text that NFC would change is left to it.
+            (!self.nfc || is_nfc(between))
+                && split_around(self.normalized.as_ref(), between, out, |rest, out| {
+                    self.cut_with_regex(rest, out)
+                })
+        });
+        if !ok {
+            out.truncate(start_len);
+        }
+        ok
+    }
+
+    /// The regex's pieces of `text` (matches and the text between them); false when the
+    /// engine gives up or matches the empty string.
+    fn cut_with_regex<'t>(&self, text: &'t str, out: &mut Vec<&'t str>) -> bool {
         let mut last = 0;
         for found in self.regex.find_iter(text) {
-            let Ok(found) = found else {
-                out.truncate(start_len);
-                return false;
-            };
+            let Ok(found) = found else { return false };
             if found.start() == found.end() {
-                out.truncate(start_len);
                 return false;
             }
             if found.start() > last {
@@ -89,10 +135,40 @@ impl Splitter {
         true
     }
 
-    /// Whether the regex, run on `piece` alone, matches all of it in one go.
+    /// Whether the tokenizer, given `piece` alone, would keep it as one piece: it is an added
+    /// token, or the regex matches all of it in one go.
     fn is_whole(&self, piece: &str) -> bool {
-        matches!(self.regex.find(piece), Ok(Some(m)) if m.start() == 0 && m.end() == piece.len())
+        let added = |a: &Option<AhoCorasick>| {
+            a.as_ref()
+                .and_then(|a| a.find(piece))
+                .is_some_and(|m| m.start() == 0 && m.end() == piece.len())
+        };
+        added(&self.raw)
+            || added(&self.normalized)
+            || matches!(self.regex.find(piece), Ok(Some(m)) if m.start() == 0 && m.end() == piece.len())
     }
+}
+
+/// Push each match of `tokens` in `text` onto `out` as a piece of its own, and hand the text
+/// between matches to `between`; false as soon as `between` is.
+fn split_around<'t>(
+    tokens: Option<&AhoCorasick>,
+    text: &'t str,
+    out: &mut Vec<&'t str>,
+    mut between: impl FnMut(&'t str, &mut Vec<&'t str>) -> bool,
+) -> bool {
+    let Some(tokens) = tokens else {
+        return between(text, out);
+    };
+    let mut last = 0;
+    for found in tokens.find_iter(text) {
+        if found.start() > last && !between(&text[last..found.start()], out) {
+            return false;
+        }
+        out.push(&text[found.start()..found.end()]);
+        last = found.end();
+    }
+    last == text.len() || between(&text[last..], out)
 }
 
 /// The pieces of a text column, each distinct piece numbered once.
@@ -242,13 +318,24 @@ mod tests {
     const GPT2: &str =
         r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
 
-    fn split(texts: Vec<Option<&str>>, pattern: &str, reserved: &[&str]) -> Pieces {
+    fn strings(strs: &[&str]) -> Vec<String> {
+        strs.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn split_with(texts: Vec<Option<&str>>, splitter: &Splitter) -> Pieces {
         let array: ArrayRef = Arc::new(StringArray::from(texts));
         let batch = RecordBatch::try_from_iter([("text", array)]).unwrap();
         let table = Table::new(batch.schema(), vec![batch]);
         let column = TextColumn::new(&table.column("text").unwrap()).unwrap();
-        let reserved: Vec<String> = reserved.iter().map(|s| s.to_string()).collect();
-        split_pieces(&column, &Splitter::new(pattern, &reserved).unwrap()).unwrap()
+        split_pieces(&column, splitter).unwrap()
+    }
+
+    fn split(texts: Vec<Option<&str>>, pattern: &str, avoided: &[&str]) -> Pieces {
+        let added = AddedTokens {
+            avoided: strings(avoided),
+            ..Default::default()
+        };
+        split_with(texts, &Splitter::new(pattern, &added, false).unwrap())
     }
 
     /// Each text's pieces as strings (empty for an unsplit text).
@@ -287,14 +374,38 @@ mod tests {
     #[test]
     fn text_between_matches_is_a_piece() {
         let mut pieces = Vec::new();
-        assert!(Splitter::new(r"\p{N}+", &[])
-            .unwrap()
-            .cut("ab12cd3", &mut pieces));
+        let splitter = Splitter::new(r"\p{N}+", &AddedTokens::default(), false).unwrap();
+        assert!(splitter.cut("ab12cd3", &mut pieces));
         assert_eq!(pieces, vec!["ab", "12", "cd", "3"]);
     }
 
     #[test]
-    fn leaves_reserved_strings_empty_matches_and_nulls_to_the_tokenizer() {
+    fn added_tokens_are_pieces_of_their_own() {
+        // Raw tokens first (leftmost-longest: "<|end|>" over "<|e"), then normalised ones in
+        // the rest, then the regex.
+        let added = AddedTokens {
+            raw: strings(&["<|end|>", "<|e"]),
+            normalized: strings(&["[x]"]),
+            avoided: vec![],
+        };
+        let splitter = Splitter::new(GPT2, &added, false).unwrap();
+        let out = split_with(vec![Some("hi<|end|>[x] a<|e")], &splitter);
+        assert_eq!(
+            texts_of(&out),
+            vec![vec!["hi", "<|end|>", "[x]", " a", "<|e"]]
+        );
+        assert_eq!(out.unsplit, vec![false]);
+    }
+
+    #[test]
+    fn text_that_nfc_would_change_is_left_to_the_tokenizer() {
+        let splitter = Splitter::new(GPT2, &AddedTokens::default(), true).unwrap();
+        let out = split_with(vec![Some("caf\u{e9}"), Some("cafe\u{301}")], &splitter);
+        assert_eq!(out.unsplit, vec![false, true]);
+    }
+
+    #[test]
+    fn leaves_avoided_tokens_empty_matches_and_nulls_to_the_tokenizer() {
         let out = split(
             vec![Some("a <|end|> b"), None, Some("plain")],
             GPT2,
