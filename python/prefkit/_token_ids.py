@@ -193,10 +193,15 @@ def tokenize_texts(tokenizer: Any, columns: list[pa.Array | list[str]]) -> list[
     of all of them is tokenised once."""
     arrays = [c.cast(pa.large_string()) if isinstance(c, pa.Array)
               else pa.array(c, pa.large_string()) for c in columns]
-    encoded = pc.dictionary_encode(pa.concat_arrays(arrays))
+    # One dictionary over the columns as chunks: no copy of their text into one array.
+    encoded = pc.dictionary_encode(pa.chunked_array(arrays, pa.large_string()))
+    encoded = encoded.unify_dictionaries()
+    dictionary = (encoded.chunk(0).dictionary if encoded.num_chunks
+                  else pa.array([], pa.large_string()))
     cut = _pieces_of(tokenizer)
-    unique = (_encode_pieces(tokenizer, encoded.dictionary, cut) if cut is not None
-              else _encode_batch(tokenizer, encoded.dictionary.to_pylist()))
-    indices = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    unique = (_encode_pieces(tokenizer, dictionary, cut) if cut is not None
+              else _encode_batch(tokenizer, dictionary.to_pylist()))
+    indices = np.concatenate([np.zeros(0, np.int64)] + [
+        c.indices.to_numpy(zero_copy_only=False).astype(np.int64) for c in encoded.chunks])
     bounds = np.cumsum([0] + [len(a) for a in arrays])
     return [take(unique, indices[start:end]) for start, end in itertools.pairwise(bounds)]
