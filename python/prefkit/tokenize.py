@@ -280,9 +280,10 @@ def tokenize_pairs(
 ) -> pa.Table:
     """Tokenise chosen/rejected pairs into ``prompt_ids``, ``chosen_ids``, ``rejected_ids``.
 
-    Uses the fast tokenizer's batch API, and tokenises each distinct text once (pairs of one
-    prompt share it). Truncation keeps the end of a prompt and the start of a completion; the
-    exact rules are in the module docstring and ``docs/batches.md``.
+    Tokenises each distinct text once (pairs of one prompt share it) and, for byte-level BPE
+    tokenizers, each distinct pre-tokenizer piece once (cut in Rust with the tokenizer's own
+    regex; the ids are exactly the tokenizer's). Truncation keeps the end of a prompt and the
+    start of a completion; the exact rules are in the module docstring and ``docs/batches.md``.
 
     Parameters
     ----------
