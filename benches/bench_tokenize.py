@@ -7,7 +7,10 @@ from an UltraFeedback-like corpus (``datagen.py``: prompts ~300 characters, resp
 - ``all_pairs``: 4 responses per prompt, every ordered pair (Curry-DPO style); a prompt
   appears in up to 6 pairs and each response in up to 3, as in real multi-pair datasets;
 - ``unique``: one pair per prompt (``best_vs_worst``), so no text repeats: the batch API and
-  the vectorised assembly alone.
+  the vectorised assembly alone;
+- ``chat``: the ``all_pairs`` pairs with each prompt as a chat message, rendered with a
+  ChatML template whose ``<|im_start|>``/``<|im_end|>`` are special tokens (the loop renders
+  with ``apply_chat_template`` per row, as TRL does for conversational data).
 
 The loop calls ``tokenizer(text, add_special_tokens=False)`` for the prompt and both
 completions of every row, adds BOS/EOS and builds the same Arrow table; its result is checked
@@ -66,12 +69,38 @@ def mine(corpus: pa.Table, strategy: str, miner: str) -> pa.Table:
     return out.to_arrow()
 
 
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+          "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def chat_tokenizer(tokenizer):
+    """``tokenizer`` with ChatML's special tokens and template."""
+    import copy
+
+    chat = copy.deepcopy(tokenizer)
+    chat.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    chat.chat_template = CHATML
+    return chat
+
+
+def as_chat(pairs: pa.Table) -> pa.Table:
+    """``pairs`` with each prompt as one user message."""
+    messages = pa.array([[{"role": "user", "content": p}]
+                         for p in pairs.column("prompt").to_pylist()])
+    return pairs.set_column(pairs.schema.get_field_index("prompt"), "prompt", messages)
+
+
 def per_row_loop(pairs: pa.Table, tokenizer) -> pa.Table:
-    """The straightforward way: one tokenizer call per text, row by row."""
+    """The straightforward way: one tokenizer call per text, row by row (chat prompts rendered
+    with the tokenizer's template first)."""
     bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
     prompts, chosen, rejected = [], [], []
     for row in pairs.select(["prompt", "chosen", "rejected"]).to_pylist():
-        prompts.append([bos] + tokenizer(row["prompt"], add_special_tokens=False)["input_ids"])
+        prompt = row["prompt"]
+        if isinstance(prompt, list):
+            prompt = tokenizer.apply_chat_template(prompt, tokenize=False,
+                                                   add_generation_prompt=True)
+        prompts.append([bos] + tokenizer(prompt, add_special_tokens=False)["input_ids"])
         chosen.append(tokenizer(row["chosen"], add_special_tokens=False)["input_ids"] + [eos])
         rejected.append(tokenizer(row["rejected"], add_special_tokens=False)["input_ids"]
                         + [eos])
@@ -100,8 +129,10 @@ def scenario(name: str, pairs: pa.Table, tokenizer, repeats: int) -> dict:
         raise SystemExit(f"{name}: tokenize_pairs and the per-row loop disagree")
     tokens = sum(len(fast.column(c).combine_chunks().values) for c in columns)
     plain = pk.materialize(pairs.select(["prompt", "chosen", "rejected"]))
-    texts = len(pa.compute.unique(pa.chunked_array(
-        [chunk for c in plain.columns for chunk in c.chunks])))
+    columns = [c.combine_chunks() for c in plain.columns]
+    if pa.types.is_list(columns[0].type):  # chat prompts: their messages' content
+        columns[0] = pa.compute.struct_field(pa.compute.list_flatten(columns[0]), "content")
+    texts = len(pa.compute.unique(pa.chunked_array([c.cast(pa.large_string()) for c in columns])))
     return {"scenario": name, "pairs": pairs.num_rows, "distinct_texts": texts,
             "tokens": tokens, "loop_s": loop_s, "tokenize_pairs_s": fast_s,
             "speedup": loop_s / fast_s}
@@ -112,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pairs", type=int, default=100_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--scenarios", nargs="+", default=["all_pairs", "unique"],
-                        choices=["all_pairs", "unique"])
+                        choices=["all_pairs", "unique", "chat"])
     parser.add_argument("--miner", default="prefkit", choices=["prefkit", "polars"],
                         help="how to mine the pairs (polars: no compiled core needed)")
     parser.add_argument("--save", metavar="DIR",
@@ -127,10 +158,16 @@ def main(argv: list[str] | None = None) -> int:
         import pyarrow.parquet as pq
 
         tables = {name: pq.read_table(Path(args.load) / f"{name}.parquet").slice(0, args.pairs)
-                  for name in args.scenarios}
+                  for name in args.scenarios if name != "chat"}
     else:
         from datagen import generate  # polars; not needed with --load
-    if "all_pairs" in args.scenarios and not args.load:
+    wants_all_pairs = {"all_pairs", "chat"} & set(args.scenarios)
+    if args.load and "chat" in args.scenarios and "all_pairs" not in tables:
+        import pyarrow.parquet as pq
+
+        tables["all_pairs"] = pq.read_table(Path(args.load) / "all_pairs.parquet").slice(
+            0, args.pairs)
+    if wants_all_pairs and not args.load:
         # 4 responses -> at most 6 pairs per prompt (ties dropped): generate a little extra.
         corpus = pk.materialize(pa.table(generate(prompts=args.pairs // 5 + 1, responses=4,
                                                   seed=1).to_arrow()))
@@ -151,6 +188,10 @@ def main(argv: list[str] | None = None) -> int:
     sample = next(iter(tables.values()))
     tokenizer = build_tokenizer(sample.column("prompt").to_pylist()[:5000]
                                 + sample.column("chosen").to_pylist()[:5000])
+    if "chat" in args.scenarios:
+        tables["chat"] = as_chat(tables["all_pairs"])
+        if "all_pairs" not in args.scenarios:
+            del tables["all_pairs"]
 
     print(f"tokenising pairs, median of {args.repeats}; {os.cpu_count()} cores; "
           f"TOKENIZERS_PARALLELISM={os.environ.get('TOKENIZERS_PARALLELISM', 'unset')}")
@@ -159,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
     for name, pairs in tables.items():
-        r = scenario(name, pairs, tokenizer, args.repeats)
+        r = scenario(name, pairs, chat_tokenizer(tokenizer) if name == "chat" else tokenizer,
+                     args.repeats)
         print(f"| {r['scenario']:<10} | {r['pairs']:>7} | {r['distinct_texts']:>14} | "
               f"{r['tokens']:>11,} | {r['loop_s']:>11.2f}s | {r['tokenize_pairs_s']:>13.2f}s | "
               f"{r['speedup']:>7.1f}x |", flush=True)
