@@ -174,6 +174,24 @@ def test_chat_messages(tok):
     assert other[1]["prompt_ids"] == [tok.bos_token_id] + ids(tok, "[capital of France?]")
 
 
+def test_repeated_and_unhashable_conversations_render_per_row(tok):
+    # Distinct conversations are rendered once and spread back; a field holding a list (not
+    # hashable) renders every row. Either way each row gets its own conversation's text.
+    template = ("{% for m in messages %}[{{ m['content'] }}{% for t in m['tags'] or [] %}"
+                "#{{ t }}{% endfor %}]{% endfor %}")
+    a = [{"role": "user", "content": "a", "tags": None}]
+    b = [{"role": "user", "content": "b", "tags": None}]
+    tagged = [{"role": "user", "content": "a", "tags": ["x"]}]
+    for prompts in ([a, b, a, a, b], [a, tagged, a, b]):
+        pairs = pa.table({"prompt": prompts, "chosen": ["y"] * len(prompts),
+                          "rejected": ["n"] * len(prompts)})
+        out = pk.tokenize_pairs(pairs, tok, chat_template=template)
+        expected = [[tok.bos_token_id] + ids(tok, tok.apply_chat_template(
+            p, chat_template=template, tokenize=False, add_generation_prompt=True))
+            for p in prompts]
+        assert out.column("prompt_ids").to_pylist() == expected
+
+
 def test_chat_template_wraps_text_prompts(tok):
     pairs = pa.table({"prompt": ["2+2?"], "chosen": ["4"], "rejected": ["5"]})
     row = pk.tokenize_pairs(pairs, tok, chat_template=CHAT_TEMPLATE).to_pylist()[0]
