@@ -185,6 +185,10 @@ def split_pieces(
     failure, text NFC would change when ``nfc``, a piece the regex does not match whole).
     """
 
+def take_ragged(values: Any, offsets: Any, indices: Any) -> tuple[Any, Any]:
+    """Rows ``indices`` (int64) of a ragged array: ``values`` (int32) and ``offsets`` (int64,
+    rows + 1). Returns the gathered ``(values, offsets)``, copied in parallel."""
+
 def cluster_keys(
     table: Any,
     *,

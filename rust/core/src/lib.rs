@@ -16,6 +16,7 @@
 //! - [`split_prompt`]: full conversations into prompt, chosen and rejected.
 //! - [`batching`]: token-budget batch plans.
 //! - [`pieces`]: texts cut with a tokenizer's pre-tokenisation regex, distinct pieces numbered.
+//! - [`ragged`]: gathering rows of ragged arrays (token ids per text).
 //! - [`normalize`]: the one text normalisation of dedup, decontamination and splits.
 //! - [`dedup`]: exact and MinHash-LSH deduplication, decontamination.
 //! - [`split`]: leak-free train/test splits.
@@ -35,6 +36,7 @@ pub mod normalize;
 pub mod pairs;
 pub mod parallel;
 pub mod pieces;
+pub mod ragged;
 pub mod split;
 pub mod split_prompt;
 pub mod table;

@@ -10,6 +10,7 @@ mod errors;
 mod lists;
 mod pairs;
 mod pieces;
+mod ragged;
 mod split_prompt;
 mod table;
 mod trees;
@@ -50,5 +51,6 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(table::text_lengths, module)?)?;
     module.add_function(wrap_pyfunction!(table::key_ids, module)?)?;
     module.add_function(wrap_pyfunction!(pieces::split_pieces, module)?)?;
+    module.add_function(wrap_pyfunction!(ragged::take_ragged, module)?)?;
     Ok(())
 }
