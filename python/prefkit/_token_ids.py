@@ -59,7 +59,7 @@ def take(ragged: Ragged, indices: np.ndarray) -> Ragged:
 class _Pieces(NamedTuple):
     """How a tokenizer's pipeline cuts texts before its model tokenises each piece alone."""
 
-    pattern: str  # the pre-tokenizer's regex, Oniguruma syntax (fancy-regex runs it)
+    pattern: str  # the pre-tokenizer's regex (Oniguruma syntax; Perl-like, as Rust's crates)
     nfc: bool  # the normaliser is NFC (else there is none)
     added: list[str]  # added tokens matched in the raw text, split off first
     added_normalized: list[str]  # added tokens matched in the normalised text, normalised
