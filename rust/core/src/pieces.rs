@@ -13,7 +13,7 @@
 //!   tokens with `lstrip`, `rstrip` or `single_word` are not reproduced: a text holding one is
 //!   left to the tokenizer.
 //! - The text between added tokens is cut with the tokenizer's own regex: through the regex
-//!   crate with the trailing look-ahead of GPT-2-style patterns applied by hand ([`Engine`]),
+//!   crate with the trailing look-ahead of GPT-2-style patterns applied by hand (`Engine`),
 //!   else through fancy-regex; text between two matches is a piece of its own, as the
 //!   `Isolated` split behaviour makes it.
 //! - A text is left to the tokenizer when the regex engine gives up on it or matches the empty
