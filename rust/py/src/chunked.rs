@@ -19,7 +19,7 @@ use crate::dedup::{core_table, options};
 use crate::errors::run_detached;
 
 /// The values of a primitive array without nulls, or an error naming `name`.
-fn values<'a, T: ArrowPrimitiveType>(
+pub(crate) fn values<'a, T: ArrowPrimitiveType>(
     array: &'a PyArray,
     name: &str,
     expected: &'static str,
