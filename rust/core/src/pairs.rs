@@ -474,6 +474,7 @@ pub struct Selected {
 pub fn rank(items: &mut [(f64, usize)]) {
     let n = items.len();
     if n <= 1 {
+        // Nothing to order.
     } else if n <= NETWORK_LIST {
         rank_by_network(items);
     } else if n <= SHORT_LIST {
