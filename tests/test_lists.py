@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 
 import prefkit as pk
@@ -25,9 +26,9 @@ SCORES = st.one_of(
 
 
 @st.composite
-def long_tables(draw):
+def long_tables(draw, prompt=TEXT):
     n = draw(st.integers(0, 25))
-    prompts = draw(st.lists(TEXT, min_size=1, max_size=4))
+    prompts = draw(st.lists(prompt, min_size=1, max_size=4))
     nulls = draw(st.booleans())
 
     def maybe(strategy):
@@ -99,6 +100,29 @@ def test_chunked_sliced_view_and_large_input(table, parameters):
         )
         check(table.cast(schema), rows, **parameters)
         check(table.cast(schema), rows, views=True, **parameters)
+
+
+# Prompts too long to be stored inside a string view, of equal lengths and first bytes, so that
+# telling them apart reads their text.
+LONG_PROMPT = st.sampled_from(["a", "b", "ab", "ba", "é", "中", "a中"]).map(
+    lambda end: "a shared beginning " + end
+)
+
+
+@given(table=long_tables(prompt=LONG_PROMPT), parameters=PARAMETERS)
+def test_long_prompts_as_string_views_and_as_read_by_polars(table, parameters):
+    """Grouping by views: one view per row (a cast), and the views polars reads from a
+    dictionary-encoded Parquet column, where repeated prompts share their bytes."""
+    pl = pytest.importorskip("polars")
+    rows = table.to_pylist()
+    schema = pa.schema(
+        [f.with_type(pa.string_view()) if f.type == pa.string() else f for f in table.schema]
+    )
+    check(table.cast(schema), rows, views=True, **parameters)
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer, use_dictionary=True)
+    buffer.seek(0)
+    check(pl.read_parquet(buffer), rows, **parameters)
 
 
 def test_output_converts_to_polars_pandas_and_parquet(tmp_path):

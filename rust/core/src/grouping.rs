@@ -1,11 +1,11 @@
 //! Rows grouped by key.
 //!
-//! Rows are walked once in input order. A row whose key equals the previous row's joins its
-//! group without hashing, so contiguous groups (the layout after `unnest`, or of any corpus
-//! written prompt by prompt) cost one comparison per row and one hash per group. Other rows
-//! are hashed with xxh3 and looked up; equal hashes are verified byte for byte, so a collision
-//! never merges two keys. Large inputs are grouped in contiguous ranges, one per worker, and
-//! merged.
+//! Rows are walked once in input order and cut into runs of equal keys: a row whose key
+//! equals the previous row's extends its run without hashing, so contiguous groups (the
+//! layout after `unnest`, or of any corpus written prompt by prompt) cost one comparison per
+//! row and one xxh3 per group. Runs whose hashes are equal are then found by bucketing the
+//! hashes (a counting sort on their top bits: sequential passes instead of a hash-table probe,
+//! a cache miss, per run) and verified byte for byte, so a collision never merges two keys.
 
 use hashbrown::HashTable;
 use rayon::prelude::*;
@@ -44,230 +44,175 @@ impl Groups {
     }
 }
 
-/// Byte equality that skips the comparison when both sides are the same memory: repeated
-/// prompts in polars share one string, so their views point at the same bytes.
-#[inline]
-fn same_bytes(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && (std::ptr::eq(a.as_ptr(), b.as_ptr()) || a == b)
-}
-
 /// Rows per worker below which grouping stays on one thread.
 const MIN_ROWS_PER_PART: usize = 1 << 14;
 
-/// The groups of one contiguous range of rows, numbered locally in order of first row.
-struct PartGroups {
-    /// First row of the range.
+/// Consecutive rows with one key.
+#[derive(Debug, Clone, Copy)]
+struct Run {
     start: usize,
-    /// Local group of each row of the range (`u32::MAX` for a null key).
-    row_group: Vec<u32>,
-    /// First row (global) and key id of each local group.
-    first_rows: Vec<usize>,
-    ids: Vec<u64>,
-    null_keys: usize,
-    /// The local groups by key id.
-    index: HashTable<u32>,
+    end: usize,
+    /// The key's id ([`key_id`]).
+    id: u64,
 }
 
-impl PartGroups {
-    /// The local group whose key is `key` (with id `id`), if this range has one.
-    fn find(&self, keys: &KeyBytes<'_>, key: &[u8], id: u64) -> Option<u32> {
-        self.index
-            .find(id, |&g| {
-                self.ids[g as usize] == id
-                    && keys
-                        .get(self.first_rows[g as usize])
-                        .is_some_and(|k| same_bytes(k, key))
-            })
-            .copied()
+impl Run {
+    fn rows(&self) -> std::ops::Range<usize> {
+        self.start..self.end
     }
 
-    /// The local group of `key` (with id `id`), added with first row `row` when new.
-    fn find_or_insert(&mut self, keys: &KeyBytes<'_>, key: &[u8], id: u64, row: usize) -> u32 {
-        if let Some(g) = self.find(keys, key, id) {
-            return g;
-        }
-        let g = self.ids.len() as u32;
-        self.ids.push(id);
-        self.first_rows.push(row);
-        let ids = &self.ids;
-        self.index.insert_unique(id, g, |&g| ids[g as usize]);
-        g
+    fn len(&self) -> usize {
+        self.end - self.start
     }
 }
 
-/// Group the rows `range` of `keys`: one comparison per row with the previous key, one hash
-/// per run of equal keys.
-fn group_part(keys: &KeyBytes<'_>, range: std::ops::Range<usize>) -> PartGroups {
-    let mut part = PartGroups {
-        start: range.start,
-        row_group: Vec::with_capacity(range.len()),
-        first_rows: Vec::new(),
-        ids: Vec::new(),
-        null_keys: 0,
-        index: HashTable::with_capacity(range.len() / 4),
-    };
-    let mut previous: Option<(&[u8], u32)> = None;
-    for row in range {
-        let Some(key) = keys.get(row) else {
-            part.row_group.push(u32::MAX);
-            part.null_keys += 1;
-            previous = None;
+/// The runs of rows with a key in `range`, in order: one comparison per row with the
+/// previous row's key, one hash per run.
+fn runs_of(keys: &KeyBytes<'_>, range: std::ops::Range<usize>) -> Vec<Run> {
+    let mut runs = Vec::new();
+    let mut row = range.start;
+    while row < range.end {
+        if !keys.is_valid(row) {
+            row += 1;
             continue;
-        };
-        let group = match previous {
-            Some((prev, g)) if same_bytes(prev, key) => g,
-            _ => part.find_or_insert(keys, key, key_id(key), row),
-        };
-        part.row_group.push(group);
-        previous = Some((key, group));
+        }
+        let start = row;
+        row += 1;
+        while row < range.end && keys.is_valid(row) && keys.same_key(row - 1, row) {
+            row += 1;
+        }
+        let key = keys.get(start).expect("a run starts on a row with a key");
+        runs.push(Run {
+            start,
+            end: row,
+            id: key_id(key),
+        });
     }
-    part
+    runs
+}
+
+/// For every run, the earliest run whose key equals its own (itself when none is earlier).
+///
+/// Runs are bucketed by the top bits of their ids (about one run per bucket, so a bucket holds
+/// the runs of one key and, rarely, another), and within a bucket each run is compared with
+/// the first run of every distinct key met so far in it.
+fn earliest_equal_runs(keys: &KeyBytes<'_>, runs: &[Run]) -> Vec<u32> {
+    let bits = usize::BITS - runs.len().leading_zeros();
+    let bucket = |id: u64| id.checked_shr(u64::BITS - bits).unwrap_or(0) as usize;
+    let mut starts = vec![0u32; (1 << bits) + 1];
+    for run in runs {
+        starts[bucket(run.id) + 1] += 1;
+    }
+    for b in 1..starts.len() {
+        starts[b] += starts[b - 1];
+    }
+    // Runs by bucket, each bucket in run order, with their ids: comparing ids inside a bucket
+    // then reads this array in order instead of the runs at random.
+    let mut by_bucket = vec![(0u64, 0u32); runs.len()];
+    let mut fill = starts.clone();
+    for (r, run) in runs.iter().enumerate() {
+        let slot = &mut fill[bucket(run.id)];
+        by_bucket[*slot as usize] = (run.id, r as u32);
+        *slot += 1;
+    }
+    let mut earliest: Vec<u32> = (0..runs.len() as u32).collect();
+    let mut firsts: Vec<(u64, u32)> = Vec::new();
+    for bounds in starts.windows(2) {
+        let members = &by_bucket[bounds[0] as usize..bounds[1] as usize];
+        if members.len() < 2 {
+            continue;
+        }
+        firsts.clear();
+        for &(id, r) in members {
+            let start = runs[r as usize].start;
+            let same = |&&(first_id, f): &&(u64, u32)| {
+                first_id == id && keys.same_key(runs[f as usize].start, start)
+            };
+            match firsts.iter().find(same) {
+                Some(&(_, f)) => earliest[r as usize] = f,
+                None => firsts.push((id, r)),
+            }
+        }
+    }
+    earliest
 }
 
 /// Group the rows of `keys` by equal key.
 ///
-/// Large inputs are cut into one contiguous range per worker; each range is grouped on its
-/// own, then each local group is looked up in the earlier ranges' tables (a lookup per local
-/// group, not per row, spread over the workers), which keeps groups numbered by their first
-/// row.
+/// Runs are found in contiguous ranges of rows, one per worker; a run cut by a range boundary
+/// is two runs of one key, joined like any key that comes back.
 pub fn group_rows(keys: &KeyBytes<'_>) -> Groups {
     let n = keys.len();
-    parallel::install(|| {
+    let runs: Vec<Run> = parallel::install(|| {
         let workers = rayon::current_num_threads()
             .min(n / MIN_ROWS_PER_PART)
             .max(1);
         let step = n.div_ceil(workers).max(1);
-        let parts: Vec<PartGroups> = (0..workers)
+        let parts: Vec<Vec<Run>> = (0..workers)
             .into_par_iter()
-            .map(|w| group_part(keys, (w * step).min(n)..((w + 1) * step).min(n)))
+            .map(|w| runs_of(keys, (w * step).min(n)..((w + 1) * step).min(n)))
             .collect();
-
-        // Merge: a local group whose key an earlier range holds joins the earliest such
-        // range's group. The earlier ranges' tables are probed in parallel; numbering in range
-        // order keeps groups numbered by their first row.
-        let earlier: Vec<Vec<Option<(usize, u32)>>> = parts
-            .par_iter()
-            .enumerate()
-            .map(|(p, part)| {
-                part.ids
-                    .par_iter()
-                    .zip(&part.first_rows)
-                    .with_min_len(1 << 12)
-                    .map(|(&id, &row)| {
-                        let key = keys.get(row).expect("a group's first row has a key");
-                        parts[..p]
-                            .iter()
-                            .enumerate()
-                            .find_map(|(q, other)| other.find(keys, key, id).map(|l| (q, l)))
-                    })
-                    .collect()
-            })
-            .collect();
-        let mut ids = Vec::with_capacity(parts.iter().map(|p| p.ids.len()).sum());
-        let mut global_of: Vec<Vec<u32>> = Vec::with_capacity(parts.len());
-        for (part, earlier) in parts.iter().zip(&earlier) {
-            let global = part
-                .ids
-                .iter()
-                .zip(earlier)
-                .map(|(&id, found)| match *found {
-                    Some((q, l)) => global_of[q][l as usize],
-                    None => {
-                        ids.push(id);
-                        (ids.len() - 1) as u32
-                    }
-                })
-                .collect();
-            global_of.push(global);
+        parts.concat()
+    });
+    let earliest = earliest_equal_runs(keys, &runs);
+    // Groups are numbered by their first run, which is in row order.
+    let mut ids = Vec::new();
+    let mut group_of_run: Vec<u32> = Vec::with_capacity(runs.len());
+    for (r, run) in runs.iter().enumerate() {
+        let first = earliest[r] as usize;
+        let group = if first == r {
+            ids.push(run.id);
+            ids.len() as u32 - 1
+        } else {
+            group_of_run[first]
+        };
+        group_of_run.push(group);
+    }
+    let keyed: usize = runs.iter().map(Run::len).sum();
+    let (offsets, rows) = match run_offsets(&runs, &group_of_run, ids.len()) {
+        Some(offsets) => {
+            let mut rows = Vec::with_capacity(keyed);
+            rows.extend(runs.iter().flat_map(Run::rows));
+            (offsets, rows)
         }
-        let null_keys = parts.iter().map(|p| p.null_keys).sum();
-        let global_of: Vec<&[u32]> = global_of.iter().map(Vec::as_slice).collect();
-        let (offsets, rows) = runs(&parts, &global_of, ids.len())
-            .unwrap_or_else(|| counting_sort(&parts, &global_of, ids.len()));
-        Groups {
-            offsets,
-            rows,
-            ids,
-            null_keys,
-        }
-    })
+        None => counting_sort(&runs, &group_of_run, ids.len()),
+    };
+    Groups {
+        offsets,
+        rows,
+        ids,
+        null_keys: n - keyed,
+    }
 }
 
-/// Offsets and rows of the groups when each is one run of rows (nulls aside; the layout of
-/// a long table written prompt by prompt): the rows in input order, cut where the group
-/// changes. None when some group comes back after another one.
-fn runs(
-    parts: &[PartGroups],
-    global_of: &[&[u32]],
-    groups: usize,
-) -> Option<(Vec<usize>, Vec<usize>)> {
-    // Each range writes its non-null rows into its own slice of the result and notes where
-    // its runs start (within the slice) and their global group.
-    let total: usize = parts.iter().map(|p| p.row_group.len() - p.null_keys).sum();
-    let mut rows = vec![0usize; total];
-    let mut slices = Vec::with_capacity(parts.len());
-    let mut rest = rows.as_mut_slice();
-    for part in parts {
-        let (mine, others) = rest.split_at_mut(part.row_group.len() - part.null_keys);
-        slices.push(mine);
-        rest = others;
-    }
-    let starts: Vec<Vec<(usize, u32)>> = parts
-        .par_iter()
-        .zip(global_of)
-        .zip(slices)
-        .map(|((part, global), out)| {
-            let mut starts = Vec::with_capacity(global.len());
-            let mut previous = u32::MAX;
-            let mut k = 0;
-            for (i, &g) in part.row_group.iter().enumerate() {
-                if g == u32::MAX {
-                    continue;
-                }
-                if g != previous {
-                    starts.push((k, global[g as usize]));
-                    previous = g;
-                }
-                out[k] = part.start + i;
-                k += 1;
-            }
-            starts
-        })
-        .collect();
+/// Offsets of the groups when each is one stretch of runs (nulls aside; the layout of a long
+/// table written prompt by prompt), over the rows with a key in input order. None when some
+/// group comes back after another one.
+fn run_offsets(runs: &[Run], group_of_run: &[u32], groups: usize) -> Option<Vec<usize>> {
     let mut offsets = Vec::with_capacity(groups + 1);
-    let mut base = 0;
-    for (part, starts) in parts.iter().zip(starts) {
-        for (start, g) in starts {
-            // A group continued from the previous range is the same run; any other group
-            // must be the next one in order of first row, else it came back.
-            if g as usize + 1 == offsets.len() {
-                continue;
-            }
-            if g as usize != offsets.len() {
+    let mut keyed = 0;
+    for (run, &g) in runs.iter().zip(group_of_run) {
+        let g = g as usize;
+        // The group of the previous run (across a null or a range boundary) goes on; any
+        // other group must be the next one in order of first row, else it came back.
+        if g + 1 != offsets.len() {
+            if g != offsets.len() {
                 return None;
             }
-            offsets.push(base + start);
+            offsets.push(keyed);
         }
-        base += part.row_group.len() - part.null_keys;
+        keyed += run.len();
     }
-    offsets.push(total);
-    Some((offsets, rows))
+    offsets.push(keyed);
+    Some(offsets)
 }
 
-/// Offsets and rows of `groups` groups by a counting sort of every range's rows by global
-/// group, which keeps input order inside each group.
-fn counting_sort(
-    parts: &[PartGroups],
-    global_of: &[&[u32]],
-    groups: usize,
-) -> (Vec<usize>, Vec<usize>) {
+/// Offsets and rows of `groups` groups by a counting sort of the runs by group, which keeps
+/// input order inside each group.
+fn counting_sort(runs: &[Run], group_of_run: &[u32], groups: usize) -> (Vec<usize>, Vec<usize>) {
     let mut counts = vec![0usize; groups];
-    for (part, global) in parts.iter().zip(global_of) {
-        for &g in &part.row_group {
-            if g != u32::MAX {
-                counts[global[g as usize] as usize] += 1;
-            }
-        }
+    for (run, &g) in runs.iter().zip(group_of_run) {
+        counts[g as usize] += run.len();
     }
     let mut offsets = Vec::with_capacity(groups + 1);
     let mut total = 0;
@@ -278,14 +223,12 @@ fn counting_sort(
     offsets.push(total);
     let mut fill = offsets[..groups].to_vec();
     let mut rows = vec![0; total];
-    for (part, global) in parts.iter().zip(global_of) {
-        for (i, &g) in part.row_group.iter().enumerate() {
-            if g != u32::MAX {
-                let g = global[g as usize] as usize;
-                rows[fill[g]] = part.start + i;
-                fill[g] += 1;
-            }
+    for (run, &g) in runs.iter().zip(group_of_run) {
+        let at = &mut fill[g as usize];
+        for (slot, row) in rows[*at..].iter_mut().zip(run.rows()) {
+            *slot = row;
         }
+        *at += run.len();
     }
     (offsets, rows)
 }
@@ -320,12 +263,11 @@ pub fn first_equal_rows(keys: &KeyBytes<'_>) -> Vec<u32> {
                     if share(h) != w {
                         continue;
                     }
-                    let Some(key) = keys.get(row) else {
+                    if !keys.is_valid(row) {
                         continue;
-                    };
+                    }
                     let first = index.find(h, |&e| {
-                        hashes[e as usize] == h
-                            && keys.get(e as usize).is_some_and(|k| same_bytes(k, key))
+                        hashes[e as usize] == h && keys.same_key(e as usize, row)
                     });
                     match first {
                         Some(&e) => repeats.push((row as u32, e)),
@@ -339,7 +281,7 @@ pub fn first_equal_rows(keys: &KeyBytes<'_>) -> Vec<u32> {
             .collect();
         let mut first: Vec<u32> = (0..n as u32).collect();
         for (row, f) in first.iter_mut().enumerate() {
-            if keys.get(row).is_none() {
+            if !keys.is_valid(row) {
                 *f = u32::MAX;
             }
         }
@@ -374,24 +316,6 @@ mod tests {
         let g = groups_of(&[Some("a"), None, Some("a")]);
         assert_eq!(g.len(), 1);
         assert_eq!(g.rows_of(0), &[0, 2]);
-    }
-
-    #[test]
-    fn ranges_merge_into_the_sequential_grouping() {
-        // Enough rows for several workers; keys recur across the range boundaries.
-        let names: Vec<String> = (0..300_000u64)
-            .map(|i| format!("k{}", (i * 7919) % 1000))
-            .collect();
-        let keys: Vec<Option<&str>> = names.iter().map(|s| Some(s.as_str())).collect();
-        let parallel = group_rows(&KeyBytes::Text(keys.clone()));
-        let sequential = group_part(&KeyBytes::Text(keys), 0..300_000);
-        assert_eq!(parallel.len(), 1000);
-        assert_eq!(parallel.ids, sequential.ids);
-        for g in 0..parallel.len() {
-            assert_eq!(parallel.rows_of(g)[0], sequential.first_rows[g]);
-            assert!(parallel.rows_of(g).windows(2).all(|w| w[0] < w[1]));
-        }
-        assert_eq!(parallel.rows.len(), 300_000);
     }
 
     /// Groups computed the plain way: a map from key to rows, numbered by first row.
@@ -432,6 +356,30 @@ mod tests {
             assert!(keys.len() > 4 * MIN_ROWS_PER_PART);
             assert_eq!((groups.offsets, groups.rows), naive(&keys));
         }
+    }
+
+    #[test]
+    fn shuffled_keys_sharing_buckets_match_the_plain_grouping() {
+        // Enough rows for several workers; 30,011 keys in about 300k runs, so that many
+        // buckets hold runs of two keys, with nulls between them.
+        let names: Vec<String> = (0..300_000u64)
+            .map(|i| format!("k{}", (i * 7919) % 30_011))
+            .collect();
+        let keys: Vec<Option<&str>> = names
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (i % 89 != 3).then_some(s.as_str()))
+            .collect();
+        let groups = group_rows(&KeyBytes::Text(keys.clone()));
+        assert_eq!(groups.len(), 30_011);
+        assert_eq!(
+            groups.null_keys,
+            keys.iter().filter(|k| k.is_none()).count()
+        );
+        for (g, id) in groups.ids.iter().enumerate() {
+            assert_eq!(*id, key_id(names[groups.rows_of(g)[0]].as_bytes()));
+        }
+        assert_eq!((groups.offsets, groups.rows), naive(&keys));
     }
 
     #[test]

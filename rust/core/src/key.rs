@@ -13,7 +13,7 @@ use twox_hash::XxHash3_64;
 
 use crate::error::{Error, Result};
 use crate::table::{type_name, Column};
-use crate::text::{is_text, TextColumn};
+use crate::text::{is_text, TextColumn, Views};
 
 const NULL: u8 = 0x00;
 const TEXT: u8 = 0x01;
@@ -41,6 +41,9 @@ pub fn key_ids(column: &Column) -> Result<Vec<Option<u64>>> {
 pub enum KeyBytes<'a> {
     /// Text keys, borrowed from the input.
     Text(Vec<Option<&'a str>>),
+    /// Text keys of string_view columns, read through their views (no per-row vector, and
+    /// rows whose views are identical are equal without reading the text).
+    Views(Views),
     /// Encoded keys: row `i` is `data[offsets[i]..offsets[i + 1]]` when `valid[i]`.
     Encoded {
         data: Vec<u8>,
@@ -75,6 +78,7 @@ impl KeyColumn {
     /// Canonical bytes of every row's key.
     pub fn bytes(&self) -> KeyBytes<'_> {
         match self {
+            KeyColumn::Text(text) if text.is_views() => KeyBytes::Views(text.views()),
             KeyColumn::Text(text) => KeyBytes::Text(text.strs()),
             KeyColumn::Other(column) => {
                 let rows: usize = column.chunks.iter().map(|c| c.len()).sum();
@@ -111,6 +115,7 @@ impl KeyBytes<'_> {
     pub fn get(&self, row: usize) -> Option<&[u8]> {
         match self {
             KeyBytes::Text(strs) => strs[row].map(str::as_bytes),
+            KeyBytes::Views(views) => views.bytes(row),
             KeyBytes::Encoded {
                 data,
                 offsets,
@@ -119,10 +124,36 @@ impl KeyBytes<'_> {
         }
     }
 
+    /// Whether `row`'s key is not null.
+    #[inline(always)]
+    pub fn is_valid(&self, row: usize) -> bool {
+        match self {
+            KeyBytes::Text(strs) => strs[row].is_some(),
+            KeyBytes::Views(views) => views.is_valid(row),
+            KeyBytes::Encoded { valid, .. } => valid[row],
+        }
+    }
+
+    /// Whether rows `a` and `b`, both with a key, hold equal keys.
+    #[inline(always)]
+    pub fn same_key(&self, a: usize, b: usize) -> bool {
+        match self {
+            KeyBytes::Views(views) => views.same_text(a, b),
+            _ => match (self.get(a), self.get(b)) {
+                // Repeated prompts of a plain string column may share one allocation too.
+                (Some(x), Some(y)) => {
+                    x.len() == y.len() && (std::ptr::eq(x.as_ptr(), y.as_ptr()) || x == y)
+                }
+                _ => false,
+            },
+        }
+    }
+
     /// Number of rows.
     pub fn len(&self) -> usize {
         match self {
             KeyBytes::Text(strs) => strs.len(),
+            KeyBytes::Views(views) => views.len(),
             KeyBytes::Encoded { valid, .. } => valid.len(),
         }
     }

@@ -139,6 +139,14 @@ impl TextColumn {
         })
     }
 
+    /// Whether every chunk is a string_view array (polars' text), whose [`Views`] are had
+    /// without a pass over the text.
+    pub fn is_views(&self) -> bool {
+        self.chunks
+            .iter()
+            .all(|chunk| matches!(chunk, TextChunk::Utf8View(_)))
+    }
+
     /// A view of every row into the input's buffers, ready to be gathered into results.
     pub fn views(&self) -> Views {
         if let [TextChunk::Utf8View(a)] = self.chunks.as_slice() {
@@ -285,9 +293,55 @@ impl Views {
     }
 
     /// Whether `row` is not null.
-    #[inline]
+    #[inline(always)]
     pub fn is_valid(&self, row: usize) -> bool {
         self.nulls.as_ref().is_none_or(|n| n.is_valid(row))
+    }
+
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.views.len()
+    }
+
+    /// Whether there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.views.is_empty()
+    }
+
+    /// The bytes of `row`, None when it is null: borrowed from the view itself when the text
+    /// is short enough to be stored inline, else from the buffer it points into.
+    #[inline]
+    pub fn bytes(&self, row: usize) -> Option<&[u8]> {
+        if !self.is_valid(row) {
+            return None;
+        }
+        let view = self.views[row];
+        let len = view as u32 as usize;
+        Some(if len <= 12 {
+            // The Arrow layout of a view: 4 bytes of length, then the inline text.
+            let start = row * 16 + 4;
+            &self.views.inner().as_slice()[start..start + len]
+        } else {
+            let buffer = (view >> 64) as u32 as usize;
+            let offset = (view >> 96) as u32 as usize;
+            &self.buffers[buffer][offset..offset + len]
+        })
+    }
+
+    /// Whether the valid rows `a` and `b` hold the same text. Identical views are equal
+    /// without reading the text: repeated values that share their bytes (as polars stores a
+    /// prompt repeated on every response row) cost one 16-byte comparison.
+    #[inline(always)]
+    pub fn same_text(&self, a: usize, b: usize) -> bool {
+        let (va, vb) = (self.views[a], self.views[b]);
+        if va == vb {
+            return true;
+        }
+        // Lengths, then (for text not inline) the first four bytes, settle most differences.
+        let len = va as u32;
+        len == vb as u32
+            && (len <= 12 || (va >> 32) as u32 == (vb >> 32) as u32)
+            && self.bytes(a) == self.bytes(b)
     }
 
     /// Whether any row is null.
