@@ -57,38 +57,44 @@ impl ListRules {
         Ok(())
     }
 
-    /// Cut `ranked` (best first, from [`rank`]), append the kept items to `out` and account for
+    /// Cut the list `items[start..]` (best first, from [`rank`]) in place and account for
     /// every item: kept ones are used, the others dropped as `tie`, `beyond_list_size` or
-    /// `group_too_small`. Returns whether a list was emitted (appending into one shared vector
-    /// spares an allocation per list; the caller counts `lists_out`).
+    /// `group_too_small`. Returns whether a list was emitted; if not, `items` is truncated
+    /// back to `start`. (Lists are built at the end of one shared vector, which spares an
+    /// allocation and a copy per list; the caller counts `lists_out`.)
     pub fn cut(
         &self,
-        ranked: &[(f64, usize)],
-        out: &mut Vec<(f64, usize)>,
+        items: &mut Vec<(f64, usize)>,
+        start: usize,
         accounting: &mut Accounting,
     ) -> bool {
-        let start = out.len();
-        for &item in ranked {
-            let tie = out.len() > start && out.last().is_some_and(|last| last.0 == item.0);
-            if self.ties == Ties::Drop && tie {
-                accounting.drop_rows("tie", 1);
-            } else {
-                out.push(item);
+        let list = &mut items[start..];
+        let mut kept = list.len();
+        if self.ties == Ties::Drop {
+            // Keep the first of each run of equal scores.
+            kept = 0;
+            for i in 0..list.len() {
+                if kept == 0 || list[kept - 1].0 != list[i].0 {
+                    list[kept] = list[i];
+                    kept += 1;
+                }
+            }
+            if kept < list.len() {
+                accounting.drop_rows("tie", list.len() - kept);
             }
         }
-        let kept = out.len() - start;
         if let Some(size) = self.list_size {
             if kept > size {
                 accounting.drop_rows("beyond_list_size", kept - size);
-                out.truncate(start + size);
+                kept = size;
             }
         }
-        let kept = out.len() - start;
         if kept < self.min_list_size {
             accounting.drop_rows("group_too_small", kept);
-            out.truncate(start);
+            items.truncate(start);
             return false;
         }
+        items.truncate(start + kept);
         accounting.rows_used += kept;
         true
     }
@@ -159,20 +165,19 @@ pub fn rank_lists(
                 let mut items: Vec<(f64, usize)> =
                     Vec::with_capacity(groups.offsets[end] - groups.offsets[start]);
                 let mut list_groups = Vec::with_capacity(end - start);
-                let mut ranked = Vec::new();
                 for g in start..end {
-                    ranked.clear();
+                    let first = items.len();
                     for &row in groups.rows_of(g) {
                         if !response.is_valid(row) {
                             accounting.drop_rows("null_response", 1);
                         } else if score[row].is_nan() {
                             accounting.drop_rows("nan_score", 1);
                         } else {
-                            ranked.push((score[row], row));
+                            items.push((score[row], row));
                         }
                     }
-                    rank(&mut ranked);
-                    if options.rules.cut(&ranked, &mut items, &mut accounting) {
+                    rank(&mut items[first..]);
+                    if options.rules.cut(&mut items, first, &mut accounting) {
                         offsets.push(items.len());
                         list_groups.push(g);
                     }
@@ -185,17 +190,17 @@ pub fn rank_lists(
                     .map(|&o| items[o].1)
                     .collect();
                 let prompt_values: ArrayRef = match &prompt_views {
-                    Some(views) => Arc::new(views.gather(&best)),
+                    Some(views) => Arc::new(views.gather(best.iter().copied())),
                     None => prompt.take(&best)?,
                 };
-                let rows: Vec<usize> = items.iter().map(|&(_, row)| row).collect();
+                let rows = items.iter().map(|&(_, row)| row);
                 let responses = if options.views {
-                    list_of(&offsets, Arc::new(response.gather(&rows)))?
+                    list_of(&offsets, Arc::new(response.gather(rows.clone())))?
                 } else {
-                    string_list_of(&offsets, response.gather_copy(&rows)?)?
+                    string_list_of(&offsets, response.gather_copy(rows.clone())?)?
                 };
                 let scores = Float64Array::from_iter_values(items.iter().map(|i| i.0));
-                let rows = Int64Array::from_iter_values(rows.iter().map(|&r| r as i64));
+                let rows = Int64Array::from_iter_values(rows.map(|r| r as i64));
                 let ids = UInt64Array::from_iter_values(list_groups.iter().map(|&g| groups.ids[g]));
                 let columns: Vec<ArrayRef> = vec![
                     prompt_values,

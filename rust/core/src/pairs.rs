@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, UInt64Array};
+use arrow_buffer::{NullBuffer, ScalarBuffer};
 use arrow_schema::{Field, Schema};
 use rayon::prelude::*;
 
@@ -241,7 +242,7 @@ pub fn mine_pairs(table: &Table, options: &PairOptions) -> Result<(RecordBatch, 
     }
     let score = ensemble(&per_column);
     let has_response = response.valid();
-    let effective: Vec<f64> = if options.length_penalty == 0.0 {
+    let effective: ScalarBuffer<f64> = if options.length_penalty == 0.0 {
         score.clone()
     } else {
         score
@@ -333,8 +334,8 @@ fn result_columns(several_scores: bool) -> Vec<&'static str> {
 }
 
 /// Fail on the first row (in input order) with a null or NaN score, naming its column.
-pub(crate) fn check_no_nan(columns: &[Column], values: &[Vec<f64>]) -> Result<()> {
-    let rows = values.first().map_or(0, Vec::len);
+pub(crate) fn check_no_nan(columns: &[Column], values: &[ScalarBuffer<f64>]) -> Result<()> {
+    let rows = values.first().map_or(0, |v| v.len());
     for row in 0..rows {
         for (column, values) in columns.iter().zip(values) {
             if values[row].is_nan() {
@@ -349,7 +350,7 @@ pub(crate) fn check_no_nan(columns: &[Column], values: &[Vec<f64>]) -> Result<()
 }
 
 /// The mean of several score columns; NaN where any of them is.
-fn ensemble(columns: &[Vec<f64>]) -> Vec<f64> {
+fn ensemble(columns: &[ScalarBuffer<f64>]) -> ScalarBuffer<f64> {
     if columns.len() == 1 {
         return columns[0].clone();
     }
@@ -709,7 +710,7 @@ fn build_batch(
     prompt: &Column,
     response: &TextColumn,
     score: &[f64],
-    per_column: &[Vec<f64>],
+    per_column: &[ScalarBuffer<f64>],
     group_ids: &[u64],
     carry: &[Column],
 ) -> Result<RecordBatch> {
@@ -727,10 +728,10 @@ fn build_batch(
                 if is_text(prompt.field.data_type()) {
                     let views = TextColumn::new(prompt)?.views();
                     let values = per_pair(parts, |p| views.view(p.chosen));
-                    let valid = views
+                    let nulls = views
                         .has_nulls()
-                        .then(|| per_pair(parts, |p| views.is_valid(p.chosen)));
-                    Ok(Arc::new(views.array(values, valid)) as ArrayRef)
+                        .then(|| NullBuffer::from(per_pair(parts, |p| views.is_valid(p.chosen))));
+                    Ok(Arc::new(views.array(values, nulls)) as ArrayRef)
                 } else {
                     prompt.take(&chosen_rows())
                 }
@@ -820,7 +821,7 @@ fn build_batch(
 
 /// Agreement (share of score columns preferring the chosen row) and the population standard
 /// deviation of the per-column margins.
-fn strength(per_column: &[Vec<f64>], chosen: usize, rejected: usize) -> (f64, f64) {
+fn strength(per_column: &[ScalarBuffer<f64>], chosen: usize, rejected: usize) -> (f64, f64) {
     let n = per_column.len() as f64;
     let margins: Vec<f64> = per_column.iter().map(|c| c[chosen] - c[rejected]).collect();
     let agree = margins.iter().filter(|&&m| m > 0.0).count() as f64 / n;

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use arrow_array::{Array, ArrayRef, Float64Array, RecordBatch};
+use arrow_buffer::ScalarBuffer;
 use arrow_cast::cast;
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 
@@ -132,7 +133,9 @@ impl Table {
                     .collect(),
             };
             if views && is_text(field.data_type()) {
-                let views = TextColumn::new(&column)?.views().gather(rows);
+                let views = TextColumn::new(&column)?
+                    .views()
+                    .gather(rows.iter().copied());
                 columns.push(Arc::new(views) as ArrayRef);
                 fields.push(Arc::new(
                     field.as_ref().clone().with_data_type(DataType::Utf8View),
@@ -229,8 +232,9 @@ impl Column {
         Ok(arrow_select::interleave::interleave(&arrays, &indices)?)
     }
 
-    /// The values as `f64` with NaN for nulls: any integer or float type is accepted.
-    pub fn to_f64(&self) -> Result<Vec<f64>> {
+    /// The values as `f64` with NaN for nulls: any integer or float type is accepted. A
+    /// float64 column in one chunk without nulls is shared, not copied.
+    pub fn to_f64(&self) -> Result<ScalarBuffer<f64>> {
         let numeric = matches!(
             self.field.data_type(),
             DataType::Int8
@@ -252,6 +256,13 @@ impl Column {
                 actual: type_name(self.field.data_type()),
             });
         }
+        if let [chunk] = self.chunks.as_slice() {
+            if let Some(floats) = chunk.as_any().downcast_ref::<Float64Array>() {
+                if floats.null_count() == 0 {
+                    return Ok(floats.values().clone());
+                }
+            }
+        }
         let mut values = Vec::with_capacity(self.chunks.iter().map(|c| c.len()).sum());
         for chunk in &self.chunks {
             let floats = cast(chunk, &DataType::Float64)?;
@@ -272,7 +283,7 @@ impl Column {
                 }
             }
         }
-        Ok(values)
+        Ok(values.into())
     }
 }
 

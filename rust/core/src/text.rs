@@ -281,15 +281,12 @@ impl Views {
 
     /// Like [`Views::gather`], with a null wherever `rows` holds `None`.
     pub fn gather_optional(&self, rows: &[Option<usize>]) -> StringViewArray {
-        let views: ScalarBuffer<u128> =
-            rows.iter().map(|r| r.map_or(0, |r| self.view(r))).collect();
-        let valid = |r: &Option<usize>| {
-            r.is_some_and(|r| self.nulls.as_ref().is_none_or(|n| n.is_valid(r)))
-        };
-        let nulls = NullBuffer::from_iter(rows.iter().map(valid));
-        let nulls = (nulls.null_count() > 0).then_some(nulls);
-        // SAFETY: as in `gather`; a null has the zero view.
-        unsafe { StringViewArray::new_unchecked(views, self.buffers.clone(), nulls) }
+        let mut gathered = Gathered::new(self, rows.len());
+        for row in rows {
+            gathered.push(row.map_or(0, |r| self.view(r)));
+        }
+        let valid = |r: &Option<usize>| r.is_some_and(|r| self.is_valid(r));
+        gathered.finish(Some(NullBuffer::from_iter(rows.iter().map(valid))))
     }
 
     /// Whether `row` is not null.
@@ -349,12 +346,10 @@ impl Views {
         self.nulls.is_some()
     }
 
-    /// A string_view array of `views` taken from [`Views::view`] (with `valid` per value when
-    /// some are null), sharing this column's buffers.
-    pub fn array(&self, views: Vec<u128>, valid: Option<Vec<bool>>) -> StringViewArray {
-        let nulls = valid
-            .map(NullBuffer::from)
-            .filter(|nulls| nulls.null_count() > 0);
+    /// A string_view array of `views` taken from [`Views::view`] (with `nulls` when some are
+    /// null), sharing all of this column's buffers.
+    pub fn array(&self, views: Vec<u128>, nulls: Option<NullBuffer>) -> StringViewArray {
+        let nulls = nulls.filter(|nulls| nulls.null_count() > 0);
         // SAFETY: every view comes from `Views::view`: made from valid UTF-8 of the input by
         // `make_view`, or copied from a valid string_view array, pointing into the buffer (or
         // window) registered for it at the same index in `buffers`; nulls have the zero view.
@@ -362,14 +357,18 @@ impl Views {
     }
 
     /// A string_view array holding the rows `rows` (global row numbers), in that order,
-    /// without copying any text.
-    pub fn gather(&self, rows: &[usize]) -> StringViewArray {
-        let views = rows.iter().map(|&r| self.view(r)).collect();
-        let valid = self
+    /// without copying any text; it holds only the buffers its views point into.
+    pub fn gather(&self, rows: impl ExactSizeIterator<Item = usize> + Clone) -> StringViewArray {
+        let mut gathered = Gathered::new(self, rows.len());
+        for row in rows.clone() {
+            gathered.push(self.view(row));
+        }
+        let nulls = self
             .has_nulls()
-            .then(|| rows.iter().map(|&r| self.is_valid(r)).collect());
-        self.array(views, valid)
+            .then(|| NullBuffer::from_iter(rows.map(|r| self.is_valid(r))));
+        gathered.finish(nulls)
     }
+
     /// The bytes of the valid `row`: inside its view when short (copied out of it), else in
     /// the buffer it points into.
     #[inline]
@@ -388,11 +387,14 @@ impl Views {
     /// Like [`Views::gather`], but copying the text into a plain `string` array, for consumers
     /// that cannot read string_view (pandas, inside lists). The offsets come from the views'
     /// lengths, so the text is read once, by the copy into a buffer allocated up front.
-    pub fn gather_copy(&self, rows: &[usize]) -> Result<StringArray> {
+    pub fn gather_copy(
+        &self,
+        rows: impl ExactSizeIterator<Item = usize> + Clone,
+    ) -> Result<StringArray> {
         let mut offsets = Vec::with_capacity(rows.len() + 1);
         let mut total: usize = 0;
         offsets.push(0i32);
-        for &row in rows {
+        for row in rows.clone() {
             total += self.view(row) as u32 as usize;
             let end = i32::try_from(total).map_err(|_| {
                 Error::argument(
@@ -404,14 +406,14 @@ impl Views {
             offsets.push(end);
         }
         let mut values: Vec<u8> = Vec::with_capacity(total);
-        for &row in rows {
+        for row in rows.clone() {
             if self.is_valid(row) {
                 self.with_bytes(row, |bytes| values.extend_from_slice(bytes));
             }
         }
         let nulls = self
             .has_nulls()
-            .then(|| NullBuffer::from_iter(rows.iter().map(|&r| self.is_valid(r))))
+            .then(|| NullBuffer::from_iter(rows.map(|r| self.is_valid(r))))
             .filter(|nulls| nulls.null_count() > 0);
         // SAFETY: the offsets are the running sums of the copied strings' lengths (monotonic,
         // checked to fit i32), and each copied string is valid UTF-8 of the input.
@@ -454,5 +456,120 @@ impl Views {
         // and ends on char boundaries (the caller's contract), so it is valid UTF-8, in a
         // buffer registered at the same index in `buffers`; there are no nulls.
         unsafe { StringViewArray::new_unchecked(views, self.buffers.clone(), None) }
+    }
+}
+
+/// Views copied one by one into a new array that holds only the buffers they point into.
+///
+/// A result cut into batches would otherwise hand every batch every buffer of the input (a
+/// column read by polars has one per megabyte of text): each is exported to Python on its
+/// own, at about the cost of a row, and Arrow IPC writes every buffer an array holds.
+struct Gathered<'a> {
+    source: &'a Views,
+    views: Vec<u128>,
+    /// The new index of each source buffer taken so far (`u32::MAX`: not taken).
+    renumbered: Vec<u32>,
+    buffers: Vec<Buffer>,
+}
+
+impl<'a> Gathered<'a> {
+    fn new(source: &'a Views, capacity: usize) -> Self {
+        Gathered {
+            source,
+            views: Vec::with_capacity(capacity),
+            renumbered: vec![u32::MAX; source.buffers.len()],
+            buffers: Vec::new(),
+        }
+    }
+
+    /// Append `view`, a view of the source (zero for a null).
+    #[inline(always)]
+    fn push(&mut self, view: u128) {
+        if view as u32 <= 12 {
+            // Inline text: no buffer.
+            self.views.push(view);
+            return;
+        }
+        let old = (view >> 64) as u32 as usize;
+        let mut new = self.renumbered[old];
+        if new == u32::MAX {
+            new = self.buffers.len() as u32;
+            self.renumbered[old] = new;
+            self.buffers.push(self.source.buffers[old].clone());
+        }
+        let index_bits = (u32::MAX as u128) << 64;
+        self.views
+            .push((view & !index_bits) | (u128::from(new) << 64));
+    }
+
+    fn finish(self, nulls: Option<NullBuffer>) -> StringViewArray {
+        let nulls = nulls.filter(|nulls| nulls.null_count() > 0);
+        // SAFETY: every view comes from `Views::view`: made from valid UTF-8 of the input by
+        // `make_view`, or copied from a valid string_view array, pointing into the buffer (or
+        // window) registered for it in the source, which is now at its new index in
+        // `buffers`; nulls have the zero view.
+        unsafe { StringViewArray::new_unchecked(self.views.into(), self.buffers, nulls) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::builder::StringViewBuilder;
+    use arrow_schema::Field;
+
+    /// A string_view column with text in many small buffers (as polars reads it), some rows
+    /// inline, some null.
+    fn column(values: &[Option<String>]) -> TextColumn {
+        let mut builder = StringViewBuilder::new().with_fixed_block_size(64);
+        builder.extend(values.iter().map(Option::as_deref));
+        let array: arrow_array::ArrayRef = std::sync::Arc::new(builder.finish());
+        let column = Column {
+            field: std::sync::Arc::new(Field::new("text", DataType::Utf8View, true)),
+            chunks: vec![array],
+        };
+        TextColumn::new(&column).unwrap()
+    }
+
+    #[test]
+    fn a_gather_holds_only_the_buffers_it_points_into() {
+        let values: Vec<Option<String>> = (0..200)
+            .map(|i| (i % 7 != 3).then(|| format!("{i}") + &"long text ".repeat(i % 3 * 2)))
+            .collect();
+        let text = column(&values);
+        let views = text.views();
+        assert!(views.buffers.len() > 20);
+        let rows = [150, 2, 151, 3, 149, 1, 150, 0];
+        let gathered = views.gather(rows.iter().copied());
+        let got: Vec<Option<&str>> = gathered.iter().collect();
+        let expected: Vec<Option<&str>> = rows.iter().map(|&r| values[r].as_deref()).collect();
+        assert_eq!(got, expected);
+        assert!(gathered.data_buffers().len() <= 6);
+        let optional = views.gather_optional(&[Some(150), None, Some(2)]);
+        let got: Vec<Option<&str>> = optional.iter().collect();
+        assert_eq!(got, [values[150].as_deref(), None, values[2].as_deref()]);
+        assert!(optional.data_buffers().len() <= 2);
+    }
+
+    #[test]
+    fn same_text_and_bytes_read_inline_and_buffered_views() {
+        let values: Vec<Option<String>> = ["short", "short", "a long text, same length 1"]
+            .iter()
+            .chain(&[
+                "a long text, same length 2",
+                "a long text, same length 1",
+                "short",
+            ])
+            .map(|s| Some(s.to_string()))
+            .chain([None])
+            .collect();
+        let views = column(&values).views();
+        for a in 0..6 {
+            assert_eq!(views.bytes(a), values[a].as_deref().map(str::as_bytes));
+            for b in 0..6 {
+                assert_eq!(views.same_text(a, b), values[a] == values[b], "{a} {b}");
+            }
+        }
+        assert_eq!(views.bytes(6), None);
     }
 }

@@ -14,6 +14,7 @@ use arrow_array::{
     Array, ArrayRef, BooleanArray, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray,
     UInt64Array,
 };
+use arrow_buffer::ScalarBuffer;
 use arrow_schema::{DataType, Field, Schema};
 use hashbrown::hash_table::Entry;
 use hashbrown::HashTable;
@@ -241,7 +242,7 @@ impl NodeOutput<'_> {
             }
         }
         let prompt_values: ArrayRef = match &self.prompt_views {
-            Some(views) => Arc::new(views.gather(&prompt_rows)),
+            Some(views) => Arc::new(views.gather(prompt_rows.iter().copied())),
             None => self.prompt.take(&prompt_rows)?,
         };
         let columns: Vec<(&str, ArrayRef, bool)> = vec![
@@ -385,8 +386,8 @@ struct NodeTable {
     node: Column,
     prompt: Option<Column>,
     steps: TextColumn,
-    value: Vec<f64>,
-    visits: Option<Vec<f64>>,
+    value: ScalarBuffer<f64>,
+    visits: Option<ScalarBuffer<f64>>,
 }
 
 impl NodeTable {
@@ -471,9 +472,11 @@ impl NodeTable {
     fn prompts(&self, rows: &[usize]) -> Result<ArrayRef> {
         let roots: Vec<usize> = rows.iter().map(|&r| self.forest.root[r]).collect();
         match &self.prompt {
-            Some(prompt) if is_text(prompt.field.data_type()) => {
-                Ok(Arc::new(TextColumn::new(prompt)?.views().gather(&roots)))
-            }
+            Some(prompt) if is_text(prompt.field.data_type()) => Ok(Arc::new(
+                TextColumn::new(prompt)?
+                    .views()
+                    .gather(roots.iter().copied()),
+            )),
             Some(prompt) => prompt.take(&roots),
             None => Ok(Arc::new(StringArray::new_null(rows.len()))),
         }
@@ -786,8 +789,16 @@ pub fn tree_pairs(table: &Table, options: &TreePairOptions) -> Result<(RecordBat
     let columns: Vec<(&str, ArrayRef, bool)> = vec![
         ("prompt", nodes.prompts(&parent_rows)?, true),
         ("prefix", nodes.prefixes(&parent_rows, &steps)?, false),
-        ("chosen", Arc::new(step_views.gather(&chosen)), false),
-        ("rejected", Arc::new(step_views.gather(&rejected)), false),
+        (
+            "chosen",
+            Arc::new(step_views.gather(chosen.iter().copied())),
+            false,
+        ),
+        (
+            "rejected",
+            Arc::new(step_views.gather(rejected.iter().copied())),
+            false,
+        ),
         (
             "score_chosen",
             Arc::new(Float64Array::from_iter_values(
@@ -844,7 +855,9 @@ pub fn tree_lists(table: &Table, options: &TreeListOptions) -> Result<(RecordBat
     let mut items: Vec<(f64, usize)> = Vec::new();
     for &p in &parents {
         let ranked = nodes.ranked_children(p, &steps, options.min_visits, &mut accounting);
-        if options.rules.cut(&ranked, &mut items, &mut accounting) {
+        let start = items.len();
+        items.extend_from_slice(&ranked);
+        if options.rules.cut(&mut items, start, &mut accounting) {
             list_parents.push(p);
             offsets.push(items.len());
         }
