@@ -34,9 +34,10 @@ Six workloads, each on a corpus cached as Parquet in ``bench-data/``:
   - ``python``: the same binary search on slices and ``rfind``; for messages, dict equality.
 
 Every (workload, tool) runs in a fresh subprocess that loads the corpus as a polars DataFrame,
-resets the peak-RSS counter (``/proc/self/clear_refs``), runs the tool ``--repeats`` times and
-reports the median wall time and the peak RSS above the loaded input (``VmHWM`` minus RSS after
-loading). Before timing, a check subprocess verifies the tools agree (number of lists / nodes,
+resets the peak-RSS counter (``/proc/self/clear_refs``), runs each variant once untimed (the
+first call of every tool pays one-time costs: thread-pool start, allocator arenas, first touch
+of fresh memory), then ``--repeats`` times timed, and reports the median wall time and the peak
+RSS above the loaded input (``VmHWM`` minus RSS after loading). Before timing, a check subprocess verifies the tools agree (number of lists / nodes,
 and the rows of a sample of lists / the values of a sample of nodes).
 
 Examples
@@ -720,6 +721,7 @@ def worker(workload: str, tool: str, path: str, repeats: int) -> dict:
     reset = _reset_peak()
     results = []
     for function in IMPLEMENTATIONS[workload][tool]:
+        function(df)  # warm-up, untimed
         times = []
         for _ in range(repeats):
             started = time.perf_counter()

@@ -22,7 +22,7 @@ use crate::key::KeyColumn;
 use crate::pairs::{check_no_nan, rank, NanPolicy, Ties};
 use crate::parallel;
 use crate::table::{Column, Table};
-use crate::text::{is_text, TextColumn};
+use crate::text::{is_text, TextColumn, ViewGather};
 
 /// How a ranked list is cut: ties, maximum and minimum size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,47 +160,58 @@ pub fn rank_lists(
                 let end = (start + GROUPS_PER_BATCH).min(groups.len());
                 let mut accounting = Accounting::default();
                 // Sized up front: growing them item by item costs a tenth of the ranking.
+                let capacity = groups.offsets[end] - groups.offsets[start];
+                let mut views = options.views.then(|| ViewGather::new(&response, capacity));
+                let mut scores = Vec::with_capacity(capacity);
+                let mut rows: Vec<i64> = Vec::with_capacity(capacity);
                 let mut offsets = Vec::with_capacity(end - start + 1);
                 offsets.push(0);
-                let mut items: Vec<(f64, usize)> =
-                    Vec::with_capacity(groups.offsets[end] - groups.offsets[start]);
+                let mut best = Vec::with_capacity(end - start);
                 let mut list_groups = Vec::with_capacity(end - start);
+                let mut list = Vec::new();
                 for g in start..end {
-                    let first = items.len();
+                    list.clear();
                     for &row in groups.rows_of(g) {
                         if !response.is_valid(row) {
                             accounting.drop_rows("null_response", 1);
                         } else if score[row].is_nan() {
                             accounting.drop_rows("nan_score", 1);
                         } else {
-                            items.push((score[row], row));
+                            list.push((score[row], row));
                         }
                     }
-                    rank(&mut items[first..]);
-                    if options.rules.cut(&mut items, first, &mut accounting) {
-                        offsets.push(items.len());
-                        list_groups.push(g);
+                    rank(&mut list);
+                    if !options.rules.cut(&mut list, 0, &mut accounting) {
+                        continue;
                     }
+                    // Written straight into the result's columns while the list is in cache.
+                    for &(score, row) in &list {
+                        if let Some(views) = views.as_mut() {
+                            views.push(row);
+                        }
+                        scores.push(score);
+                        rows.push(row as i64);
+                    }
+                    best.push(list[0].1);
+                    offsets.push(rows.len());
+                    list_groups.push(g);
                 }
                 if list_groups.is_empty() {
                     return Ok((None, accounting));
                 }
-                let best: Vec<usize> = offsets[..list_groups.len()]
-                    .iter()
-                    .map(|&o| items[o].1)
-                    .collect();
                 let prompt_values: ArrayRef = match &prompt_views {
                     Some(views) => Arc::new(views.gather(best.iter().copied())),
                     None => prompt.take(&best)?,
                 };
-                let rows = items.iter().map(|&(_, row)| row);
-                let responses = if options.views {
-                    list_of(&offsets, Arc::new(response.gather(rows.clone())))?
-                } else {
-                    string_list_of(&offsets, response.gather_copy(rows.clone())?)?
+                let responses = match views {
+                    Some(views) => list_of(&offsets, Arc::new(views.finish(None)))?,
+                    None => string_list_of(
+                        &offsets,
+                        response.gather_copy(rows.iter().map(|&row| row as usize))?,
+                    )?,
                 };
-                let scores = Float64Array::from_iter_values(items.iter().map(|i| i.0));
-                let rows = Int64Array::from_iter_values(rows.map(|r| r as i64));
+                let scores = Float64Array::new(scores.into(), None);
+                let rows = Int64Array::new(rows.into(), None);
                 let ids = UInt64Array::from_iter_values(list_groups.iter().map(|&g| groups.ids[g]));
                 let columns: Vec<ArrayRef> = vec![
                     prompt_values,

@@ -281,9 +281,12 @@ impl Views {
 
     /// Like [`Views::gather`], with a null wherever `rows` holds `None`.
     pub fn gather_optional(&self, rows: &[Option<usize>]) -> StringViewArray {
-        let mut gathered = Gathered::new(self, rows.len());
+        let mut gathered = ViewGather::new(self, rows.len());
         for row in rows {
-            gathered.push(row.map_or(0, |r| self.view(r)));
+            match *row {
+                Some(row) => gathered.push(row),
+                None => gathered.push_empty(),
+            }
         }
         let valid = |r: &Option<usize>| r.is_some_and(|r| self.is_valid(r));
         gathered.finish(Some(NullBuffer::from_iter(rows.iter().map(valid))))
@@ -359,9 +362,9 @@ impl Views {
     /// A string_view array holding the rows `rows` (global row numbers), in that order,
     /// without copying any text; it holds only the buffers its views point into.
     pub fn gather(&self, rows: impl ExactSizeIterator<Item = usize> + Clone) -> StringViewArray {
-        let mut gathered = Gathered::new(self, rows.len());
+        let mut gathered = ViewGather::new(self, rows.len());
         for row in rows.clone() {
-            gathered.push(self.view(row));
+            gathered.push(row);
         }
         let nulls = self
             .has_nulls()
@@ -459,12 +462,13 @@ impl Views {
     }
 }
 
-/// Views copied one by one into a new array that holds only the buffers they point into.
+/// Rows of a text column gathered one by one into a string_view array that shares the
+/// column's text and holds only the buffers its views point into.
 ///
 /// A result cut into batches would otherwise hand every batch every buffer of the input (a
 /// column read by polars has one per megabyte of text): each is exported to Python on its
 /// own, at about the cost of a row, and Arrow IPC writes every buffer an array holds.
-struct Gathered<'a> {
+pub struct ViewGather<'a> {
     source: &'a Views,
     views: Vec<u128>,
     /// The new index of each source buffer taken so far (`u32::MAX`: not taken).
@@ -472,9 +476,10 @@ struct Gathered<'a> {
     buffers: Vec<Buffer>,
 }
 
-impl<'a> Gathered<'a> {
-    fn new(source: &'a Views, capacity: usize) -> Self {
-        Gathered {
+impl<'a> ViewGather<'a> {
+    /// An empty gather from `source`, with room for `capacity` rows.
+    pub fn new(source: &'a Views, capacity: usize) -> Self {
+        ViewGather {
             source,
             views: Vec::with_capacity(capacity),
             renumbered: vec![u32::MAX; source.buffers.len()],
@@ -482,9 +487,20 @@ impl<'a> Gathered<'a> {
         }
     }
 
-    /// Append `view`, a view of the source (zero for a null).
+    /// Append row `row` of the source (the empty string if it is null: pass the nulls to
+    /// [`ViewGather::finish`]).
     #[inline(always)]
-    fn push(&mut self, view: u128) {
+    pub fn push(&mut self, row: usize) {
+        self.push_view(self.source.view(row));
+    }
+
+    /// Append an empty string (a null, once the nulls are passed to [`ViewGather::finish`]).
+    pub fn push_empty(&mut self) {
+        self.views.push(0);
+    }
+
+    #[inline(always)]
+    fn push_view(&mut self, view: u128) {
         if view as u32 <= 12 {
             // Inline text: no buffer.
             self.views.push(view);
@@ -502,7 +518,8 @@ impl<'a> Gathered<'a> {
             .push((view & !index_bits) | (u128::from(new) << 64));
     }
 
-    fn finish(self, nulls: Option<NullBuffer>) -> StringViewArray {
+    /// The gathered rows as an array, with `nulls` when some are null.
+    pub fn finish(self, nulls: Option<NullBuffer>) -> StringViewArray {
         let nulls = nulls.filter(|nulls| nulls.null_count() > 0);
         // SAFETY: every view comes from `Views::view`: made from valid UTF-8 of the input by
         // `make_view`, or copied from a valid string_view array, pointing into the buffer (or
