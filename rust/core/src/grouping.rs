@@ -358,18 +358,28 @@ mod tests {
         }
     }
 
+    /// `rows` keys out of 30,011, no two consecutive ones equal.
+    fn shuffled_names(rows: u64) -> Vec<String> {
+        (0..rows)
+            .map(|i| format!("k{}", (i * 7919) % 30_011))
+            .collect()
+    }
+
+    /// `names` as keys, with a null at every row `i` where `i % every == at`.
+    fn with_nulls(names: &[String], every: usize, at: usize) -> Vec<Option<&str>> {
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (i % every != at).then_some(s.as_str()))
+            .collect()
+    }
+
     #[test]
     fn shuffled_keys_sharing_buckets_match_the_plain_grouping() {
         // Enough rows for several workers; 30,011 keys in about 300k runs, so that many
         // buckets hold runs of two keys, with nulls between them.
-        let names: Vec<String> = (0..300_000u64)
-            .map(|i| format!("k{}", (i * 7919) % 30_011))
-            .collect();
-        let keys: Vec<Option<&str>> = names
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (i % 89 != 3).then_some(s.as_str()))
-            .collect();
+        let names = shuffled_names(300_000);
+        let keys = with_nulls(&names, 89, 3);
         let groups = group_rows(&KeyBytes::Text(keys.clone()));
         assert_eq!(groups.len(), 30_011);
         assert_eq!(
@@ -385,15 +395,8 @@ mod tests {
     #[test]
     fn first_equal_rows_agree_with_the_groups() {
         // Enough rows for several workers, repeated keys and nulls.
-        let names: Vec<String> = (0..100_000u64)
-            .map(|i| format!("k{}", (i * 7919) % 30_011))
-            .collect();
-        let keys: Vec<Option<&str>> = names
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (i % 97 != 5).then_some(s.as_str()))
-            .collect();
-        let keys = KeyBytes::Text(keys);
+        let names = shuffled_names(100_000);
+        let keys = KeyBytes::Text(with_nulls(&names, 97, 5));
         let first = first_equal_rows(&keys);
         let groups = group_rows(&keys);
         let mut expected = vec![u32::MAX; keys.len()];
