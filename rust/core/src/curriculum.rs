@@ -140,7 +140,7 @@ pub fn order_curriculum(
                 let ranks: Vec<Vec<(usize, i32)>> = (0..groups.len())
                     .into_par_iter()
                     .map(|g| {
-                        let mut members = groups.rows_of(g).to_vec();
+                        let mut members = groups.rows_of(g).collect::<Vec<_>>();
                         members.sort_by(|&a, &b| ease(a, b));
                         members
                             .into_iter()

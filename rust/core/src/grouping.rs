@@ -13,14 +13,16 @@ use rayon::prelude::*;
 use crate::key::{key_id, KeyBytes};
 use crate::parallel;
 
-/// Groups of rows. Group `g` holds `rows[offsets[g]..offsets[g + 1]]`, in input order; groups
-/// are numbered in order of their first row.
+/// Groups of rows, numbered in order of their first row; each group's rows are in input order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Groups {
-    /// Start of each group in `rows`, plus one final end.
+    /// Start of each group in the grouped rows, plus one final end.
     pub offsets: Vec<usize>,
-    /// Row numbers, grouped.
-    pub rows: Vec<usize>,
+    /// Row numbers, grouped: group `g` holds `rows[offsets[g]..offsets[g + 1]]`. None when
+    /// the groups are runs that cover every row in order (no null key, no group coming back:
+    /// a table written prompt by prompt), where group `g` is rows `offsets[g]..offsets[g + 1]`
+    /// and a vector of every row number would only be written and read again.
+    rows: Option<Vec<usize>>,
     /// Stable id of each group's key (xxh3-64 of its canonical bytes).
     pub ids: Vec<u64>,
     /// Rows whose key is null; they belong to no group.
@@ -38,11 +40,46 @@ impl Groups {
         self.ids.is_empty()
     }
 
-    /// The rows of group `g`.
-    pub fn rows_of(&self, g: usize) -> &[usize] {
-        &self.rows[self.offsets[g]..self.offsets[g + 1]]
+    /// The rows of group `g`, in input order.
+    #[inline]
+    pub fn rows_of(&self, g: usize) -> GroupRows<'_> {
+        let bounds = self.offsets[g]..self.offsets[g + 1];
+        match &self.rows {
+            Some(rows) => GroupRows::Listed(rows[bounds].iter()),
+            None => GroupRows::Run(bounds),
+        }
     }
 }
+
+/// The rows of one group ([`Groups::rows_of`]).
+#[derive(Debug, Clone)]
+pub enum GroupRows<'a> {
+    /// Row numbers.
+    Listed(std::slice::Iter<'a, usize>),
+    /// Consecutive rows.
+    Run(std::ops::Range<usize>),
+}
+
+impl Iterator for GroupRows<'_> {
+    type Item = usize;
+
+    #[inline]
+    fn next(&mut self) -> Option<usize> {
+        match self {
+            GroupRows::Listed(rows) => rows.next().copied(),
+            GroupRows::Run(rows) => rows.next(),
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        match self {
+            GroupRows::Listed(rows) => rows.size_hint(),
+            GroupRows::Run(rows) => rows.size_hint(),
+        }
+    }
+}
+
+impl ExactSizeIterator for GroupRows<'_> {}
 
 /// Rows per worker below which grouping stays on one thread.
 const MIN_ROWS_PER_PART: usize = 1 << 14;
@@ -170,12 +207,16 @@ pub fn group_rows(keys: &KeyBytes<'_>) -> Groups {
     }
     let keyed: usize = runs.iter().map(Run::len).sum();
     let (offsets, rows) = match run_offsets(&runs, &group_of_run, ids.len()) {
+        Some(offsets) if keyed == n => (offsets, None),
         Some(offsets) => {
             let mut rows = Vec::with_capacity(keyed);
             rows.extend(runs.iter().flat_map(Run::rows));
-            (offsets, rows)
+            (offsets, Some(rows))
         }
-        None => counting_sort(&runs, &group_of_run, ids.len()),
+        None => {
+            let (offsets, rows) = counting_sort(&runs, &group_of_run, ids.len());
+            (offsets, Some(rows))
+        }
     };
     Groups {
         offsets,
@@ -300,13 +341,23 @@ mod tests {
         group_rows(&KeyBytes::Text(keys.to_vec()))
     }
 
+    /// Offsets and every group's rows, one after the other.
+    fn members(groups: &Groups) -> (Vec<usize>, Vec<usize>) {
+        let rows = (0..groups.len()).flat_map(|g| groups.rows_of(g)).collect();
+        (groups.offsets.clone(), rows)
+    }
+
+    fn rows(groups: &Groups, g: usize) -> Vec<usize> {
+        groups.rows_of(g).collect()
+    }
+
     #[test]
     fn contiguous_and_shuffled_groups_agree_on_membership() {
         let g = groups_of(&[Some("a"), Some("b"), Some("a"), None, Some("b"), Some("c")]);
         assert_eq!(g.len(), 3);
-        assert_eq!(g.rows_of(0), &[0, 2]);
-        assert_eq!(g.rows_of(1), &[1, 4]);
-        assert_eq!(g.rows_of(2), &[5]);
+        assert_eq!(rows(&g, 0), [0, 2]);
+        assert_eq!(rows(&g, 1), [1, 4]);
+        assert_eq!(rows(&g, 2), [5]);
         assert_eq!(g.null_keys, 1);
         assert_eq!(g.ids[0], key_id(b"a"));
     }
@@ -315,7 +366,7 @@ mod tests {
     fn a_null_between_equal_keys_does_not_split_the_group() {
         let g = groups_of(&[Some("a"), None, Some("a")]);
         assert_eq!(g.len(), 1);
-        assert_eq!(g.rows_of(0), &[0, 2]);
+        assert_eq!(rows(&g, 0), [0, 2]);
     }
 
     /// Groups computed the plain way: a map from key to rows, numbered by first row.
@@ -343,7 +394,8 @@ mod tests {
     #[test]
     fn runs_across_ranges_and_returning_keys_match_the_plain_grouping() {
         // Runs of 1 to 9 rows, so that runs straddle the ranges' boundaries, with nulls
-        // inside and between runs; then the same with one key coming back at the end.
+        // inside and between runs; the same without nulls (groups that are runs of every
+        // row, kept implicit); then with one key coming back at the end.
         let names: Vec<String> = (0..60_000u64).map(|i| format!("k{i}")).collect();
         let mut keys: Vec<Option<&str>> = Vec::new();
         for (i, name) in names.iter().enumerate() {
@@ -351,10 +403,12 @@ mod tests {
                 keys.push(if (i + j) % 13 == 0 { None } else { Some(name) });
             }
         }
-        for keys in [keys.clone(), [keys, vec![Some("k1")]].concat()] {
+        let keyed: Vec<Option<&str>> = keys.iter().copied().filter(Option::is_some).collect();
+        assert!(group_rows(&KeyBytes::Text(keyed.clone())).rows.is_none());
+        for keys in [keys.clone(), keyed, [keys, vec![Some("k1")]].concat()] {
             let groups = group_rows(&KeyBytes::Text(keys.clone()));
             assert!(keys.len() > 4 * MIN_ROWS_PER_PART);
-            assert_eq!((groups.offsets, groups.rows), naive(&keys));
+            assert_eq!(members(&groups), naive(&keys));
         }
     }
 
@@ -387,9 +441,9 @@ mod tests {
             keys.iter().filter(|k| k.is_none()).count()
         );
         for (g, id) in groups.ids.iter().enumerate() {
-            assert_eq!(*id, key_id(names[groups.rows_of(g)[0]].as_bytes()));
+            assert_eq!(*id, key_id(names[rows(&groups, g)[0]].as_bytes()));
         }
-        assert_eq!((groups.offsets, groups.rows), naive(&keys));
+        assert_eq!(members(&groups), naive(&keys));
     }
 
     #[test]
@@ -401,8 +455,8 @@ mod tests {
         let groups = group_rows(&keys);
         let mut expected = vec![u32::MAX; keys.len()];
         for g in 0..groups.len() {
-            for &row in groups.rows_of(g) {
-                expected[row] = groups.rows_of(g)[0] as u32;
+            for row in groups.rows_of(g) {
+                expected[row] = rows(&groups, g)[0] as u32;
             }
         }
         assert_eq!(first, expected);

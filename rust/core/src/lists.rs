@@ -171,7 +171,7 @@ pub fn rank_lists(
                 let mut list = Vec::new();
                 for g in start..end {
                     list.clear();
-                    for &row in groups.rows_of(g) {
+                    for row in groups.rows_of(g) {
                         if !response.is_valid(row) {
                             accounting.drop_rows("null_response", 1);
                         } else if score[row].is_nan() {

@@ -14,7 +14,7 @@ use rayon::prelude::*;
 
 use crate::accounting::Accounting;
 use crate::error::{Error, Result};
-use crate::grouping::group_rows;
+use crate::grouping::{group_rows, GroupRows};
 use crate::key::KeyColumn;
 use crate::parallel;
 use crate::table::{Column, Table};
@@ -372,7 +372,7 @@ struct Scratch {
 #[allow(clippy::too_many_arguments)]
 fn mine_group(
     group: usize,
-    members: &[usize],
+    members: GroupRows<'_>,
     group_id: u64,
     rows: &Rows<'_>,
     selection: &Selection,
@@ -383,7 +383,7 @@ fn mine_group(
     let e = rows.effective;
     let ranked = &mut scratch.ranked;
     ranked.clear();
-    for &row in members {
+    for row in members {
         if !rows.has_response[row] {
             accounting.drop_rows("null_response", 1);
         } else if e[row].is_nan() {

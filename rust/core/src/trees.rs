@@ -23,7 +23,7 @@ use twox_hash::XxHash3_64;
 
 use crate::accounting::Accounting;
 use crate::error::{Error, Result};
-use crate::grouping::group_rows;
+use crate::grouping::{group_rows, GroupRows};
 use crate::key::{key_id, KeyColumn};
 use crate::lists::{list_of, string_lists, ListRules};
 use crate::pairs::{mine_ranked, rank, Selected, Selection};
@@ -267,7 +267,7 @@ impl NodeOutput<'_> {
 /// The trie of one group: `(row of its first valid path, nodes in creation order)`, or None
 /// when no path of the group is valid. `index` is scratch space, reused between groups.
 fn build_trie(
-    rows: &[usize],
+    rows: GroupRows<'_>,
     tree_id: u64,
     ranges: &[Option<(usize, usize)>],
     texts: &[Option<&str>],
@@ -278,14 +278,14 @@ fn build_trie(
     // At most one node per step plus the root: sized once, so neither grows while paths are
     // added.
     let steps: usize = rows
-        .iter()
-        .filter_map(|&row| ranges[row].map(|(start, end)| end - start))
+        .clone()
+        .filter_map(|row| ranges[row].map(|(start, end)| end - start))
         .sum();
     let mut nodes: Vec<Node> = Vec::with_capacity(steps + 1);
     index.clear();
     index.reserve(steps, |&j| nodes[j as usize].id);
     let mut first = NONE;
-    for &row in rows {
+    for row in rows {
         let Some((start, end)) = ranges[row] else {
             accounting.drop_rows("null_steps", 1);
             continue;
@@ -562,7 +562,7 @@ fn validate(tree: &Column, node: &Column, parent: &Column) -> Result<Forest> {
     let groups = group_rows(&tree_bytes);
     let mut tree_of = vec![0u32; n];
     for g in 0..groups.len() {
-        for &row in groups.rows_of(g) {
+        for row in groups.rows_of(g) {
             tree_of[row] = g as u32;
         }
     }
@@ -593,7 +593,7 @@ fn validate(tree: &Column, node: &Column, parent: &Column) -> Result<Forest> {
                 for g in start..(start + TREES_PER_TASK).min(groups.len()) {
                     let rows = groups.rows_of(g);
                     index.clear();
-                    for &row in rows {
+                    for row in rows.clone() {
                         let id = node_bytes.get(row);
                         let entry = index.entry(
                             draw_keys[row],
@@ -610,7 +610,7 @@ fn validate(tree: &Column, node: &Column, parent: &Column) -> Result<Forest> {
                         }
                     }
                     let mut root = NONE;
-                    for &row in rows {
+                    for row in rows {
                         match (parent_bytes.get(row), parent_key_ids[row]) {
                             (Some(p), Some(p_id)) => {
                                 match index.find(p_id, |&r| node_bytes.get(r) == Some(p)) {

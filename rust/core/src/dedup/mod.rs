@@ -131,7 +131,7 @@ impl Units {
         let n = table.num_rows();
         let mut group_of = vec![u32::MAX; n];
         for g in 0..groups.len() {
-            for &r in groups.rows_of(g) {
+            for r in groups.rows_of(g) {
                 group_of[r] = g as u32;
             }
         }
@@ -142,8 +142,8 @@ impl Units {
         for (row, &group) in group_of.iter().enumerate() {
             match group {
                 u32::MAX => units.rows.push(row),
-                g if groups.rows_of(g as usize)[0] == row => {
-                    units.rows.extend_from_slice(groups.rows_of(g as usize))
+                g if groups.rows_of(g as usize).next() == Some(row) => {
+                    units.rows.extend(groups.rows_of(g as usize))
                 }
                 _ => continue,
             }
