@@ -57,18 +57,11 @@ impl ListRules {
         Ok(())
     }
 
-    /// Cut the list `items[start..]` (best first, from [`rank`]) in place and account for
-    /// every item: kept ones are used, the others dropped as `tie`, `beyond_list_size` or
-    /// `group_too_small`. Returns whether a list was emitted; if not, `items` is truncated
-    /// back to `start`. (Lists are built at the end of one shared vector, which spares an
-    /// allocation and a copy per list; the caller counts `lists_out`.)
-    pub fn cut(
-        &self,
-        items: &mut Vec<(f64, usize)>,
-        start: usize,
-        accounting: &mut Accounting,
-    ) -> bool {
-        let list = &mut items[start..];
+    /// Cut `list` (best first, from [`rank`]) in place and account for every item: kept ones
+    /// are used, the others dropped as `tie`, `beyond_list_size` or `group_too_small`.
+    /// Returns whether a list is emitted (else `list` is left empty; the caller counts
+    /// `lists_out`).
+    pub fn cut(&self, list: &mut Vec<(f64, usize)>, accounting: &mut Accounting) -> bool {
         let mut kept = list.len();
         if self.ties == Ties::Drop {
             // Keep the first of each run of equal scores.
@@ -91,10 +84,10 @@ impl ListRules {
         }
         if kept < self.min_list_size {
             accounting.drop_rows("group_too_small", kept);
-            items.truncate(start);
+            list.clear();
             return false;
         }
-        items.truncate(start + kept);
+        list.truncate(kept);
         accounting.rows_used += kept;
         true
     }
@@ -181,7 +174,7 @@ pub fn rank_lists(
                         }
                     }
                     rank(&mut list);
-                    if !options.rules.cut(&mut list, 0, &mut accounting) {
+                    if !options.rules.cut(&mut list, &mut accounting) {
                         continue;
                     }
                     // Written straight into the result's columns while the list is in cache.

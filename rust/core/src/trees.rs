@@ -854,10 +854,9 @@ pub fn tree_lists(table: &Table, options: &TreeListOptions) -> Result<(RecordBat
     let mut offsets = vec![0];
     let mut items: Vec<(f64, usize)> = Vec::new();
     for &p in &parents {
-        let ranked = nodes.ranked_children(p, &steps, options.min_visits, &mut accounting);
-        let start = items.len();
-        items.extend_from_slice(&ranked);
-        if options.rules.cut(&mut items, start, &mut accounting) {
+        let mut ranked = nodes.ranked_children(p, &steps, options.min_visits, &mut accounting);
+        if options.rules.cut(&mut ranked, &mut accounting) {
+            items.extend_from_slice(&ranked);
             list_parents.push(p);
             offsets.push(items.len());
         }
