@@ -372,21 +372,6 @@ impl Views {
         gathered.finish(nulls)
     }
 
-    /// The bytes of the valid `row`: inside its view when short (copied out of it), else in
-    /// the buffer it points into.
-    #[inline]
-    fn with_bytes<R>(&self, row: usize, read: impl FnOnce(&[u8]) -> R) -> R {
-        let view = self.views[row];
-        let len = view as u32 as usize;
-        if len <= 12 {
-            read(&view.to_le_bytes()[4..4 + len])
-        } else {
-            let buffer = (view >> 64) as u32 as usize;
-            let offset = (view >> 96) as u32 as usize;
-            read(&self.buffers[buffer][offset..offset + len])
-        }
-    }
-
     /// Like [`Views::gather`], but copying the text into a plain `string` array, for consumers
     /// that cannot read string_view (pandas, inside lists). The offsets come from the views'
     /// lengths, so the text is read once, by the copy into a buffer allocated up front.
@@ -410,8 +395,8 @@ impl Views {
         }
         let mut values: Vec<u8> = Vec::with_capacity(total);
         for row in rows.clone() {
-            if self.is_valid(row) {
-                self.with_bytes(row, |bytes| values.extend_from_slice(bytes));
+            if let Some(bytes) = self.bytes(row) {
+                values.extend_from_slice(bytes);
             }
         }
         let nulls = self
