@@ -216,16 +216,31 @@ def pair_batch(b=3, t=10, h=16, v=211, seed=5, dtype=torch.float32):
     return hidden, weight, bias, labels, ref_c, ref_r
 
 
+# logits_budget: None (every pair in one block here), one pair per block (the largest pair has
+# 17 labelled tokens at V=211), 0 (the recomputing sequence_logps path).
+BUDGETS = {"one_block": None, "pair_blocks": 17 * 211, "recompute": 0}
+PATHS = {"one_block": "grouped", "pair_blocks": "grouped", "recompute": "recompute"}
+
+
+def path_of(loss):
+    """Which path made ``loss``: the gradient-in-forward one or sequence_logps'."""
+    return "grouped" if "PrecomputedGradients" in type(loss.grad_fn).__name__ else "recompute"
+
+
+@pytest.mark.parametrize("budget", list(BUDGETS))
 @pytest.mark.parametrize(
     "kind", ["sigmoid", "ipo", "rpo", "simpo", "cpo", "orpo", "sft", "sigmoid_norm", "discopop"]
 )
-def test_fused_preference_matches_unfused(kind):
+def test_fused_preference_matches_unfused(kind, budget):
     hidden, weight, bias, labels, ref_c, ref_r = pair_batch()
     b = ref_c.shape[0]
     refs = (None, None) if kind in ("simpo", "cpo", "orpo") else (ref_c, ref_r)
     module = FusedLinearPreferenceLoss(
-        kind=kind, beta=0.2, gamma=0.3, chunk_tokens=6, chunk_vocab=64
+        kind=kind, beta=0.2, gamma=0.3, chunk_tokens=6, chunk_vocab=64,
+        logits_budget=BUDGETS[budget],
     )
+    probe = [t.detach().requires_grad_(True) for t in (hidden, weight, bias)]
+    assert path_of(module(*probe[:2], labels, *refs, bias=probe[2])[0]) == PATHS[budget]
 
     def fused(h, w, bb):
         return module(h, w, labels, *refs, bias=bb)[0]
@@ -262,15 +277,18 @@ def test_fused_preference_metrics_and_errors():
         FusedLinearPreferenceLoss(kind="dpo")
 
 
+@pytest.mark.parametrize("budget", [None, 21 * 150, 0])  # one block, a list per block, none
 @pytest.mark.parametrize("kind", ["plackett_luce", "lipo_lambda", "all_pairs_logistic"])
-def test_fused_list_matches_unfused(kind):
+def test_fused_list_matches_unfused(kind, budget):
     bsz, k = 2, 3
     hidden, weight, bias, labels = make_batch(n=bsz * k, t=9, v=150, seed=9)
     scores = torch.tensor([[2.0, 0.0, 1.0], [1.0, 3.0, 0.0]])
     mask = torch.tensor([[True, True, True], [True, True, False]])
     labels[5] = IGNORE  # the padded response
     ref_logps = -torch.rand(bsz, k) * 20
-    module = FusedLinearListLoss(kind=kind, beta=0.5, chunk_tokens=5, chunk_vocab=40)
+    module = FusedLinearListLoss(
+        kind=kind, beta=0.5, chunk_tokens=5, chunk_vocab=40, logits_budget=budget
+    )
 
     def fused(h, w, bb):
         return module(h, w, labels, scores, mask, ref_logps, bias=bb)[0]
@@ -279,6 +297,9 @@ def test_fused_list_matches_unfused(kind):
         logps, _ = unfused_logps(h, w, labels, bb)
         return list_loss(logps.view(bsz, k), scores, mask, ref_logps, kind=kind, beta=0.5)[0]
 
+    probe = [t.detach().requires_grad_(True) for t in (hidden, weight, bias)]
+    made = module(*probe[:2], labels, scores, mask, ref_logps, bias=probe[2])[0]
+    assert path_of(made) == ("recompute" if budget == 0 else "grouped")
     loss, g = grads(fused, [hidden, weight, bias])
     ref, g_ref = grads(full, [hidden, weight, bias])
     close(loss, ref)
@@ -288,6 +309,49 @@ def test_fused_list_matches_unfused(kind):
         module(hidden[:5], weight, labels[:5], scores, mask)
 
 
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_grouped_path_metrics_scaling_and_fallbacks(reduction):
+    hidden, weight, bias, labels, ref_c, ref_r = pair_batch()
+    module = FusedLinearPreferenceLoss(reduction=reduction, logits_budget=17 * 211)
+    recompute = FusedLinearPreferenceLoss(reduction=reduction, logits_budget=0)
+    h = hidden.clone().requires_grad_(True)
+    loss, metrics = module(h, weight, labels, ref_c, ref_r, bias)
+    want, want_metrics = recompute(hidden, weight, labels, ref_c, ref_r, bias)
+    assert path_of(loss) == "grouped" and want.grad_fn is None
+    close(loss, want)
+    assert sorted(metrics) == sorted(want_metrics)
+    for name in metrics:
+        close(metrics[name], want_metrics[name])
+    # backward scales the stored gradients by the upstream gradient, once.
+    (3.0 * loss).backward(retain_graph=True)
+    h_ref = hidden.clone().requires_grad_(True)
+    (3.0 * recompute(h_ref, weight, labels, ref_c, ref_r, bias)[0]).backward()
+    close(h.grad, h_ref.grad)
+    with pytest.raises(PrefkitError, match="once"):
+        loss.backward()
+    # Reference log-probs that want a gradient get it: the recomputing path runs.
+    ref = ref_c.clone().requires_grad_(True)
+    assert path_of(module(h, weight, labels, ref, ref_r, bias)[0]) == "recompute"
+    # A pair longer than the budget falls back too, and so does a grad-free call.
+    short = FusedLinearPreferenceLoss(reduction=reduction, logits_budget=17 * 211 - 1)
+    assert path_of(short(h, weight, labels, ref_c, ref_r, bias)[0]) == "recompute"
+    with torch.no_grad():
+        assert module(h, weight, labels, ref_c, ref_r, bias)[0].grad_fn is None
+
+
+def test_fused_modules_check_side_inputs_before_slicing():
+    hidden, weight, bias, labels, ref_c, ref_r = pair_batch()
+    hidden.requires_grad_(True)
+    with pytest.raises(PrefkitError, match="ref_rejected_logps"):
+        FusedLinearPreferenceLoss()(hidden, weight, labels, ref_c, ref_r[:2], bias)
+    lists = FusedLinearListLoss()
+    scores, mask = torch.zeros(2, 3), torch.ones(2, 3, dtype=torch.bool)
+    with pytest.raises(PrefkitError, match="mask"):
+        lists(hidden, weight, labels, scores, mask[:, :2])
+    with pytest.raises(PrefkitError, match="ref_logps"):
+        lists(hidden, weight, labels, scores, mask, torch.zeros(3, 2))
+
+
 # ---------------------------------------------------------------- Triton (interpreter)
 
 TRITON_SCRIPT = textwrap.dedent(
@@ -295,7 +359,7 @@ TRITON_SCRIPT = textwrap.dedent(
     import json, sys, torch
     sys.path[:0] = json.loads(sys.argv[1])
     from tests.test_sequence_logps import make_batch, unfused_logps, grads
-    from prefkit.losses import sequence_logps
+    from prefkit.losses import FusedLinearPreferenceLoss, preference_loss, sequence_logps
     report = {}
     for name, dtype, bias in [("fp32", torch.float32, True), ("fp32_nobias", torch.float32, False),
                               ("bf16", torch.bfloat16, True)]:
@@ -311,6 +375,20 @@ TRITON_SCRIPT = textwrap.dedent(
         rel = lambda a, r: float((a.float() - r.float()).abs().max() / r.float().abs().max())
         report[name] = {"logps": rel(out, ref), "grads": [rel(x, y) for x, y in zip(g, g_ref)],
                         "grad_dtypes": [str(x.dtype) for x in g]}
+        # The gradient-in-forward path (stored fp32 logits, d written over them in place).
+        module = FusedLinearPreferenceLoss(backend="triton", logits_budget=10 * 77)
+        fused = lambda h, w, *bb: module(h, w, labels, ref, ref, *bb)[0]
+        full = lambda h, w, *bb: preference_loss(*unfused_logps(
+            h.float(), w.float(), labels, *[x.float() for x in bb])[0].view(2, 2), ref, ref)[0]
+        ref = -torch.arange(2.0) * 3 - 20
+        out, g = grads(fused, ts)
+        want, g_ref = grads(full, ts)
+        report[name + "_grouped"] = {"loss": rel(out, want),
+                                     "grads": [rel(x, y) for x, y in zip(g, g_ref)],
+                                     "grad_dtypes": [str(x.dtype) for x in g],
+                                     "grouped": "PrecomputedGradients" in type(
+                                         fused(*[t.detach().requires_grad_() for t in ts]
+                                               ).grad_fn).__name__}
     print(json.dumps(report))
     """
 )
@@ -338,3 +416,11 @@ def test_triton_kernels_in_interpreter():
     assert report["bf16"]["logps"] < 1e-5, report
     assert max(report["bf16"]["grads"]) < 3e-2, report
     assert report["bf16"]["grad_dtypes"] == ["torch.bfloat16"] * 3
+    for name in ("fp32_grouped", "fp32_nobias_grouped", "bf16_grouped"):
+        assert report[name]["grouped"], report
+        assert report[name]["loss"] < 1e-5, report
+    assert max(report["fp32_grouped"]["grads"] + report["fp32_nobias_grouped"]["grads"]) < 1e-5
+    # bf16: d is written in bf16 over its own fp32 logits; the weight gradient is summed in bf16
+    # over the blocks (one per pair here: 10 and 5 tokens at V=77).
+    assert max(report["bf16_grouped"]["grads"]) < 3e-2, report
+    assert report["bf16_grouped"]["grad_dtypes"] == ["torch.bfloat16"] * 3

@@ -5,6 +5,12 @@ holds ``[batch, tokens, vocab]`` logits (the largest activation of DPO-style tra
 vocabulary sizes). Reference log-probs are expected precomputed (once per dataset, e.g. with
 ``prefkit.reference_logps``), which is the normal path: the reference model then never runs in
 the training loop.
+
+With gradients on and a reduced loss, both modules take the gradient-in-forward path of
+:mod:`prefkit.losses.grouped` (three GEMMs: each pair's or list's logits are computed once,
+over the whole vocabulary, and turned into gradients as soon as its loss is known); otherwise,
+or when one group's tokens exceed ``logits_budget``, they sum :func:`sequence_logps` (bounded
+blocks, logits recomputed in backward).
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from torch import nn
 
 from prefkit._errors import PrefkitError
 
+from . import grouped
 from ._checks import REDUCTIONS, check_choice, check_tensor
 from .listwise import KINDS as LIST_KINDS
 from .listwise import list_loss
@@ -30,6 +37,10 @@ class FusedLinearPreferenceLoss(nn.Module):
         As in :func:`prefkit.losses.preference_loss`.
     chunk_tokens, chunk_vocab, backend
         As in :func:`prefkit.losses.sequence_logps`.
+    logits_budget : int, optional
+        Most float32 logits the gradient-in-forward path holds at once (tokens x vocabulary):
+        ``None`` is 2**28 (1 GiB) on CUDA and 2**25 on the CPU; ``0`` always takes the
+        recomputing path. A group whose tokens alone exceed it takes that path too.
 
     Notes
     -----
@@ -68,6 +79,7 @@ class FusedLinearPreferenceLoss(nn.Module):
         chunk_tokens: int | None = None,
         chunk_vocab: int | None = None,
         backend: str = "auto",
+        logits_budget: int | None = None,
     ):
         super().__init__()
         check_choice("kind", kind, PAIR_KINDS)
@@ -75,6 +87,7 @@ class FusedLinearPreferenceLoss(nn.Module):
         self.kind, self.beta, self.reduction = kind, beta, reduction
         self.label_smoothing, self.gamma, self.tau, self.alpha = label_smoothing, gamma, tau, alpha
         self.chunk_tokens, self.chunk_vocab, self.backend = chunk_tokens, chunk_vocab, backend
+        self.logits_budget = logits_budget
 
     def extra_repr(self) -> str:
         return f"kind={self.kind!r}, beta={self.beta}, reduction={self.reduction!r}"
@@ -110,37 +123,68 @@ class FusedLinearPreferenceLoss(nn.Module):
                 f"hidden must be [2B, T, H] (B chosen rows, then B rejected), got "
                 f"{tuple(hidden.shape)}"
             )
-        logps, counts = sequence_logps(
-            hidden,
-            weight,
-            labels,
-            bias,
-            chunk_tokens=self.chunk_tokens,
-            chunk_vocab=self.chunk_vocab,
-            backend=self.backend,
-        )
         b = hidden.shape[0] // 2
-        loss, metrics = preference_loss(
-            logps[:b],
-            logps[b:],
-            ref_chosen_logps,
-            ref_rejected_logps,
-            kind=self.kind,
-            beta=self.beta,
-            label_smoothing=self.label_smoothing,
-            gamma=self.gamma,
-            tau=self.tau,
-            alpha=self.alpha,
-            chosen_lengths=counts[:b],
-            rejected_lengths=counts[b:],
-            reduction=self.reduction,
-        )
+        refs = (ref_chosen_logps, ref_rejected_logps)
+        for name, ref in zip(("ref_chosen_logps", "ref_rejected_logps"), refs):
+            if ref is not None:
+                check_tensor(name, ref, (b,))
+
+        def pair_losses(logps, counts, g0, g1):
+            m = g1 - g0
+            return self._loss(
+                logps[:m], logps[m:], [r if r is None else r[g0:g1] for r in refs], counts, "none"
+            )
+
+        pairs = grouped.Groups(b, lambda g0, g1: [(g0, g1), (b + g0, b + g1)], pair_losses)
+        result = None
+        if grouped.applies(self.reduction, self.logits_budget, (hidden, weight, bias), refs):
+            result = grouped.grouped_loss(
+                hidden,
+                weight,
+                labels,
+                bias,
+                pairs,
+                reduction=self.reduction,
+                logits_budget=self.logits_budget,
+                backend=self.backend,
+            )
+        if result is None:
+            logps, counts = sequence_logps(
+                hidden,
+                weight,
+                labels,
+                bias,
+                chunk_tokens=self.chunk_tokens,
+                chunk_vocab=self.chunk_vocab,
+                backend=self.backend,
+            )
+            loss, metrics = self._loss(logps[:b], logps[b:], refs, counts, self.reduction)
+        else:
+            loss, metrics, logps = result
         detached = logps.detach()
         metrics["logps/chosen"] = detached[:b] if self.reduction == "none" else detached[:b].mean()
         metrics["logps/rejected"] = (
             detached[b:] if self.reduction == "none" else detached[b:].mean()
         )
         return loss, metrics
+
+    def _loss(self, chosen, rejected, refs, counts, reduction):
+        """:func:`preference_loss` with this module's settings; counts are the lengths."""
+        m = chosen.shape[0]
+        return preference_loss(
+            chosen,
+            rejected,
+            *refs,
+            kind=self.kind,
+            beta=self.beta,
+            label_smoothing=self.label_smoothing,
+            gamma=self.gamma,
+            tau=self.tau,
+            alpha=self.alpha,
+            chosen_lengths=counts[:m],
+            rejected_lengths=counts[m:],
+            reduction=reduction,
+        )
 
 
 class FusedLinearListLoss(nn.Module):
@@ -152,6 +196,10 @@ class FusedLinearListLoss(nn.Module):
         As in :func:`prefkit.losses.list_loss`.
     chunk_tokens, chunk_vocab, backend
         As in :func:`prefkit.losses.sequence_logps`.
+    logits_budget : int, optional
+        Most float32 logits the gradient-in-forward path holds at once (tokens x vocabulary):
+        ``None`` is 2**28 (1 GiB) on CUDA and 2**25 on the CPU; ``0`` always takes the
+        recomputing path. A group whose tokens alone exceed it takes that path too.
 
     Examples
     --------
@@ -178,12 +226,14 @@ class FusedLinearListLoss(nn.Module):
         chunk_tokens: int | None = None,
         chunk_vocab: int | None = None,
         backend: str = "auto",
+        logits_budget: int | None = None,
     ):
         super().__init__()
         check_choice("kind", kind, LIST_KINDS)
         check_choice("reduction", reduction, REDUCTIONS)
         self.kind, self.beta, self.reduction = kind, beta, reduction
         self.chunk_tokens, self.chunk_vocab, self.backend = chunk_tokens, chunk_vocab, backend
+        self.logits_budget = logits_budget
 
     def extra_repr(self) -> str:
         return f"kind={self.kind!r}, beta={self.beta}, reduction={self.reduction!r}"
@@ -223,6 +273,31 @@ class FusedLinearListLoss(nn.Module):
                 f"hidden must be [B*K, T, H] = [{b * k}, T, H] for scores of shape {(b, k)}, "
                 f"got {tuple(hidden.shape)}"
             )
+        check_tensor("mask", mask, (b, k))
+        if ref_logps is not None:
+            check_tensor("ref_logps", ref_logps, (b, k))
+
+        def list_losses(logps, _counts, g0, g1):
+            ref = None if ref_logps is None else ref_logps[g0:g1]
+            return self._loss(logps.view(g1 - g0, k), scores[g0:g1], mask[g0:g1], ref, "none")
+
+        lists = grouped.Groups(b, lambda g0, g1: [(g0 * k, g1 * k)], list_losses)
+        result = None
+        if grouped.applies(
+            self.reduction, self.logits_budget, (hidden, weight, bias), (scores, ref_logps)
+        ):
+            result = grouped.grouped_loss(
+                hidden,
+                weight,
+                labels,
+                bias,
+                lists,
+                reduction=self.reduction,
+                logits_budget=self.logits_budget,
+                backend=self.backend,
+            )
+        if result is not None:
+            return result[:2]
         logps, _ = sequence_logps(
             hidden,
             weight,
@@ -232,12 +307,10 @@ class FusedLinearListLoss(nn.Module):
             chunk_vocab=self.chunk_vocab,
             backend=self.backend,
         )
+        return self._loss(logps.view(b, k), scores, mask, ref_logps, self.reduction)
+
+    def _loss(self, logps, scores, mask, ref_logps, reduction):
+        """:func:`list_loss` with this module's settings."""
         return list_loss(
-            logps.view(b, k),
-            scores,
-            mask,
-            ref_logps,
-            kind=self.kind,
-            beta=self.beta,
-            reduction=self.reduction,
+            logps, scores, mask, ref_logps, kind=self.kind, beta=self.beta, reduction=reduction
         )

@@ -26,12 +26,12 @@ BACKENDS = ("auto", "torch", "triton")
 _DEFAULT_CHUNKS = {"cpu": (1024, 16384), "cuda": (4096, 16384)}
 
 
-def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
+def acc_dtype(dtype: torch.dtype) -> torch.dtype:
     """Accumulation dtype: float32 for half-precision inputs, else the input dtype."""
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
-def _mm_into(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
+def mm_into(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
     """``acc += a @ b`` with ``acc`` possibly wider than ``a``/``b`` (bf16 GEMM, fp32 sum)."""
     if a.dtype == acc.dtype:
         acc.addmm_(a, b)
@@ -47,7 +47,7 @@ class _TorchBlocks:
 
     @staticmethod
     def forward(x, weight, bias, targets, chunk_tokens, chunk_vocab):
-        acc = _acc_dtype(x.dtype)
+        acc = acc_dtype(x.dtype)
         n = x.shape[0]
         lse = torch.full((n,), float("-inf"), dtype=acc, device=x.device)
         target = torch.zeros(n, dtype=acc, device=x.device)
@@ -65,17 +65,27 @@ class _TorchBlocks:
 
     @staticmethod
     def gemm_operand(t):
-        return t.to(_acc_dtype(t.dtype))
+        return t.to(acc_dtype(t.dtype))
 
     @staticmethod
     def dlogits(x, w, b, targets, v0, lse, grad):
         # x and w are already in the accumulation dtype (gemm_operand).
-        logits = _logits(x, w, b)
-        # Turn the block into -g * softmax in place, then add g at each label: no extra block.
-        d = logits.sub_(lse[:, None]).exp_().mul_(-grad[:, None])
         local, inside = _local_targets(targets, v0, w.shape[0])
-        d.scatter_add_(1, local[:, None], torch.where(inside, grad, 0.0)[:, None])
-        return d
+        return _softmax_grad_in_place(_logits(x, w, b), lse, grad, local, inside)
+
+    @staticmethod
+    def full_logits(x, w, b, targets, out):
+        # x and w are gemm operands (the accumulation dtype): the product lands in ``out``.
+        torch.mm(x, w.T, out=out)
+        if b is not None:
+            out.add_(b)
+        return torch.logsumexp(out, dim=1), out.gather(1, targets[:, None]).squeeze(1)
+
+    @staticmethod
+    def dlogits_in_place(logits, lse, grad, targets, dtype):
+        # The block already has the GEMM dtype (the accumulation dtype) on this path.
+        assert logits.dtype == dtype
+        return _softmax_grad_in_place(logits, lse, grad, targets)
 
 
 class _TritonBlocks:
@@ -95,12 +105,12 @@ class _TritonBlocks:
         ]
         lse = torch.cat([p[0] for p in parts])
         target = torch.cat([p[1] for p in parts])
-        acc = _acc_dtype(x.dtype)
+        acc = acc_dtype(x.dtype)
         return lse.to(acc), target.to(acc)
 
     @staticmethod
     def gemm_operand(t):
-        # The gradient GEMMs run in the input dtype (tensor cores); sums are fp32 (_mm_into).
+        # The gradient GEMMs run in the input dtype (tensor cores); sums are fp32 (mm_into).
         return t
 
     @staticmethod
@@ -109,9 +119,33 @@ class _TritonBlocks:
 
         return k.dlogits(x, w, b, targets - v0, lse.float(), grad.float(), x.dtype)
 
+    @staticmethod
+    def full_logits(x, w, b, targets, out):
+        from .triton import logps_kernels as k
+
+        return k.lse_and_target(x, w, b, targets, logits=out)
+
+    @staticmethod
+    def dlogits_in_place(logits, lse, grad, targets, dtype):
+        from .triton import logps_kernels as k
+
+        # The block shrinks to the GEMM dtype of the gradient products inside its own storage.
+        return k.dlogits_in_place(logits, lse, grad, targets, dtype)
+
 
 def _logits(x, w, b):
     return torch.mm(x, w.T) if b is None else torch.addmm(b, x, w.T)
+
+
+def _softmax_grad_in_place(logits, lse, grad, targets, inside=None):
+    """Turn a logits block into ``grad * (onehot(targets) - softmax)`` without a second block.
+
+    ``lse`` is each row's logsumexp over the whole vocabulary; ``targets`` index the block's
+    columns, and where ``inside`` is False a row's label lies outside the block (no onehot).
+    """
+    d = logits.sub_(lse[:, None]).exp_().mul_(-grad[:, None])
+    onehot = grad if inside is None else torch.where(inside, grad, 0.0)
+    return d.scatter_add_(1, targets[:, None], onehot[:, None])
 
 
 def _local_targets(targets, v0, width):
@@ -124,7 +158,7 @@ def _local_targets(targets, v0, width):
 def _backward(blocks, x, weight, bias, targets, lse, grad, needs, chunk_tokens, chunk_vocab):
     """Gradients of ``sum(grad * token_logps)`` wrt ``x [n, H]``, ``weight`` and ``bias``."""
     need_x, need_w, need_b = needs
-    acc = _acc_dtype(x.dtype)
+    acc = acc_dtype(x.dtype)
     n = x.shape[0]
     grad = grad.to(acc)
     grad_x = torch.zeros(x.shape, dtype=acc, device=x.device) if need_x else None
@@ -151,9 +185,9 @@ def _backward(blocks, x, weight, bias, targets, lse, grad, needs, chunk_tokens, 
             xs = blocks.gemm_operand(x[t0:t1])
             d = blocks.dlogits(xs, w, b, targets[t0:t1], v0, lse[t0:t1], grad[t0:t1])
             if need_x:
-                _mm_into(grad_x[t0:t1], d, w)
+                mm_into(grad_x[t0:t1], d, w)
             if need_w:
-                _mm_into(gw, d.T, xs)
+                mm_into(gw, d.T, xs)
             if need_b:
                 gb.add_(d.sum(0, dtype=acc))
         if need_w and gw.data_ptr() != grad_w[v0:v1].data_ptr():
@@ -199,7 +233,8 @@ class _TokenLogps(torch.autograd.Function):
         return grad_hidden, grad_w, grad_b, None, None, None, None, None
 
 
-def _pick_blocks(backend, device):
+def pick_blocks(backend, device):
+    """The block implementation for ``backend`` on ``device`` (see :data:`BACKENDS`)."""
     from . import triton as triton_pkg
 
     if backend == "torch":
@@ -214,7 +249,42 @@ def _pick_blocks(backend, device):
     return _TritonBlocks if device.type == "cuda" and triton_pkg.available(device) else _TorchBlocks
 
 
-def _check(hidden, weight, labels, bias):
+def check_backend(backend: str) -> None:
+    """Raise unless ``backend`` is one of :data:`BACKENDS`."""
+    if backend not in BACKENDS:
+        raise PrefkitError(f"backend={backend!r} is not supported; expected one of {BACKENDS}")
+
+
+def logps_dtype(dtype: torch.dtype) -> torch.dtype:
+    """dtype of the per-sequence log-probs: float64 for float64 inputs, else float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def labelled_tokens(hidden, weight, labels):
+    """The labelled tokens of a checked batch: ``(index, targets, rows, counts)``.
+
+    ``index`` are their flat positions in ``labels`` (ascending, so each sequence's tokens are
+    contiguous), ``targets`` their labels (int64), ``rows`` their sequence and ``counts`` the
+    number of labelled tokens per sequence. A label outside ``[0, V)`` other than ``-100`` is a
+    PrefkitError naming its position.
+    """
+    n, t = labels.shape
+    vocab = weight.shape[0]
+    flat = labels.reshape(-1)
+    index = (flat != IGNORE_INDEX).nonzero().squeeze(1)
+    targets = flat.index_select(0, index).long()
+    if targets.numel() and bool(((targets < 0) | (targets >= vocab)).any()):
+        bad = int(index[((targets < 0) | (targets >= vocab)).nonzero()[0, 0]])
+        raise PrefkitError(
+            f"labels[{bad // t}, {bad % t}] = {int(flat[bad])} is outside [0, {vocab}) "
+            f"and is not the ignore index {IGNORE_INDEX}"
+        )
+    rows = index // t
+    return index, targets, rows, torch.bincount(rows, minlength=n)
+
+
+def check_inputs(hidden, weight, labels, bias):
+    """Raise a PrefkitError naming the argument unless the shapes, dtypes and devices fit."""
     check_tensor("hidden", hidden)
     if hidden.dim() != 3:
         raise PrefkitError(f"hidden must be [N, T, H], got shape {tuple(hidden.shape)}")
@@ -301,35 +371,23 @@ def sequence_logps(
     True
     >>> logps.sum().backward()
     """
-    if backend not in BACKENDS:
-        raise PrefkitError(f"backend={backend!r} is not supported; expected one of {BACKENDS}")
-    _check(hidden, weight, labels, bias)
-    n, t, _ = hidden.shape
-    vocab = weight.shape[0]
+    check_backend(backend)
+    check_inputs(hidden, weight, labels, bias)
+    n = hidden.shape[0]
     default_t, default_v = _DEFAULT_CHUNKS["cuda" if hidden.is_cuda else "cpu"]
     chunk_tokens = int(chunk_tokens or default_t)
     chunk_vocab = int(chunk_vocab or default_v)
     if chunk_tokens < 1 or chunk_vocab < 1:
         raise PrefkitError(f"chunk sizes must be >= 1, got {chunk_tokens} x {chunk_vocab}")
 
-    flat = labels.reshape(-1)
-    index = (flat != IGNORE_INDEX).nonzero().squeeze(1)
-    targets = flat.index_select(0, index).long()
-    if targets.numel() and bool(((targets < 0) | (targets >= vocab)).any()):
-        bad = int(index[((targets < 0) | (targets >= vocab)).nonzero()[0, 0]])
-        raise PrefkitError(
-            f"labels[{bad // t}, {bad % t}] = {int(flat[bad])} is outside [0, {vocab}) "
-            f"and is not the ignore index {IGNORE_INDEX}"
-        )
-    rows = index // t
-    out_dtype = torch.float64 if hidden.dtype == torch.float64 else torch.float32
-    counts = torch.bincount(rows, minlength=n)
+    index, targets, rows, counts = labelled_tokens(hidden, weight, labels)
+    out_dtype = logps_dtype(hidden.dtype)
     if targets.numel() == 0:
         # Nothing labelled: zeros, still connected to the graph so backward() works.
         zero = (hidden.sum() * 0 + weight.sum() * 0).to(out_dtype)
         return zero.expand(n).clone(), counts
 
-    blocks = _pick_blocks(backend, hidden.device)
+    blocks = pick_blocks(backend, hidden.device)
     inputs = (hidden, weight, bias)
     if torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in inputs):
         token_logps = _TokenLogps.apply(

@@ -64,13 +64,16 @@ def _lse_kernel(
     Y,
     PART,
     TGT,
+    LOGITS,
     n,
     V,
     H,
     stride_x,
     stride_w,
+    stride_l,
     n_vblocks,
     HAS_BIAS: tl.constexpr,
+    STORE_LOGITS: tl.constexpr,
     IEEE: tl.constexpr,
     DOT_FP32: tl.constexpr,
     BLOCK_T: tl.constexpr,
@@ -99,10 +102,17 @@ def _lse_kernel(
         BLOCK_V,
         BLOCK_K,
     )
+    row_ok = offs_t < n
+    if STORE_LOGITS:
+        # int64 offsets: a [tokens, V] block can pass 2**31 elements.
+        tl.store(
+            LOGITS + offs_t.to(tl.int64)[:, None] * stride_l + offs_v[None, :],
+            acc.to(LOGITS.dtype.element_ty),
+            mask=row_ok[:, None] & (offs_v[None, :] < V),
+        )
     acc = tl.where(offs_v[None, :] < V, acc, float("-inf"))
     m = tl.max(acc, axis=1)
     part = m + tl.log(tl.sum(tl.exp(acc - m[:, None]), axis=1))
-    row_ok = offs_t < n
     tl.store(PART + offs_t * n_vblocks + pid_v, part, mask=row_ok)
     y = tl.load(Y + offs_t, mask=row_ok, other=-1)
     hit = offs_v[None, :] == y[:, None]
@@ -167,3 +177,32 @@ def _dlogits_kernel(
         d.to(D.dtype.element_ty),
         mask=row_ok[:, None] & (offs_v[None, :] < V),
     )
+
+
+@triton.jit
+def _dlogits_in_place_kernel(
+    L,
+    LSE,
+    G,
+    Y,
+    D,
+    V,
+    stride_l,
+    stride_d,
+    BLOCK: tl.constexpr,
+):
+    # One program per row, walking its columns in order. D may be L's own storage holding a
+    # narrower dtype (bf16 d over fp32 logits): the store of tile k then lands on this row's
+    # logits [k*BLOCK/2, (k+1)*BLOCK/2), which tiles 0..k loaded, never on later tiles. The
+    # barrier makes every warp finish tile k's loads before any warp stores over them.
+    row = tl.program_id(0).to(tl.int64)
+    lse = tl.load(LSE + row)
+    g = tl.load(G + row)
+    y = tl.load(Y + row)
+    for v0 in range(0, V, BLOCK):
+        offs = v0 + tl.arange(0, BLOCK)
+        ok = offs < V
+        logit = tl.load(L + row * stride_l + offs, mask=ok, other=0.0)
+        d = g * (tl.where(offs == y, 1.0, 0.0) - tl.exp(logit - lse))
+        tl.debug_barrier()
+        tl.store(D + row * stride_d + offs, d.to(D.dtype.element_ty), mask=ok)

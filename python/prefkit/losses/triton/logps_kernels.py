@@ -1,6 +1,6 @@
 """Triton kernels behind :func:`prefkit.losses.sequence_logps`.
 
-Both kernels are a tiled GEMM ``x @ w.T`` (fp32 accumulator) followed by an epilogue on the
+The two GEMM kernels are a tiled GEMM ``x @ w.T`` (fp32 accumulator) followed by an epilogue on the
 ``[BLOCK_T, BLOCK_V]`` tile of logits that never leaves the chip:
 
 - :func:`lse_and_target` (forward): each tile writes the logsumexp of its row segment and, where
@@ -11,6 +11,10 @@ Both kernels are a tiled GEMM ``x @ w.T`` (fp32 accumulator) followed by an epil
   ``[chunk_tokens, chunk_vocab]`` block, in the input dtype, which cuBLAS then multiplies into
   the hidden and weight gradients. The block is bounded, so memory does not grow with
   tokens x vocab.
+
+For the gradient-in-forward path of the fused losses (:mod:`prefkit.losses.grouped`),
+:func:`lse_and_target` can also write the float32 logits of a few groups' tokens, and
+:func:`dlogits_in_place` turns them into ``g * (onehot - softmax)`` inside their own storage.
 
 ``TRITON_INTERPRET=1`` runs them on the CPU with Triton's interpreter. It must be set before
 ``triton`` is first imported in the process (Triton's own ``tl.sum``/``tl.max`` are jitted at
@@ -24,11 +28,11 @@ import torch
 from . import interpret_mode
 
 
-def _build():
-    """The two kernels (their module is imported, and they are built, on first use)."""
-    from . import _jit
+def _kernels():
+    """The kernels' module (imported, and its kernels built, on first use)."""
+    from . import _jit as kernels
 
-    return _jit._lse_kernel, _jit._dlogits_kernel
+    return kernels
 
 
 def _config(x: torch.Tensor):
@@ -53,8 +57,11 @@ def _bias_arg(bias, x):
     return (bias, True) if bias is not None else (x, False)
 
 
-def lse_and_target(x, weight, bias, targets):
+def lse_and_target(x, weight, bias, targets, logits=None):
     """Forward: ``(lse, target_logit)`` of each row of ``x @ weight.T + bias``, in float32.
+
+    With ``logits`` (a contiguous ``[n, V]`` buffer), the logits themselves are written there
+    too, as the accumulator holds them (float32).
 
     Parameters
     ----------
@@ -66,6 +73,8 @@ def lse_and_target(x, weight, bias, targets):
         ``[V]``.
     targets : torch.Tensor
         ``[n]`` int64 labels in ``[0, V)``.
+    logits : torch.Tensor, optional
+        ``[n, V]`` float32 output for the logits.
 
     Returns
     -------
@@ -84,7 +93,6 @@ def lse_and_target(x, weight, bias, targets):
     >>> torch.allclose(lse, torch.logsumexp(x @ w.T, 1), atol=1e-5)  # doctest: +SKIP
     True
     """
-    lse_kernel, _ = _build()
     n, h = x.shape
     v = weight.shape[0]
     tiles, launch = _config(x)
@@ -92,21 +100,25 @@ def lse_and_target(x, weight, bias, targets):
     part = torch.empty((n, n_vblocks), dtype=torch.float32, device=x.device)
     target = torch.empty(n, dtype=torch.float32, device=x.device)
     b, has_bias = _bias_arg(bias, x)
+    store = logits is not None
     grid = (-(-n // tiles["BLOCK_T"]), n_vblocks)
-    lse_kernel[grid](
+    _kernels()._lse_kernel[grid](
         x,
         weight,
         b,
         targets,
         part,
         target,
+        logits if store else part,  # a dummy pointer when STORE_LOGITS is off
         n,
         v,
         h,
         x.stride(0),
         weight.stride(0),
+        logits.stride(0) if store else 0,
         n_vblocks,
         HAS_BIAS=has_bias,
+        STORE_LOGITS=store,
         **tiles,
         **launch,
     )
@@ -154,14 +166,13 @@ def dlogits(x, weight, bias, targets, lse, grad, out_dtype):
     >>> torch.allclose(d, ref, atol=1e-5)  # doctest: +SKIP
     True
     """
-    _, dlogits_kernel = _build()
     n, h = x.shape
     v = weight.shape[0]
     tiles, launch = _config(x)
     out = torch.empty((n, v), dtype=out_dtype, device=x.device)
     b, has_bias = _bias_arg(bias, x)
     grid = (-(-n // tiles["BLOCK_T"]), -(-v // tiles["BLOCK_V"]))
-    dlogits_kernel[grid](
+    _kernels()._dlogits_kernel[grid](
         x,
         weight,
         b,
@@ -180,3 +191,60 @@ def dlogits(x, weight, bias, targets, lse, grad, out_dtype):
         **launch,
     )
     return out
+
+
+def dlogits_in_place(logits, lse, grad, targets, dtype):
+    """``grad[:, None] * (onehot(targets) - exp(logits - lse[:, None]))``, over ``logits``.
+
+    The result is written in ``dtype`` into the logits' own storage (no second ``[n, V]``
+    block): for a narrower ``dtype`` each row's result fills the first bytes of that row, so
+    the returned ``[n, V]`` view has a row stride of ``V * (4 / 2)`` elements, which cuBLAS
+    takes as its leading dimension.
+
+    Parameters
+    ----------
+    logits : torch.Tensor
+        ``[n, V]`` float32, contiguous: the full-vocabulary logits (consumed).
+    lse, grad : torch.Tensor
+        ``[n]`` float32 logsumexp of each row and upstream gradient of its log-prob.
+    targets : torch.Tensor
+        ``[n]`` int64 labels in ``[0, V)``.
+    dtype : torch.dtype
+        dtype of the result, at most as wide as ``logits``.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[n, V]`` view of ``dtype`` sharing the storage of ``logits``.
+
+    Examples
+    --------
+    On a GPU (or in a process started with ``TRITON_INTERPRET=1``, with CPU tensors):
+
+    >>> import torch
+    >>> x = torch.randn(3, 8, device="cuda")  # doctest: +SKIP
+    >>> w = torch.randn(20, 8, device="cuda")  # doctest: +SKIP
+    >>> y = torch.tensor([0, 5, 19], device="cuda")  # doctest: +SKIP
+    >>> logits = x @ w.T  # doctest: +SKIP
+    >>> lse = torch.logsumexp(logits, 1)  # doctest: +SKIP
+    >>> ref = torch.nn.functional.one_hot(y, 20) - torch.softmax(logits, 1)  # doctest: +SKIP
+    >>> d = dlogits_in_place(logits, lse, torch.ones_like(lse), y, torch.bfloat16)  # doctest: +SKIP
+    >>> torch.allclose(d.float(), ref, atol=1e-2)  # doctest: +SKIP
+    True
+    """
+    n, v = logits.shape
+    out = logits.view(dtype)  # [n, V * ratio] over the same bytes
+    if n:
+        _kernels()._dlogits_in_place_kernel[(n,)](
+            logits,
+            lse,
+            grad,
+            targets,
+            out,
+            v,
+            logits.stride(0),
+            out.stride(0),
+            BLOCK=64 if interpret_mode() else 4096,
+            num_warps=8,
+        )
+    return out[:, :v]
