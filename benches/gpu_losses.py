@@ -99,12 +99,41 @@ def check_correctness(losses, n, t, h, v):
             got = run(lambda hh, ww, y=labels: unfused_logps(hh, ww, y))
             errs = " | ".join(f"{rel(a, b):.2e}" for a, b in zip(got, ref))
             print(f"| bfloat16 | unfused (bf16 logits) | {errs} |")
+        # The DPO module's gradient-in-forward path, one pair per logits block, against the
+        # same loss on fp32 full logits (the loss in the log-probs column).
+        pairs = n // 2
+        ref_logps = -torch.rand(pairs, device="cuda") * 10 - 100
+
+        def dpo(logps, p=pairs, r=ref_logps):
+            return losses.preference_loss(logps[:p], logps[p:], r, r, beta=0.1)[0].reshape(1)
+
+        want = run(lambda hh, ww, y=labels: dpo(unfused_logps(hh.float(), ww.float(), y)), g=1.0)
+        try:
+            module = losses.FusedLinearPreferenceLoss(
+                beta=0.1, backend="triton", logits_budget=2 * t * v
+            )
+
+            def fused_dpo(hh, ww, y=labels, m=module, r=ref_logps):
+                return m(hh, ww, y, r, r)[0].reshape(1)
+
+            got = run(fused_dpo, g=1.0)
+            errs = " | ".join(f"{rel(a, b):.2e}" for a, b in zip(got, want))
+            print(f"| {str(dtype)[6:]} | DPO loss, gradient in forward | {errs} |")
+        except Exception as exc:  # noqa: BLE001 - report and go on
+            print(
+                f"| {str(dtype)[6:]} | DPO loss, gradient in forward | FAILED: {exc!r:.200} | | |"
+            )
+            traceback.print_exc()
 
 
 def make_step(name, losses, hidden, weight, labels, ref, b):
     if name.startswith("fused"):
         backend = "triton" if "triton" in name else "torch"
-        loss_fn = losses.FusedLinearPreferenceLoss(kind="sigmoid", beta=0.1, backend=backend)
+        # "_recompute": sequence_logps' path (logits recomputed in backward, four GEMMs).
+        budget = 0 if name.endswith("_recompute") else None
+        loss_fn = losses.FusedLinearPreferenceLoss(
+            kind="sigmoid", beta=0.1, backend=backend, logits_budget=budget
+        )
 
         def step():
             loss, _ = loss_fn(hidden, weight, labels, ref, ref)
@@ -174,6 +203,7 @@ def bench(losses, name, n_pairs, t, h, v, repeats, prompt):
         "peak_gib": max(peaks),
         "warm_s": warm,
         "loss": float(loss.detach()),
+        "path": type(loss.grad_fn).__name__ if loss.grad_fn is not None else "-",
         "gh": float(hidden.grad.float().norm()),
         "gw": float(weight.grad.float().norm()),
     }
@@ -187,7 +217,7 @@ def main():
     ap.add_argument("--quick", action="store_true", help="small shapes (smoke test)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--prompt", type=int, default=0, help="leading tokens labelled -100")
-    ap.add_argument("--variants", default="fused_triton,unfused,liger,fused_torch")
+    ap.add_argument("--variants", default="fused_triton,fused_triton_recompute,unfused,liger")
     args = ap.parse_args()
     t_start = time.perf_counter()
     import torch
@@ -239,7 +269,10 @@ def main():
             f"| {r['warm_s']:.1f} | {r['loss']:.6f} |"
         )
     for r in rows:
-        print(f"{r['name']}: |grad hidden| {r['gh']:.6e}  |grad weight| {r['gw']:.6e}")
+        print(
+            f"{r['name']}: |grad hidden| {r['gh']:.6e}  |grad weight| {r['gw']:.6e}  "
+            f"(loss from {r['path']})"
+        )
     print(f"\ntotal {time.perf_counter() - t_start:.0f} s")
 
 
