@@ -27,7 +27,9 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-VARIANTS = ("unfused", "fused", "liger")
+# "fused": the modules' default (gradient formed in the forward pass, three GEMMs);
+# "fused_recompute": logits_budget=0, sequence_logps' bounded blocks recomputed in backward.
+VARIANTS = ("unfused", "fused", "fused_recompute", "liger")
 
 
 def make_inputs(cfg):
@@ -48,10 +50,11 @@ def step_fn(name, cfg, hidden, weight, labels, ref):
     import torch
 
     b = cfg["pairs"]
-    if name == "fused":
+    if name in ("fused", "fused_recompute"):
         from prefkit.losses import FusedLinearPreferenceLoss
 
-        loss_fn = FusedLinearPreferenceLoss(kind="sigmoid", beta=0.1)
+        budget = 0 if name == "fused_recompute" else None
+        loss_fn = FusedLinearPreferenceLoss(kind="sigmoid", beta=0.1, logits_budget=budget)
 
         def step():
             loss, _ = loss_fn(hidden, weight, labels, ref, ref)
