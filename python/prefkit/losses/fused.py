@@ -28,7 +28,52 @@ from .preference import KINDS as PAIR_KINDS
 from .preference import preference_loss
 
 
-class FusedLinearPreferenceLoss(nn.Module):
+class _FusedLinearLoss(nn.Module):
+    """What both fused modules share: settings, and the choice between the two paths."""
+
+    def __init__(self, kind, kinds, beta, reduction, chunk_tokens, chunk_vocab, backend, budget):
+        super().__init__()
+        check_choice("kind", kind, kinds)
+        check_choice("reduction", reduction, REDUCTIONS)
+        self.kind, self.beta, self.reduction = kind, beta, reduction
+        self.chunk_tokens, self.chunk_vocab, self.backend = chunk_tokens, chunk_vocab, backend
+        self.logits_budget = budget
+
+    def extra_repr(self) -> str:
+        return f"kind={self.kind!r}, beta={self.beta}, reduction={self.reduction!r}"
+
+    def _fused(self, hidden, weight, labels, bias, groups, others, whole_batch_loss):
+        """``(loss, metrics, logps)`` by the gradient-in-forward path where it applies.
+
+        Elsewhere ``whole_batch_loss(logps, counts)`` is applied to :func:`sequence_logps`;
+        ``others`` are the loss's other tensor inputs (reference log-probs, scores).
+        """
+        if grouped.applies(self.reduction, self.logits_budget, (hidden, weight, bias), others):
+            result = grouped.grouped_loss(
+                hidden,
+                weight,
+                labels,
+                bias,
+                groups,
+                reduction=self.reduction,
+                logits_budget=self.logits_budget,
+                backend=self.backend,
+            )
+            if result is not None:
+                return result
+        logps, counts = sequence_logps(
+            hidden,
+            weight,
+            labels,
+            bias,
+            chunk_tokens=self.chunk_tokens,
+            chunk_vocab=self.chunk_vocab,
+            backend=self.backend,
+        )
+        return (*whole_batch_loss(logps, counts), logps)
+
+
+class FusedLinearPreferenceLoss(_FusedLinearLoss):
     """Fused LM head + DPO-family loss over chosen/rejected pairs.
 
     Parameters
@@ -81,16 +126,10 @@ class FusedLinearPreferenceLoss(nn.Module):
         backend: str = "auto",
         logits_budget: int | None = None,
     ):
-        super().__init__()
-        check_choice("kind", kind, PAIR_KINDS)
-        check_choice("reduction", reduction, REDUCTIONS)
-        self.kind, self.beta, self.reduction = kind, beta, reduction
+        super().__init__(
+            kind, PAIR_KINDS, beta, reduction, chunk_tokens, chunk_vocab, backend, logits_budget
+        )
         self.label_smoothing, self.gamma, self.tau, self.alpha = label_smoothing, gamma, tau, alpha
-        self.chunk_tokens, self.chunk_vocab, self.backend = chunk_tokens, chunk_vocab, backend
-        self.logits_budget = logits_budget
-
-    def extra_repr(self) -> str:
-        return f"kind={self.kind!r}, beta={self.beta}, reduction={self.reduction!r}"
 
     def forward(
         self, hidden, weight, labels, ref_chosen_logps=None, ref_rejected_logps=None, bias=None
@@ -136,31 +175,15 @@ class FusedLinearPreferenceLoss(nn.Module):
             )
 
         pairs = grouped.Groups(b, lambda g0, g1: [(g0, g1), (b + g0, b + g1)], pair_losses)
-        result = None
-        if grouped.applies(self.reduction, self.logits_budget, (hidden, weight, bias), refs):
-            result = grouped.grouped_loss(
-                hidden,
-                weight,
-                labels,
-                bias,
-                pairs,
-                reduction=self.reduction,
-                logits_budget=self.logits_budget,
-                backend=self.backend,
-            )
-        if result is None:
-            logps, counts = sequence_logps(
-                hidden,
-                weight,
-                labels,
-                bias,
-                chunk_tokens=self.chunk_tokens,
-                chunk_vocab=self.chunk_vocab,
-                backend=self.backend,
-            )
-            loss, metrics = self._loss(logps[:b], logps[b:], refs, counts, self.reduction)
-        else:
-            loss, metrics, logps = result
+        loss, metrics, logps = self._fused(
+            hidden,
+            weight,
+            labels,
+            bias,
+            pairs,
+            refs,
+            lambda logps, counts: self._loss(logps[:b], logps[b:], refs, counts, self.reduction),
+        )
         detached = logps.detach()
         metrics["logps/chosen"] = detached[:b] if self.reduction == "none" else detached[:b].mean()
         metrics["logps/rejected"] = (
@@ -187,7 +210,7 @@ class FusedLinearPreferenceLoss(nn.Module):
         )
 
 
-class FusedLinearListLoss(nn.Module):
+class FusedLinearListLoss(_FusedLinearLoss):
     """Fused LM head + listwise loss over ``B`` lists of ``K`` responses.
 
     Parameters
@@ -228,15 +251,9 @@ class FusedLinearListLoss(nn.Module):
         backend: str = "auto",
         logits_budget: int | None = None,
     ):
-        super().__init__()
-        check_choice("kind", kind, LIST_KINDS)
-        check_choice("reduction", reduction, REDUCTIONS)
-        self.kind, self.beta, self.reduction = kind, beta, reduction
-        self.chunk_tokens, self.chunk_vocab, self.backend = chunk_tokens, chunk_vocab, backend
-        self.logits_budget = logits_budget
-
-    def extra_repr(self) -> str:
-        return f"kind={self.kind!r}, beta={self.beta}, reduction={self.reduction!r}"
+        super().__init__(
+            kind, LIST_KINDS, beta, reduction, chunk_tokens, chunk_vocab, backend, logits_budget
+        )
 
     def forward(self, hidden, weight, labels, scores, mask, ref_logps=None, bias=None):
         """Loss and metrics of ``B`` lists.
@@ -282,32 +299,16 @@ class FusedLinearListLoss(nn.Module):
             return self._loss(logps.view(g1 - g0, k), scores[g0:g1], mask[g0:g1], ref, "none")
 
         lists = grouped.Groups(b, lambda g0, g1: [(g0 * k, g1 * k)], list_losses)
-        result = None
-        if grouped.applies(
-            self.reduction, self.logits_budget, (hidden, weight, bias), (scores, ref_logps)
-        ):
-            result = grouped.grouped_loss(
-                hidden,
-                weight,
-                labels,
-                bias,
-                lists,
-                reduction=self.reduction,
-                logits_budget=self.logits_budget,
-                backend=self.backend,
-            )
-        if result is not None:
-            return result[:2]
-        logps, _ = sequence_logps(
+        loss, metrics, _ = self._fused(
             hidden,
             weight,
             labels,
             bias,
-            chunk_tokens=self.chunk_tokens,
-            chunk_vocab=self.chunk_vocab,
-            backend=self.backend,
+            lists,
+            (scores, ref_logps),
+            lambda logps, _: self._loss(logps.view(b, k), scores, mask, ref_logps, self.reduction),
         )
-        return self._loss(logps.view(b, k), scores, mask, ref_logps, self.reduction)
+        return loss, metrics
 
     def _loss(self, logps, scores, mask, ref_logps, reduction):
         """:func:`list_loss` with this module's settings."""
