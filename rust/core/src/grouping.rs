@@ -3,9 +3,11 @@
 //! Rows are walked once in input order and cut into runs of equal keys: a row whose key
 //! equals the previous row's extends its run without hashing, so contiguous groups (the
 //! layout after `unnest`, or of any corpus written prompt by prompt) cost one comparison per
-//! row and one xxh3 per group. Runs whose hashes are equal are then found by bucketing the
-//! hashes (a counting sort on their top bits: sequential passes instead of a hash-table probe,
-//! a cache miss, per run) and verified byte for byte, so a collision never merges two keys.
+//! row and one xxh3 per group. A bitset of the hashes seen picks out the runs that may share a
+//! key with another (in such a table: a few false positives, and nothing more to do); those
+//! are bucketed on their hashes (a counting sort on the top bits: sequential passes instead of
+//! a hash-table probe, a cache miss, per run) and matched in parallel, byte for byte, so a
+//! collision never merges two keys. Keys stored once for many rows compare by location.
 
 use hashbrown::HashTable;
 use rayon::prelude::*;
@@ -130,48 +132,173 @@ fn runs_of(keys: &KeyBytes<'_>, range: std::ops::Range<usize>) -> Vec<Run> {
 
 /// For every run, the earliest run whose key equals its own (itself when none is earlier).
 ///
-/// Runs are bucketed by the top bits of their ids (about one run per bucket, so a bucket holds
-/// the runs of one key and, rarely, another), and within a bucket each run is compared with
-/// the first run of every distinct key met so far in it.
+/// Only the runs whose id another run may share ([`runs_that_may_repeat`]: in a table written
+/// prompt by prompt, a few false positives) are matched, by bucketing them on the top bits of
+/// their ids (about one run per bucket, so a bucket holds the runs of one key and, rarely,
+/// another) and comparing each run with the first run of every distinct key met so far in
+/// its bucket.
 fn earliest_equal_runs(keys: &KeyBytes<'_>, runs: &[Run]) -> Vec<u32> {
-    let bits = usize::BITS - runs.len().leading_zeros();
+    let mut earliest: Vec<u32> = (0..runs.len() as u32).collect();
+    let candidates = runs_that_may_repeat(runs);
+    if candidates.is_empty() {
+        return earliest;
+    }
+    let bits = usize::BITS - candidates.len().leading_zeros();
     let bucket = |id: u64| id.checked_shr(u64::BITS - bits).unwrap_or(0) as usize;
     let mut starts = vec![0u32; (1 << bits) + 1];
-    for run in runs {
-        starts[bucket(run.id) + 1] += 1;
+    for &r in &candidates {
+        starts[bucket(runs[r as usize].id) + 1] += 1;
     }
     for b in 1..starts.len() {
         starts[b] += starts[b - 1];
     }
-    // Runs by bucket, each bucket in run order, with their ids: comparing ids inside a bucket
-    // then reads this array in order instead of the runs at random.
-    let mut by_bucket = vec![(0u64, 0u32); runs.len()];
+    // Candidates by bucket, each bucket in run order, with their ids and key locations (read
+    // here in row order): matching inside a bucket then reads this array in order, and keys
+    // stored once for many rows (polars' repeated prompts) are equal without a random read of
+    // the runs, the keys or their bytes.
+    let mut by_bucket = vec![Candidate::default(); candidates.len()];
     let mut fill = starts.clone();
-    for (r, run) in runs.iter().enumerate() {
+    for &r in &candidates {
+        let run = &runs[r as usize];
         let slot = &mut fill[bucket(run.id)];
-        by_bucket[*slot as usize] = (run.id, r as u32);
+        by_bucket[*slot as usize] = Candidate {
+            id: run.id,
+            run: r,
+            location: keys.location(run.start),
+        };
         *slot += 1;
     }
-    let mut earliest: Vec<u32> = (0..runs.len() as u32).collect();
-    let mut firsts: Vec<(u64, u32)> = Vec::new();
-    for bounds in starts.windows(2) {
-        let members = &by_bucket[bounds[0] as usize..bounds[1] as usize];
+    // Buckets are independent, so workers take equal stretches of them (the ids are uniform).
+    // In a shuffled table every key comes back: a million comparisons, each reading a key's
+    // bytes at random.
+    let buckets = starts.len() - 1;
+    let matches: Vec<Vec<(u32, u32)>> = parallel::install(|| {
+        let workers = rayon::current_num_threads()
+            .min(candidates.len() / MIN_ROWS_PER_PART)
+            .max(1);
+        let step = buckets.div_ceil(workers);
+        (0..workers)
+            .into_par_iter()
+            .map(|w| {
+                let bucket_range = (w * step).min(buckets)..((w + 1) * step).min(buckets);
+                matches_in(keys, runs, &by_bucket, &starts, bucket_range)
+            })
+            .collect()
+    });
+    for (run, first) in matches.into_iter().flatten() {
+        earliest[run as usize] = first;
+    }
+    earliest
+}
+
+/// How many candidates ahead of the one being matched to prefetch the key bytes of.
+const PREFETCH_AHEAD: usize = 8;
+
+/// `(run, earliest run with an equal key)` for the runs of `buckets` that have an earlier one.
+fn matches_in(
+    keys: &KeyBytes<'_>,
+    runs: &[Run],
+    by_bucket: &[Candidate],
+    starts: &[u32],
+    buckets: std::ops::Range<usize>,
+) -> Vec<(u32, u32)> {
+    let mut found = Vec::new();
+    let mut firsts: Vec<Candidate> = Vec::new();
+    for b in buckets {
+        let members = &by_bucket[starts[b] as usize..starts[b + 1] as usize];
         if members.len() < 2 {
             continue;
         }
         firsts.clear();
-        for &(id, r) in members {
-            let start = runs[r as usize].start;
-            let same = |&&(first_id, f): &&(u64, u32)| {
-                first_id == id && keys.same_key(runs[f as usize].start, start)
+        for (i, member) in members.iter().enumerate() {
+            // Comparisons read keys at random: start on the next bucket's while this one's run.
+            if let Some(ahead) = by_bucket.get(starts[b] as usize + i + PREFETCH_AHEAD) {
+                keys.prefetch(ahead.location);
+            }
+            let located = |c: &Candidate| (runs[c.run as usize].start, c.location);
+            let same = |first: &&Candidate| {
+                first.id == member.id && keys.same_located_key(located(first), located(member))
             };
             match firsts.iter().find(same) {
-                Some(&(_, f)) => earliest[r as usize] = f,
-                None => firsts.push((id, r)),
+                Some(first) => found.push((member.run, first.run)),
+                None => firsts.push(*member),
             }
         }
     }
-    earliest
+    found
+}
+
+/// A run that may share its key with another ([`earliest_equal_runs`]).
+#[derive(Debug, Clone, Copy, Default)]
+struct Candidate {
+    id: u64,
+    run: u32,
+    /// [`KeyBytes::location`] of the run's key.
+    location: u128,
+}
+
+/// The runs whose id some other run may share, in run order: every run whose key comes back,
+/// its first run included, and a few others.
+///
+/// A bitset of the ids seen so far (32 bits per run, at most 1 MiB: it stays in the core's
+/// cache) flags each run whose bit is already set: a repeat, or a false positive (at most one
+/// run in 32 up to 2^18 runs). Most tables have no repeat and few flags; a second bitset of
+/// the flagged ids then picks out every run with one of them. Both are one pass over the runs.
+fn runs_that_may_repeat(runs: &[Run]) -> Vec<u32> {
+    let mut seen = IdBits::new(runs.len());
+    let flagged: Vec<u64> = runs
+        .iter()
+        .filter(|run| seen.insert(run.id))
+        .map(|run| run.id)
+        .collect();
+    if flagged.is_empty() {
+        return Vec::new();
+    }
+    let mut repeated = IdBits::new(flagged.len());
+    for &id in &flagged {
+        repeated.insert(id);
+    }
+    (0..runs.len() as u32)
+        .filter(|&r| repeated.contains(runs[r as usize].id))
+        .collect()
+}
+
+/// A set of ids kept as one bit each, indexed by the ids' low bits: membership is exact for
+/// ids inserted and a false positive at a rate of about inserted / size for others.
+struct IdBits {
+    words: Vec<u64>,
+    mask: u64,
+}
+
+impl IdBits {
+    /// About 32 bits per id expected, a power of two between 64 and 2^23 bits.
+    fn new(ids: usize) -> Self {
+        let bits = ids
+            .saturating_mul(32)
+            .next_power_of_two()
+            .clamp(64, 1 << 23);
+        IdBits {
+            words: vec![0; bits / 64],
+            mask: bits as u64 - 1,
+        }
+    }
+
+    /// Sets the bit of `id`; whether it was already set.
+    #[inline]
+    fn insert(&mut self, id: u64) -> bool {
+        let bit = id & self.mask;
+        let word = &mut self.words[(bit / 64) as usize];
+        let mask = 1u64 << (bit % 64);
+        let was_set = *word & mask != 0;
+        *word |= mask;
+        was_set
+    }
+
+    #[inline]
+    fn contains(&self, id: u64) -> bool {
+        let bit = id & self.mask;
+        self.words[(bit / 64) as usize] & (1u64 << (bit % 64)) != 0
+    }
 }
 
 /// Group the rows of `keys` by equal key.
@@ -444,6 +571,67 @@ mod tests {
             assert_eq!(*id, key_id(names[rows(&groups, g)[0]].as_bytes()));
         }
         assert_eq!(members(&groups), naive(&keys));
+    }
+
+    #[test]
+    fn string_view_keys_stored_apart_or_shared_match_the_plain_grouping() {
+        // A shuffled string_view column (enough candidates for several matching workers, with
+        // prefetching) where a key's copies are mostly stored apart, so equal keys have
+        // different views, and some are shared: the views are copied from an earlier row.
+        use arrow_array::builder::StringViewBuilder;
+        use arrow_array::Array;
+        let names: Vec<String> = shuffled_names(120_000)
+            .into_iter()
+            .map(|k| k + " and enough text to be stored out of line")
+            .collect();
+        let keys = with_nulls(&names, 101, 7);
+        let mut builder = StringViewBuilder::new().with_fixed_block_size(1 << 16);
+        builder.extend(keys.iter().copied());
+        let stored_apart = builder.finish();
+        // Row r holds the key of row r - 30,011 (shuffled_names): every fifth one shares it.
+        let mut views: Vec<u128> = stored_apart.views().to_vec();
+        for row in (30_011..views.len()).step_by(5) {
+            if stored_apart.is_valid(row) && stored_apart.is_valid(row - 30_011) {
+                views[row] = views[row - 30_011];
+            }
+        }
+        let array = arrow_array::StringViewArray::try_new(
+            views.into(),
+            stored_apart.data_buffers().to_vec(),
+            stored_apart.nulls().cloned(),
+        )
+        .unwrap();
+        let column = crate::table::Column {
+            field: std::sync::Arc::new(arrow_schema::Field::new(
+                "prompt",
+                arrow_schema::DataType::Utf8View,
+                true,
+            )),
+            chunks: vec![std::sync::Arc::new(array)],
+        };
+        let key_column = crate::key::KeyColumn::new(&column).unwrap();
+        let view_keys = key_column.bytes();
+        assert!(matches!(view_keys, KeyBytes::Views(_)));
+        assert_eq!(members(&group_rows(&view_keys)), naive(&keys));
+    }
+
+    #[test]
+    fn runs_flagged_as_repeating_cover_every_repeated_id() {
+        let run = |id: u64| Run {
+            start: 0,
+            end: 1,
+            id,
+        };
+        // 5 comes back; 7 + 2^40 has the low bits of 7 (a false positive); 9 is alone.
+        let runs = [run(5), run(7), run(9), run(7 + (1 << 40)), run(5)];
+        let flagged = runs_that_may_repeat(&runs);
+        for r in [0, 3, 4] {
+            assert!(flagged.contains(&r), "{r} in {flagged:?}");
+        }
+        assert!(!flagged.contains(&2));
+        assert!(runs_that_may_repeat(&[run(1), run(2), run(3)]).is_empty());
+        let mut bits = IdBits::new(100);
+        assert!(!bits.insert(42) && bits.insert(42) && bits.contains(42));
     }
 
     #[test]

@@ -134,6 +134,39 @@ impl KeyBytes<'_> {
         }
     }
 
+    /// Where the key of `row` (with a key) is stored, as 16 bytes: rows with the same location
+    /// hold equal keys without their bytes being read (the converse does not hold). For
+    /// string_view keys it is the view itself (short texts are inline in it), for other text
+    /// the address and length of the bytes; encoded keys have one location per row.
+    #[inline(always)]
+    pub fn location(&self, row: usize) -> u128 {
+        let at = |bytes: &[u8]| (bytes.as_ptr() as u128) << 64 | bytes.len() as u128;
+        match self {
+            KeyBytes::Views(views) => views.view(row),
+            _ => self.get(row).map_or(0, at),
+        }
+    }
+
+    /// Whether two keys, each given by its row and [`KeyBytes::location`], are equal; for
+    /// string_view keys the rows' views are not read again.
+    #[inline(always)]
+    pub fn same_located_key(&self, a: (usize, u128), b: (usize, u128)) -> bool {
+        a.1 == b.1
+            || match self {
+                KeyBytes::Views(views) => views.same_view_text(a.1, b.1),
+                _ => self.same_key(a.0, b.0),
+            }
+    }
+
+    /// Asks the processor to start loading the bytes of the key at `location`, when they can
+    /// be found from it alone (string_view keys).
+    #[inline(always)]
+    pub fn prefetch(&self, location: u128) {
+        if let KeyBytes::Views(views) = self {
+            views.prefetch(location);
+        }
+    }
+
     /// Whether rows `a` and `b`, both with a key, hold equal keys.
     #[inline(always)]
     pub fn same_key(&self, a: usize, b: usize) -> bool {
