@@ -1,6 +1,6 @@
 """Side-by-side benchmark of lists, trees and prompt splitting: prefkit vs polars vs Python.
 
-Six workloads, each on a corpus cached as Parquet in ``bench-data/``:
+Seven workloads, each on a corpus cached as Parquet in ``bench-data/``:
 
 - ``rank_lists`` on 1M responses (125k prompts x 8, ``benches/datagen.py``: ~1 KB responses,
   UltraFeedback-like tied scores): one list per prompt, responses best first (stable), with
@@ -12,6 +12,9 @@ Six workloads, each on a corpus cached as Parquet in ``bench-data/``:
     (one argsort per group), split into lists with ``list.eval(struct.field)``; or one global
     stable sort by (the group's first row, score descending) and ``group_by(maintain_order)``.
   - ``python``: a dict-of-lists loop over the columns as Python lists and ``sorted``.
+- ``rank_lists_shuffled``: the same rows in a seeded random order, so that a prompt's rows are
+  scattered over the table (each prompt's text stored apart on every row) and every prompt
+  comes back 8 times; same plans.
 - ``build_trees`` on 100k paths x 8 steps (12.5k prompts x 8 sampled solutions; each step is
   one of a few ~60-character variants, so paths share prefixes and the trie has ~4 nodes per
   path): node table with mean reward and visits per node, as ``pk.build_trees``
@@ -86,6 +89,16 @@ def lists_corpus(prompts: int) -> Path:
 
         DATA.mkdir(exist_ok=True)
         generate(prompts=prompts, responses=8, seed=0).write_parquet(path)
+    return path
+
+
+def shuffled_lists_corpus(prompts: int) -> Path:
+    path = DATA / f"lists_{prompts}x8_shuffled.parquet"
+    if not path.exists():
+        import polars as pl
+
+        rows = pl.read_parquet(lists_corpus(prompts))
+        rows.sample(fraction=1.0, shuffle=True, seed=0).write_parquet(path)
     return path
 
 
@@ -644,13 +657,16 @@ def split_messages_python(df: Any) -> list:
     return _split_python(df, cut_of)
 
 
+RANK_LISTS = {
+    "prefkit": [lists_prefkit],
+    "prefkit-views": [lists_prefkit_views],
+    "polars": [lists_polars_agg, lists_polars_struct, lists_polars_sort],
+    "python": [lists_python],
+}
+
 IMPLEMENTATIONS = {
-    "rank_lists": {
-        "prefkit": [lists_prefkit],
-        "prefkit-views": [lists_prefkit_views],
-        "polars": [lists_polars_agg, lists_polars_struct, lists_polars_sort],
-        "python": [lists_python],
-    },
+    "rank_lists": RANK_LISTS,
+    "rank_lists_shuffled": RANK_LISTS,
     "build_trees": {
         "prefkit": [trees_prefkit],
         "polars": [trees_polars],
@@ -749,7 +765,7 @@ def check(workload: str, path: str) -> dict:
     df = _load(path)
     small = df.head(min(df.height, 4000))
     counts = {}
-    if workload == "rank_lists":
+    if workload.startswith("rank_lists"):
         pk_out = lists_prefkit(small).to_pylist()
         assert lists_prefkit_views(small).to_pylist() == pk_out
         py_out = lists_python(small)
@@ -862,6 +878,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     corpora = {
         "rank_lists": lambda: lists_corpus(args.prompts),
+        "rank_lists_shuffled": lambda: shuffled_lists_corpus(args.prompts),
         "build_trees": lambda: paths_corpus(args.paths),
         "tree_pairs": lambda: nodes_corpus(args.paths),
         "tree_lists": lambda: nodes_corpus(args.paths),
