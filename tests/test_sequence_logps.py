@@ -359,7 +359,8 @@ TRITON_SCRIPT = textwrap.dedent(
     import json, sys, torch
     sys.path[:0] = json.loads(sys.argv[1])
     from tests.test_sequence_logps import make_batch, unfused_logps, grads
-    from prefkit.losses import FusedLinearPreferenceLoss, preference_loss, sequence_logps
+    from prefkit.losses import (FusedLinearListLoss, FusedLinearPreferenceLoss, list_loss,
+                                preference_loss, sequence_logps)
     report = {}
     for name, dtype, bias in [("fp32", torch.float32, True), ("fp32_nobias", torch.float32, False),
                               ("bf16", torch.bfloat16, True)]:
@@ -389,6 +390,19 @@ TRITON_SCRIPT = textwrap.dedent(
                                      "grouped": "PrecomputedGradients" in type(
                                          fused(*[t.detach().requires_grad_() for t in ts]
                                                ).grad_fn).__name__}
+    # Lists on that path: two lists of two responses, a block each (12 and 3 tokens).
+    hidden, weight, b, labels = make_batch(n=4, t=7, h=20, v=77, seed=3)
+    scores, mask = torch.tensor([[1.0, 2.0], [0.5, 0.0]]), torch.ones(2, 2, dtype=torch.bool)
+    module = FusedLinearListLoss(kind="plackett_luce", backend="triton", logits_budget=12 * 77)
+    fused = lambda h, w, bb: module(h, w, labels, scores, mask, bias=bb)[0]
+    full = lambda h, w, bb: list_loss(unfused_logps(h, w, labels, bb)[0].view(2, 2), scores,
+                                      mask, kind="plackett_luce")[0]
+    out, g = grads(fused, [hidden, weight, b])
+    want, g_ref = grads(full, [hidden, weight, b])
+    report["lists_grouped"] = {"loss": rel(out, want),
+                               "grads": [rel(x, y) for x, y in zip(g, g_ref)],
+                               "grouped": "PrecomputedGradients" in type(fused(
+                                   hidden.requires_grad_(), weight, b).grad_fn).__name__}
     print(json.dumps(report))
     """
 )
@@ -424,3 +438,6 @@ def test_triton_kernels_in_interpreter():
     # over the blocks (one per pair here: 10 and 5 tokens at V=77).
     assert max(report["bf16_grouped"]["grads"]) < 3e-2, report
     assert report["bf16_grouped"]["grad_dtypes"] == ["torch.bfloat16"] * 3
+    assert report["lists_grouped"]["grouped"], report
+    assert report["lists_grouped"]["loss"] < 1e-5, report
+    assert max(report["lists_grouped"]["grads"]) < 1e-5, report
