@@ -114,7 +114,7 @@ def grouped_loss(hidden, weight, labels, bias, groups, *, reduction, logits_budg
     """
     check_backend(backend)
     check_inputs(hidden, weight, labels, bias)
-    index, targets, _, counts = labelled_tokens(hidden, weight, labels)
+    index, targets, _, counts = labelled_tokens(labels, weight.shape[0])
     vocab, width = weight.shape
     if logits_budget is None:
         logits_budget = DEFAULT_BUDGET["cuda" if hidden.is_cuda else "cpu"]

@@ -260,8 +260,8 @@ def logps_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def labelled_tokens(hidden, weight, labels):
-    """The labelled tokens of a checked batch: ``(index, targets, rows, counts)``.
+def labelled_tokens(labels, vocab: int):
+    """The labelled tokens of checked ``[N, T]`` labels: ``(index, targets, rows, counts)``.
 
     ``index`` are their flat positions in ``labels`` (ascending, so each sequence's tokens are
     contiguous), ``targets`` their labels (int64), ``rows`` their sequence and ``counts`` the
@@ -269,7 +269,6 @@ def labelled_tokens(hidden, weight, labels):
     PrefkitError naming its position.
     """
     n, t = labels.shape
-    vocab = weight.shape[0]
     flat = labels.reshape(-1)
     index = (flat != IGNORE_INDEX).nonzero().squeeze(1)
     targets = flat.index_select(0, index).long()
@@ -380,7 +379,7 @@ def sequence_logps(
     if chunk_tokens < 1 or chunk_vocab < 1:
         raise PrefkitError(f"chunk sizes must be >= 1, got {chunk_tokens} x {chunk_vocab}")
 
-    index, targets, rows, counts = labelled_tokens(hidden, weight, labels)
+    index, targets, rows, counts = labelled_tokens(labels, weight.shape[0])
     out_dtype = logps_dtype(hidden.dtype)
     if targets.numel() == 0:
         # Nothing labelled: zeros, still connected to the graph so backward() works.
