@@ -116,10 +116,7 @@ fn runs_of(keys: &KeyBytes<'_>, range: std::ops::Range<usize>) -> Vec<Run> {
             continue;
         }
         let start = row;
-        row += 1;
-        while row < range.end && keys.is_valid(row) && keys.same_key(row - 1, row) {
-            row += 1;
-        }
+        row = keys.run_end(start, range.end);
         let key = keys.get(start).expect("a run starts on a row with a key");
         runs.push(Run {
             start,
@@ -130,18 +127,18 @@ fn runs_of(keys: &KeyBytes<'_>, range: std::ops::Range<usize>) -> Vec<Run> {
     runs
 }
 
-/// For every run, the earliest run whose key equals its own (itself when none is earlier).
+/// For every run, the earliest run whose key equals its own (itself when none is earlier);
+/// None when every run is the earliest of its key (no key comes back).
 ///
 /// Only the runs whose id another run may share ([`runs_that_may_repeat`]: in a table written
 /// prompt by prompt, a few false positives) are matched, by bucketing them on the top bits of
 /// their ids (about one run per bucket, so a bucket holds the runs of one key and, rarely,
 /// another) and comparing each run with the first run of every distinct key met so far in
 /// its bucket.
-fn earliest_equal_runs(keys: &KeyBytes<'_>, runs: &[Run]) -> Vec<u32> {
-    let mut earliest: Vec<u32> = (0..runs.len() as u32).collect();
+fn earliest_equal_runs(keys: &KeyBytes<'_>, runs: &[Run]) -> Option<Vec<u32>> {
     let candidates = runs_that_may_repeat(runs);
     if candidates.is_empty() {
-        return earliest;
+        return None;
     }
     let bits = usize::BITS - candidates.len().leading_zeros();
     let bucket = |id: u64| id.checked_shr(u64::BITS - bits).unwrap_or(0) as usize;
@@ -185,10 +182,14 @@ fn earliest_equal_runs(keys: &KeyBytes<'_>, runs: &[Run]) -> Vec<u32> {
             })
             .collect()
     });
+    if matches.iter().all(Vec::is_empty) {
+        return None;
+    }
+    let mut earliest: Vec<u32> = (0..runs.len() as u32).collect();
     for (run, first) in matches.into_iter().flatten() {
         earliest[run as usize] = first;
     }
-    earliest
+    Some(earliest)
 }
 
 /// How many candidates ahead of the one being matched to prefetch the key bytes of.
@@ -240,21 +241,27 @@ struct Candidate {
 /// The runs whose id some other run may share, in run order: every run whose key comes back,
 /// its first run included, and a few others.
 ///
-/// A bitset of the ids seen so far (32 bits per run, at most 1 MiB: it stays in the core's
-/// cache) flags each run whose bit is already set: a repeat, or a false positive (at most one
-/// run in 32 up to 2^18 runs). Most tables have no repeat and few flags; a second bitset of
-/// the flagged ids then picks out every run with one of them. Both are one pass over the runs.
+/// Two bitsets of the ids seen so far, one indexed by their low bits and one by their high
+/// bits (16 bits per run each, at most 1 MiB each: they stay in the core's cache), flag each
+/// run whose bits are set in both: a repeat, or a false positive (at most one run in 256 up to
+/// 2^19 runs; every candidate costs a read of its key's location later, at random). Most
+/// tables have no repeat and few flags; a third bitset of the flagged ids then picks out every
+/// run with one of them. Both are one pass over the runs.
 fn runs_that_may_repeat(runs: &[Run]) -> Vec<u32> {
-    let mut seen = IdBits::new(runs.len());
+    let mut seen_low = IdBits::new(runs.len());
+    let mut seen_high = IdBits::new(runs.len());
     let flagged: Vec<u64> = runs
         .iter()
-        .filter(|run| seen.insert(run.id))
+        // `&`, not `&&`: both bits are set for every run.
+        .filter(|run| seen_low.insert(run.id) & seen_high.insert(run.id.rotate_left(32)))
         .map(|run| run.id)
         .collect();
     if flagged.is_empty() {
         return Vec::new();
     }
-    let mut repeated = IdBits::new(flagged.len());
+    // Sparse (about 1024 bits per flagged id): the runs it picks by mistake each cost a
+    // random read of a key's location, and it stays small where few runs are flagged.
+    let mut repeated = IdBits::with_bits_per_id(flagged.len(), 1024);
     for &id in &flagged {
         repeated.insert(id);
     }
@@ -271,10 +278,15 @@ struct IdBits {
 }
 
 impl IdBits {
-    /// About 32 bits per id expected, a power of two between 64 and 2^23 bits.
+    /// About 16 bits per id expected ([`IdBits::with_bits_per_id`]).
     fn new(ids: usize) -> Self {
+        Self::with_bits_per_id(ids, 16)
+    }
+
+    /// About `bits_per_id` bits per id expected, a power of two between 64 and 2^23 bits.
+    fn with_bits_per_id(ids: usize, bits_per_id: usize) -> Self {
         let bits = ids
-            .saturating_mul(32)
+            .saturating_mul(bits_per_id)
             .next_power_of_two()
             .clamp(64, 1 << 23);
         IdBits {
@@ -318,7 +330,23 @@ pub fn group_rows(keys: &KeyBytes<'_>) -> Groups {
             .collect();
         parts.concat()
     });
-    let earliest = earliest_equal_runs(keys, &runs);
+    let keyed: usize = runs.iter().map(Run::len).sum();
+    let Some(earliest) = earliest_equal_runs(keys, &runs) else {
+        // Every run is a group of its own.
+        let mut offsets = Vec::with_capacity(runs.len() + 1);
+        offsets.push(0);
+        offsets.extend(runs.iter().scan(0, |end, run| {
+            *end += run.len();
+            Some(*end)
+        }));
+        let rows = (keyed < n).then(|| runs.iter().flat_map(Run::rows).collect());
+        return Groups {
+            offsets,
+            rows,
+            ids: runs.iter().map(|run| run.id).collect(),
+            null_keys: n - keyed,
+        };
+    };
     // Groups are numbered by their first run, which is in row order.
     let mut ids = Vec::new();
     let mut group_of_run: Vec<u32> = Vec::with_capacity(runs.len());
@@ -332,7 +360,6 @@ pub fn group_rows(keys: &KeyBytes<'_>) -> Groups {
         };
         group_of_run.push(group);
     }
-    let keyed: usize = runs.iter().map(Run::len).sum();
     let (offsets, rows) = match run_offsets(&runs, &group_of_run, ids.len()) {
         Some(offsets) if keyed == n => (offsets, None),
         Some(offsets) => {
@@ -490,6 +517,17 @@ mod tests {
     }
 
     #[test]
+    fn keys_that_never_come_back_are_groups_of_their_own() {
+        let keys = [Some("a"), None, Some("b"), Some("b"), None, Some("c")];
+        let g = groups_of(&keys);
+        assert_eq!(members(&g), naive(&keys));
+        assert_eq!(g.ids, [key_id(b"a"), key_id(b"b"), key_id(b"c")]);
+        assert_eq!(g.null_keys, 2);
+        let g = groups_of(&[Some("a"), Some("a"), Some("b")]);
+        assert_eq!((g.offsets.as_slice(), g.rows), ([0, 2, 3].as_slice(), None));
+    }
+
+    #[test]
     fn a_null_between_equal_keys_does_not_split_the_group() {
         let g = groups_of(&[Some("a"), None, Some("a")]);
         assert_eq!(g.len(), 1);
@@ -622,7 +660,8 @@ mod tests {
             end: 1,
             id,
         };
-        // 5 comes back; 7 + 2^40 has the low bits of 7 (a false positive); 9 is alone.
+        // 5 comes back; 7 + 2^40 has the low bits of 7 and, in a set this small, the same high
+        // bits (a false positive); 9 is alone.
         let runs = [run(5), run(7), run(9), run(7 + (1 << 40)), run(5)];
         let flagged = runs_that_may_repeat(&runs);
         for r in [0, 3, 4] {
@@ -630,6 +669,8 @@ mod tests {
         }
         assert!(!flagged.contains(&2));
         assert!(runs_that_may_repeat(&[run(1), run(2), run(3)]).is_empty());
+        // The low bits alike, the high ones not: not flagged.
+        assert!(runs_that_may_repeat(&[run(7), run(7 + (1 << 33))]).is_empty());
         let mut bits = IdBits::new(100);
         assert!(!bits.insert(42) && bits.insert(42) && bits.contains(42));
     }

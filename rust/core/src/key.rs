@@ -182,6 +182,20 @@ impl KeyBytes<'_> {
         }
     }
 
+    /// The end of the run of equal keys that starts at `start` (a row with a key): the first
+    /// row of `start + 1..end` whose key is null or differs from the previous row's, else `end`.
+    #[inline]
+    pub fn run_end(&self, start: usize, end: usize) -> usize {
+        if let KeyBytes::Views(views) = self {
+            return views.run_end(start, end);
+        }
+        let mut row = start + 1;
+        while row < end && self.is_valid(row) && self.same_key(row - 1, row) {
+            row += 1;
+        }
+        row
+    }
+
     /// Number of rows.
     pub fn len(&self) -> usize {
         match self {

@@ -22,6 +22,7 @@
 //! - [`split`]: leak-free train/test splits.
 //! - [`accounting`]: rows in, rows used, rows dropped by reason.
 //! - [`parallel`]: the rayon pool, sized by `PREFKIT_NUM_THREADS` and safe after `fork`.
+//! - [`prefetch`]: software prefetch for loops over many short groups.
 
 pub mod accounting;
 pub mod batching;
@@ -36,6 +37,7 @@ pub mod normalize;
 pub mod pairs;
 pub mod parallel;
 pub mod pieces;
+pub mod prefetch;
 pub mod ragged;
 pub mod split;
 pub mod split_prompt;

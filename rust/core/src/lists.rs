@@ -21,8 +21,9 @@ use crate::grouping::group_rows;
 use crate::key::KeyColumn;
 use crate::pairs::{check_no_nan, rank, NanPolicy, Ties};
 use crate::parallel;
+use crate::prefetch::prefetch_element;
 use crate::table::{Column, Table};
-use crate::text::{is_text, TextColumn, ViewGather};
+use crate::text::{is_text, TextColumn};
 
 /// How a ranked list is cut: ties, maximum and minimum size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,6 +113,9 @@ pub struct ListOptions {
 /// enough batches to keep every core busy.
 const GROUPS_PER_BATCH: usize = 1 << 13;
 
+/// How many groups ahead of the one being ranked to prefetch the rows of ([`crate::prefetch`]).
+const PREFETCH_GROUPS: usize = 4;
+
 /// One row per group: its valid responses sorted best first, as docs/lists.md describes.
 ///
 /// Returns the result batches (at most [`GROUPS_PER_BATCH`] lists each, built in parallel),
@@ -154,7 +158,6 @@ pub fn rank_lists(
                 let mut accounting = Accounting::default();
                 // Sized up front: growing them item by item costs a tenth of the ranking.
                 let capacity = groups.offsets[end] - groups.offsets[start];
-                let mut views = options.views.then(|| ViewGather::new(&response, capacity));
                 let mut scores = Vec::with_capacity(capacity);
                 let mut rows: Vec<i64> = Vec::with_capacity(capacity);
                 let mut offsets = Vec::with_capacity(end - start + 1);
@@ -162,7 +165,15 @@ pub fn rank_lists(
                 let mut best = Vec::with_capacity(end - start);
                 let mut list_groups = Vec::with_capacity(end - start);
                 let mut list = Vec::new();
+                // First the lists' rows and scores, group by group; then the text columns are
+                // gathered by those rows in one tight pass each.
                 for g in start..end {
+                    if g + PREFETCH_GROUPS < end {
+                        for row in groups.rows_of(g + PREFETCH_GROUPS) {
+                            response.prefetch_validity(row);
+                            prefetch_element(&score, row);
+                        }
+                    }
                     list.clear();
                     for row in groups.rows_of(g) {
                         if !response.is_valid(row) {
@@ -177,14 +188,8 @@ pub fn rank_lists(
                     if !options.rules.cut(&mut list, &mut accounting) {
                         continue;
                     }
-                    // Written straight into the result's columns while the list is in cache.
-                    for &(score, row) in &list {
-                        if let Some(views) = views.as_mut() {
-                            views.push(row);
-                        }
-                        scores.push(score);
-                        rows.push(row as i64);
-                    }
+                    scores.extend(list.iter().map(|&(score, _)| score));
+                    rows.extend(list.iter().map(|&(_, row)| row as i64));
                     best.push(list[0].1);
                     offsets.push(rows.len());
                     list_groups.push(g);
@@ -196,12 +201,11 @@ pub fn rank_lists(
                     Some(views) => Arc::new(views.gather(best.iter().copied())),
                     None => prompt.take(&best)?,
                 };
-                let responses = match views {
-                    Some(views) => list_of(&offsets, Arc::new(views.finish(None)))?,
-                    None => string_list_of(
-                        &offsets,
-                        response.gather_copy(rows.iter().map(|&row| row as usize))?,
-                    )?,
+                let listed_rows = rows.iter().map(|&row| row as usize);
+                let responses = if options.views {
+                    list_of(&offsets, Arc::new(response.gather(listed_rows)))?
+                } else {
+                    string_list_of(&offsets, response.gather_copy(listed_rows)?)?
                 };
                 let scores = Float64Array::new(scores.into(), None);
                 let rows = Int64Array::new(rows.into(), None);

@@ -14,6 +14,7 @@ use arrow_schema::DataType;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::prefetch::{prefetch_element, prefetch_read};
 use crate::table::{type_name, Column};
 
 /// The widest window of a large buffer that one view can address (its offset is a u32).
@@ -363,12 +364,49 @@ impl Views {
         (a >> 32) as u32 == (b >> 32) as u32 && self.buffered(a) == self.buffered(b)
     }
 
+    /// The end of the run of equal texts that starts at `start` (a valid row): the first row of
+    /// `start + 1..end` that is null or whose text differs from the previous row's, else `end`.
+    ///
+    /// Without nulls, rows whose view is identical to the previous one (a value repeated
+    /// row after row and stored once, as polars stores a prompt on each of its responses) are
+    /// skipped by a plain 16-byte comparison, the rest of the rows' reading left out.
+    pub fn run_end(&self, start: usize, end: usize) -> usize {
+        let views = &self.views[..end];
+        let mut row = start + 1;
+        loop {
+            if self.nulls.is_none() {
+                while row < end && views[row] == views[row - 1] {
+                    row += 1;
+                }
+            }
+            if row == end || !self.is_valid(row) || !self.same_view_text(views[row - 1], views[row])
+            {
+                return row;
+            }
+            row += 1;
+        }
+    }
+
     /// Asks the processor to start loading the text of `view` (of a valid row) into the cache,
     /// ahead of a comparison that would otherwise wait for it.
     #[inline(always)]
     pub fn prefetch(&self, view: u128) {
         if view as u32 > 12 {
             prefetch_read(self.buffered(view).as_ptr());
+        }
+    }
+
+    /// Asks the processor to start loading the view of `row`.
+    #[inline(always)]
+    pub fn prefetch_row(&self, row: usize) {
+        prefetch_element(&self.views, row);
+    }
+
+    /// Asks the processor to start loading the validity bit of `row`.
+    #[inline(always)]
+    pub fn prefetch_validity(&self, row: usize) {
+        if let Some(nulls) = &self.nulls {
+            prefetch_element(nulls.validity(), (nulls.offset() + row) / 8);
         }
     }
 
@@ -391,7 +429,13 @@ impl Views {
     /// without copying any text; it holds only the buffers its views point into.
     pub fn gather(&self, rows: impl ExactSizeIterator<Item = usize> + Clone) -> StringViewArray {
         let mut gathered = ViewGather::new(self, rows.len());
+        // The rows are read in the given order, often scattered (a list's best rows, every
+        // few rows): loads started a few rows ahead overlap instead of waiting one by one.
+        let mut ahead = rows.clone().skip(GATHER_PREFETCH_ROWS);
         for row in rows.clone() {
+            if let Some(row) = ahead.next() {
+                self.prefetch_row(row);
+            }
             gathered.push(row);
         }
         let nulls = self
@@ -481,6 +525,9 @@ impl Views {
 /// A result cut into batches would otherwise hand every batch every buffer of the input (a
 /// column read by polars has one per megabyte of text): each is exported to Python on its
 /// own, at about the cost of a row, and Arrow IPC writes every buffer an array holds.
+/// How many rows ahead [`Views::gather`] prefetches the views of.
+const GATHER_PREFETCH_ROWS: usize = 16;
+
 pub struct ViewGather<'a> {
     source: &'a Views,
     views: Vec<u128>,
@@ -542,18 +589,6 @@ impl<'a> ViewGather<'a> {
     }
 }
 
-/// Starts loading the cache line at `address`; a hint only (it cannot fault).
-#[inline(always)]
-fn prefetch_read(address: *const u8) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch never faults or changes memory, whatever the address.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(address.cast());
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = address;
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -571,6 +606,59 @@ mod tests {
             chunks: vec![array],
         };
         TextColumn::new(&column).unwrap()
+    }
+
+    /// Views of `values` where each row listed in `shared` gets the previous row's view (the
+    /// same bytes, as polars stores a repeated prompt; for a null row, a leftover view).
+    fn with_shared_views(values: &[Option<&str>], shared: &[usize]) -> Views {
+        let mut builder = StringViewBuilder::new().with_fixed_block_size(64);
+        builder.extend(values.iter().copied());
+        let array = builder.finish();
+        let mut views = array.views().to_vec();
+        for &row in shared {
+            views[row] = views[row - 1];
+        }
+        let array = StringViewArray::try_new(
+            views.into(),
+            array.data_buffers().to_vec(),
+            array.nulls().cloned(),
+        )
+        .unwrap();
+        let column = Column {
+            field: std::sync::Arc::new(Field::new("text", DataType::Utf8View, true)),
+            chunks: vec![std::sync::Arc::new(array)],
+        };
+        TextColumn::new(&column).unwrap().views()
+    }
+
+    #[test]
+    fn runs_end_at_a_null_or_a_different_text() {
+        let long = Some("a prompt long enough to be stored out of line");
+        let other = Some("a prompt long enough to be stored out of line!");
+        // Equal texts with the same view (rows 1, 5) or stored apart (row 2), inline texts, and
+        // a null row holding its neighbour's view (row 3).
+        let values = [
+            long,
+            long,
+            long,
+            None,
+            Some("short"),
+            Some("short"),
+            other,
+            long,
+        ];
+        let shared = [1, 3, 5];
+        let no_nulls = values.map(|v| v.or(long));
+        for (values, runs) in [
+            (values, vec![(0, 3), (2, 3), (4, 6), (6, 7), (7, 8)]),
+            (no_nulls, vec![(0, 4), (2, 4), (4, 6), (6, 7), (7, 8)]),
+        ] {
+            let views = with_shared_views(&values, &shared);
+            for (start, end) in runs {
+                assert_eq!(views.run_end(start, 8), end, "from {start}");
+            }
+            assert_eq!(views.run_end(0, 2), 2);
+        }
     }
 
     #[test]
