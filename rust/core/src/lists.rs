@@ -5,6 +5,7 @@
 //! list size, minimum size) is shared with `tree_lists`, and so are [`string_lists`] and
 //! [`string_list_of`], which build the `list<string>` columns.
 
+use std::mem::MaybeUninit;
 use std::sync::Arc;
 
 use arrow_array::builder::StringBuilder;
@@ -23,7 +24,7 @@ use crate::pairs::{check_no_nan, rank, NanPolicy, Ties};
 use crate::parallel;
 use crate::prefetch::prefetch_element;
 use crate::table::{Column, Table};
-use crate::text::{is_text, TextColumn};
+use crate::text::{is_text, TextColumn, ViewRenumbering, GATHER_PREFETCH_ROWS};
 
 /// How a ranked list is cut: ties, maximum and minimum size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,27 +147,46 @@ pub fn rank_lists(
         .transpose()?;
     let schema = list_schema(&prompt, prompt_views.is_some(), options.views);
 
-    // Each task ranks a range of groups and builds its batch straight away: no pass over a
-    // merged list of every item, and the text copy (the bulk of the work without `views`) is
-    // spread over the cores.
-    let starts: Vec<usize> = (0..groups.len()).step_by(GROUPS_PER_BATCH).collect();
+    // Each task ranks a range of groups into its batch: no pass over a merged list of every
+    // item, and the text copy (the bulk of the work without `views`) is spread over the cores.
+    //
+    // The items of all lists (score, input row and, with `views`, the response's view) go into
+    // one allocation per column, made here on the calling thread, each task filling the
+    // stretch of its groups' rows; the batches' arrays are slices of them. Memory allocated by
+    // one thread and freed by one (Python's, when the table is dropped) is reused by the next
+    // call, whereas allocations spread over the pool's threads grow each thread's heap over
+    // the first calls, and fresh memory costs a page fault per 4 KB on first touch, about as
+    // much as the ranking itself.
+    let batch_starts: Vec<usize> = (0..groups.len()).step_by(GROUPS_PER_BATCH).collect();
+    let batch_end = |start: usize| (start + GROUPS_PER_BATCH).min(groups.len());
+    let bounds: Vec<usize> = batch_starts
+        .iter()
+        .map(|&start| groups.offsets[start])
+        .chain([groups.offsets[groups.len()]])
+        .collect();
+    let items = groups.offsets[groups.len()];
+    let mut scores: Vec<f64> = Vec::with_capacity(items);
+    let mut rows: Vec<i64> = Vec::with_capacity(items);
+    let mut views: Vec<u128> = Vec::with_capacity(if options.views { items } else { 0 });
+    let tasks: Vec<_> = batch_starts
+        .iter()
+        .zip(stretches(scores.spare_capacity_mut(), &bounds))
+        .zip(stretches(rows.spare_capacity_mut(), &bounds))
+        .zip(stretches(views.spare_capacity_mut(), &bounds))
+        .map(|(((&start, scores), rows), views)| (start, scores, rows, views))
+        .collect();
     let parts = parallel::install(|| {
-        starts
-            .par_iter()
-            .map(|&start| {
-                let end = (start + GROUPS_PER_BATCH).min(groups.len());
+        tasks
+            .into_par_iter()
+            .map(|(start, score_slots, row_slots, view_slots)| {
+                let end = batch_end(start);
                 let mut accounting = Accounting::default();
-                // Sized up front: growing them item by item costs a tenth of the ranking.
-                let capacity = groups.offsets[end] - groups.offsets[start];
-                let mut scores = Vec::with_capacity(capacity);
-                let mut rows: Vec<i64> = Vec::with_capacity(capacity);
+                let mut count = 0;
                 let mut offsets = Vec::with_capacity(end - start + 1);
                 offsets.push(0);
                 let mut best = Vec::with_capacity(end - start);
                 let mut list_groups = Vec::with_capacity(end - start);
                 let mut list = Vec::new();
-                // First the lists' rows and scores, group by group; then the text columns are
-                // gathered by those rows in one tight pass each.
                 for g in start..end {
                     if g + PREFETCH_GROUPS < end {
                         for row in groups.rows_of(g + PREFETCH_GROUPS) {
@@ -188,11 +208,43 @@ pub fn rank_lists(
                     if !options.rules.cut(&mut list, &mut accounting) {
                         continue;
                     }
-                    scores.extend(list.iter().map(|&(score, _)| score));
-                    rows.extend(list.iter().map(|&(_, row)| row as i64));
+                    for &(score, row) in &list {
+                        score_slots[count].write(score);
+                        row_slots[count].write(row as i64);
+                        count += 1;
+                    }
                     best.push(list[0].1);
-                    offsets.push(rows.len());
+                    offsets.push(count);
                     list_groups.push(g);
+                }
+                // SAFETY: the first `count` slots were written in the loop above.
+                let listed: &[i64] =
+                    unsafe { std::slice::from_raw_parts(row_slots.as_ptr().cast(), count) };
+                let responses = if options.views {
+                    let mut renumbering = ViewRenumbering::new(&response);
+                    let mut ahead = listed.iter().skip(GATHER_PREFETCH_ROWS);
+                    for (slot, &row) in view_slots.iter_mut().zip(listed) {
+                        if let Some(&row) = ahead.next() {
+                            response.prefetch_row(row as usize);
+                        }
+                        slot.write(renumbering.view(row as usize));
+                    }
+                    Responses::Views(renumbering)
+                } else {
+                    Responses::Copied(
+                        response.gather_copy(listed.iter().map(|&row| row as usize))?,
+                    )
+                };
+                // Slots of rows dropped stay out of every list; they are zeroed so that the
+                // whole allocation is initialised.
+                for slot in &mut score_slots[count..] {
+                    slot.write(0.0);
+                }
+                for slot in &mut row_slots[count..] {
+                    slot.write(0);
+                }
+                for slot in view_slots.iter_mut().skip(count) {
+                    slot.write(0);
                 }
                 if list_groups.is_empty() {
                     return Ok((None, accounting));
@@ -201,34 +253,52 @@ pub fn rank_lists(
                     Some(views) => Arc::new(views.gather(best.iter().copied())),
                     None => prompt.take(&best)?,
                 };
-                let listed_rows = rows.iter().map(|&row| row as usize);
-                let responses = if options.views {
-                    list_of(&offsets, Arc::new(response.gather(listed_rows)))?
-                } else {
-                    string_list_of(&offsets, response.gather_copy(listed_rows)?)?
-                };
-                let scores = Float64Array::new(scores.into(), None);
-                let rows = Int64Array::new(rows.into(), None);
                 let ids = UInt64Array::from_iter_values(list_groups.iter().map(|&g| groups.ids[g]));
-                let columns: Vec<ArrayRef> = vec![
-                    prompt_values,
-                    Arc::new(responses),
-                    Arc::new(list_of(&offsets, Arc::new(scores))?),
-                    Arc::new(list_of(&offsets, Arc::new(rows))?),
-                    Arc::new(ids),
-                ];
-                Ok((
-                    Some(RecordBatch::try_new(schema.clone(), columns)?),
-                    accounting,
-                ))
+                let lists = BatchLists {
+                    offsets,
+                    prompt: prompt_values,
+                    responses,
+                    group_ids: Arc::new(ids),
+                };
+                Ok((Some(lists), accounting))
             })
             .collect::<Result<Vec<_>>>()
     })?;
+    // SAFETY: the stretches cover the first `items` slots of each column (of `views` when
+    // `options.views`, else it is empty), and every task initialised its whole stretch.
+    unsafe {
+        scores.set_len(items);
+        rows.set_len(items);
+        views.set_len(if options.views { items } else { 0 });
+    }
+    let (scores, rows, views) = (
+        ScalarBuffer::from(scores),
+        ScalarBuffer::from(rows),
+        ScalarBuffer::from(views),
+    );
     let mut accounting = Accounting::default();
     let mut batches = Vec::with_capacity(parts.len());
-    for (batch, part) in parts {
+    for ((lists, part), &at) in parts.into_iter().zip(&bounds) {
         accounting.merge(&part);
-        batches.extend(batch);
+        let Some(lists) = lists else { continue };
+        let len = *lists.offsets.last().expect("offsets start at 0");
+        let responses = match lists.responses {
+            Responses::Views(renumbering) => list_of(
+                &lists.offsets,
+                Arc::new(renumbering.array(views.slice(at, len), None)),
+            )?,
+            Responses::Copied(texts) => string_list_of(&lists.offsets, texts)?,
+        };
+        let scores = Float64Array::new(scores.slice(at, len), None);
+        let rows = Int64Array::new(rows.slice(at, len), None);
+        let columns: Vec<ArrayRef> = vec![
+            lists.prompt,
+            Arc::new(responses),
+            Arc::new(list_of(&lists.offsets, Arc::new(scores))?),
+            Arc::new(list_of(&lists.offsets, Arc::new(rows))?),
+            lists.group_ids,
+        ];
+        batches.push(RecordBatch::try_new(schema.clone(), columns)?);
     }
     accounting.rows_in = table.num_rows();
     accounting.drop_rows("null_key", groups.null_keys);
@@ -238,6 +308,41 @@ pub fn rank_lists(
         .insert("lists_out", batches.iter().map(RecordBatch::num_rows).sum());
     debug_assert_eq!(accounting.rows_accounted(), accounting.rows_in);
     Ok((batches, schema, accounting))
+}
+
+/// One batch's lists, made by a task of [`rank_lists`] but for the arrays over the shared
+/// item columns.
+struct BatchLists<'a> {
+    /// Start of each list in the batch's items, plus one final end.
+    offsets: Vec<usize>,
+    prompt: ArrayRef,
+    responses: Responses<'a>,
+    group_ids: ArrayRef,
+}
+
+/// The responses of one batch's lists.
+enum Responses<'a> {
+    /// Their views are in the shared column, pointing into these buffers.
+    Views(ViewRenumbering<'a>),
+    /// Their text, copied.
+    Copied(StringArray),
+}
+
+/// `slots` cut into consecutive stretches, one of `bounds[i + 1] - bounds[i]` slots for each
+/// `i` (empty ones when `slots` is).
+fn stretches<'s, T>(
+    mut slots: &'s mut [MaybeUninit<T>],
+    bounds: &[usize],
+) -> Vec<&'s mut [MaybeUninit<T>]> {
+    bounds
+        .windows(2)
+        .map(|bound| {
+            let len = (bound[1] - bound[0]).min(slots.len());
+            let (stretch, rest) = std::mem::take(&mut slots).split_at_mut(len);
+            slots = rest;
+            stretch
+        })
+        .collect()
 }
 
 /// The schema of `rank_lists`' result: `prompt` as string_view when it is text (`views_prompt`),

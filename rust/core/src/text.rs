@@ -282,15 +282,16 @@ impl Views {
 
     /// Like [`Views::gather`], with a null wherever `rows` holds `None`.
     pub fn gather_optional(&self, rows: &[Option<usize>]) -> StringViewArray {
-        let mut gathered = ViewGather::new(self, rows.len());
-        for row in rows {
-            match *row {
-                Some(row) => gathered.push(row),
-                None => gathered.push_empty(),
-            }
-        }
+        let mut renumbering = ViewRenumbering::new(self);
+        let views: Vec<u128> = rows
+            .iter()
+            .map(|row| row.map_or(0, |row| renumbering.view(row)))
+            .collect();
         let valid = |r: &Option<usize>| r.is_some_and(|r| self.is_valid(r));
-        gathered.finish(Some(NullBuffer::from_iter(rows.iter().map(valid))))
+        renumbering.array(
+            views.into(),
+            Some(NullBuffer::from_iter(rows.iter().map(valid))),
+        )
     }
 
     /// Whether `row` is not null.
@@ -428,7 +429,8 @@ impl Views {
     /// A string_view array holding the rows `rows` (global row numbers), in that order,
     /// without copying any text; it holds only the buffers its views point into.
     pub fn gather(&self, rows: impl ExactSizeIterator<Item = usize> + Clone) -> StringViewArray {
-        let mut gathered = ViewGather::new(self, rows.len());
+        let mut renumbering = ViewRenumbering::new(self);
+        let mut views = Vec::with_capacity(rows.len());
         // The rows are read in the given order, often scattered (a list's best rows, every
         // few rows): loads started a few rows ahead overlap instead of waiting one by one.
         let mut ahead = rows.clone().skip(GATHER_PREFETCH_ROWS);
@@ -436,12 +438,12 @@ impl Views {
             if let Some(row) = ahead.next() {
                 self.prefetch_row(row);
             }
-            gathered.push(row);
+            views.push(renumbering.view(row));
         }
         let nulls = self
             .has_nulls()
             .then(|| NullBuffer::from_iter(rows.map(|r| self.is_valid(r))));
-        gathered.finish(nulls)
+        renumbering.array(views.into(), nulls)
     }
 
     /// Like [`Views::gather`], but copying the text into a plain `string` array, for consumers
@@ -519,52 +521,41 @@ impl Views {
     }
 }
 
-/// Rows of a text column gathered one by one into a string_view array that shares the
-/// column's text and holds only the buffers its views point into.
+/// How many rows ahead [`Views::gather`] prefetches the views of.
+pub const GATHER_PREFETCH_ROWS: usize = 16;
+
+/// Views of a text column's rows for a new string_view array that shares the column's text
+/// and holds only the buffers its views point into: each view's buffer index is renumbered
+/// to the buffer's place in the new array.
 ///
 /// A result cut into batches would otherwise hand every batch every buffer of the input (a
 /// column read by polars has one per megabyte of text): each is exported to Python on its
 /// own, at about the cost of a row, and Arrow IPC writes every buffer an array holds.
-/// How many rows ahead [`Views::gather`] prefetches the views of.
-const GATHER_PREFETCH_ROWS: usize = 16;
-
-pub struct ViewGather<'a> {
+pub struct ViewRenumbering<'a> {
     source: &'a Views,
-    views: Vec<u128>,
     /// The new index of each source buffer taken so far (`u32::MAX`: not taken).
     renumbered: Vec<u32>,
     buffers: Vec<Buffer>,
 }
 
-impl<'a> ViewGather<'a> {
-    /// An empty gather from `source`, with room for `capacity` rows.
-    pub fn new(source: &'a Views, capacity: usize) -> Self {
-        ViewGather {
+impl<'a> ViewRenumbering<'a> {
+    /// No buffer taken yet from `source`.
+    pub fn new(source: &'a Views) -> Self {
+        ViewRenumbering {
             source,
-            views: Vec::with_capacity(capacity),
             renumbered: vec![u32::MAX; source.buffers.len()],
             buffers: Vec::new(),
         }
     }
 
-    /// Append row `row` of the source (the empty string if it is null: pass the nulls to
-    /// [`ViewGather::finish`]).
+    /// The view of `row` of the source for the new array (the empty string if it is null:
+    /// pass the nulls to [`ViewRenumbering::array`]), taking its buffer if it has one.
     #[inline(always)]
-    pub fn push(&mut self, row: usize) {
-        self.push_view(self.source.view(row));
-    }
-
-    /// Append an empty string (a null, once the nulls are passed to [`ViewGather::finish`]).
-    pub fn push_empty(&mut self) {
-        self.views.push(0);
-    }
-
-    #[inline(always)]
-    fn push_view(&mut self, view: u128) {
+    pub fn view(&mut self, row: usize) -> u128 {
+        let view = self.source.view(row);
         if view as u32 <= 12 {
             // Inline text: no buffer.
-            self.views.push(view);
-            return;
+            return view;
         }
         let old = (view >> 64) as u32 as usize;
         let mut new = self.renumbered[old];
@@ -574,18 +565,19 @@ impl<'a> ViewGather<'a> {
             self.buffers.push(self.source.buffers[old].clone());
         }
         let index_bits = (u32::MAX as u128) << 64;
-        self.views
-            .push((view & !index_bits) | (u128::from(new) << 64));
+        (view & !index_bits) | (u128::from(new) << 64)
     }
 
-    /// The gathered rows as an array, with `nulls` when some are null.
-    pub fn finish(self, nulls: Option<NullBuffer>) -> StringViewArray {
+    /// The array of `views`, each from [`ViewRenumbering::view`] or the zero view, with
+    /// `nulls` when some are null.
+    pub fn array(self, views: ScalarBuffer<u128>, nulls: Option<NullBuffer>) -> StringViewArray {
         let nulls = nulls.filter(|nulls| nulls.null_count() > 0);
-        // SAFETY: every view comes from `Views::view`: made from valid UTF-8 of the input by
-        // `make_view`, or copied from a valid string_view array, pointing into the buffer (or
-        // window) registered for it in the source, which is now at its new index in
-        // `buffers`; nulls have the zero view.
-        unsafe { StringViewArray::new_unchecked(self.views.into(), self.buffers, nulls) }
+        // SAFETY: every view comes from `Views::view` (the caller's contract): made from valid
+        // UTF-8 of the input by `make_view`, or copied from a valid string_view array,
+        // pointing into the buffer (or window) registered for it in the source, which
+        // `ViewRenumbering::view` put at its new index in `buffers`; nulls and the zero view
+        // are the empty string.
+        unsafe { StringViewArray::new_unchecked(views, self.buffers, nulls) }
     }
 }
 
