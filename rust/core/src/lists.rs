@@ -231,9 +231,7 @@ pub fn rank_lists(
                     }
                     Responses::Views(renumbering)
                 } else {
-                    Responses::Copied(
-                        response.gather_copy(listed.iter().map(|&row| row as usize))?,
-                    )
+                    Responses::Copied(response.gather_copy(listed.iter().map(|&row| row as usize))?)
                 };
                 // Slots of rows dropped stay out of every list; they are zeroed so that the
                 // whole allocation is initialised.
