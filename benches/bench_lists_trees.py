@@ -41,15 +41,17 @@ resets the peak-RSS counter (``/proc/self/clear_refs``), runs each variant ``--w
 untimed, then ``--repeats`` times timed, and reports the median wall time (steady state), the
 time of the very first call (cold: thread-pool start and fresh memory, page-faulted in on first
 touch; an allocator reuses it only over the next few calls) and the peak RSS above the loaded
-input (``VmHWM`` minus RSS after loading). Before timing, a check subprocess verifies the
-tools agree (number of lists / nodes, and the rows of a sample of lists / the values of a
-sample of nodes).
+input (``VmHWM`` minus RSS after loading). With ``--rounds N`` the tools take turns N times,
+each time in a fresh process, so that a slow spell of a shared machine falls on every tool
+alike; the timed calls of all rounds are pooled (their median, the median first call, the
+highest peak). Before timing, a check subprocess verifies the tools agree (number of lists /
+nodes, and the rows of a sample of lists / the values of a sample of nodes).
 
 Examples
 --------
 Full size, as in the README::
 
-    python benches/bench_lists_trees.py --repeats 3
+    python benches/bench_lists_trees.py --warmup 3 --repeats 5 --rounds 3
 
 A quick run::
 
@@ -831,6 +833,28 @@ def _subprocess(arguments: list[str]) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def _pooled(rounds: list[dict]) -> dict:
+    """One tool's rounds as one result: per variant, the median of every timed call of every
+    round, the median first call; the highest peak RSS."""
+    variants = []
+    for runs in zip(*(r["variants"] for r in rounds)):
+        times = [t for run in runs for t in run["times"]]
+        variants.append({
+            "variant": runs[0]["variant"],
+            "first_s": statistics.median(run["first_s"] for run in runs),
+            "median_s": statistics.median(times),
+            "times": times,
+            "count": runs[0]["count"],
+        })
+    peaks = [r["peak_over_input_mb"] for r in rounds if r["peak_over_input_mb"] is not None]
+    return {
+        **rounds[0],
+        "best": min(variants, key=lambda v: v["median_s"]),
+        "variants": variants,
+        "peak_over_input_mb": max(peaks) if peaks else None,
+    }
+
+
 def _table(results: list[dict]) -> str:
     lines = [
         (
@@ -865,6 +889,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pairs", type=int, default=1_000_000, help="split_prompt: text rows (a fifth as many message rows)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1, help="untimed calls before timing")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="fresh processes per tool, the tools taking turns; timed calls pooled")
     parser.add_argument("--workloads", nargs="+", default=list(IMPLEMENTATIONS))
     parser.add_argument("--tools", nargs="+", default=list(TOOLS))
     parser.add_argument("--worker", nargs=3, metavar=("WORKLOAD", "TOOL", "PATH"))
@@ -889,15 +915,18 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for workload in args.workloads:
         print(_subprocess(["--check", workload, str(paths[workload])]), file=sys.stderr)
-        for tool in IMPLEMENTATIONS[workload]:
-            if tool.split("-")[0] not in args.tools:
-                continue
-            result = _subprocess(
-                ["--worker", workload, tool, str(paths[workload]), "--repeats", str(args.repeats),
-                 "--warmup", str(args.warmup)]
-            )
-            print(json.dumps(result), file=sys.stderr)
-            results.append(result)
+        tools = [t for t in IMPLEMENTATIONS[workload] if t.split("-")[0] in args.tools]
+        rounds: dict[str, list[dict]] = {tool: [] for tool in tools}
+        # Tools take turns, round after round: a slow spell of the machine falls on all.
+        for _ in range(args.rounds):
+            for tool in tools:
+                result = _subprocess(
+                    ["--worker", workload, tool, str(paths[workload]), "--repeats",
+                     str(args.repeats), "--warmup", str(args.warmup)]
+                )
+                print(json.dumps(result), file=sys.stderr)
+                rounds[tool].append(result)
+        results.extend(_pooled(rounds[tool]) for tool in tools)
     import polars as pl
     import prefkit
     import pyarrow as pa
@@ -905,7 +934,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; prefkit "
         f"{prefkit.__version__}, polars {pl.__version__}, pyarrow {pa.__version__}; median of "
-        f"{args.repeats} runs after {args.warmup} untimed, each tool in a fresh process\n"
+        f"{args.repeats} runs after {args.warmup} untimed, each tool in a fresh process, "
+        f"{args.rounds} round(s) taking turns, timed runs pooled\n"
     )
     print(_table(results))
     return 0
