@@ -188,3 +188,24 @@ def test_many_groups_span_several_batches():
     assert pk.rank_lists(data, views=True).column("responses").to_pylist() == out.column(
         "responses"
     ).to_pylist()
+
+
+@pytest.mark.parametrize("views", [False, True])
+def test_several_batches_with_rows_dropped_in_each_match_the_reference(views):
+    # 30,000 groups (four result batches, the items of all of them in one column each) with
+    # null responses, NaN scores, groups too small and lists cut by list_size in every batch.
+    rows = []
+    for i in range(90_000):
+        g = i // 3
+        rows.append({
+            "prompt": f"prompt {g} " + "long enough to live out of line" * (g % 2),
+            "response": None if i % 11 == 0 else f"response {i}" + "é" * (i % 5),
+            "score": math.nan if i % 13 == 0 else float((i * 7) % 5),
+        })
+    expected, accounting = ref.rank_lists(rows, list_size=2)
+    result = pk.rank_lists(pa.Table.from_pylist(rows), views=views, list_size=2)
+    assert result.column("responses").num_chunks == 4
+    ref.assert_rows_equal(result.to_pylist(), expected)
+    report = pk.report_of(result)
+    assert {r: c for r, c in report["dropped"].items() if c} == accounting["dropped"]
+    assert report["rows_used"] == accounting["rows_used"]
