@@ -3,7 +3,7 @@
 //! Rows are walked once in input order and cut into runs of equal keys: a row whose key
 //! equals the previous row's extends its run without hashing, so contiguous groups (the
 //! layout after `unnest`, or of any corpus written prompt by prompt) cost one comparison per
-//! row and one xxh3 per group. A bitset of the hashes seen picks out the runs that may share a
+//! row and one xxh3 per group. Bitsets of the hashes seen pick out the runs that may share a
 //! key with another (in such a table: a few false positives, and nothing more to do); those
 //! are bucketed on their hashes (a counting sort on the top bits: sequential passes instead of
 //! a hash-table probe, a cache miss, per run) and matched in parallel, byte for byte, so a
