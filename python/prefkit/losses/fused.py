@@ -38,6 +38,9 @@ class _FusedLinearLoss(nn.Module):
         self.kind, self.beta, self.reduction = kind, beta, reduction
         self.chunk_tokens, self.chunk_vocab, self.backend = chunk_tokens, chunk_vocab, backend
         self.logits_budget = budget
+        # Optional per-token hook for the gradient-in-forward path (grouped_loss's token_stats);
+        # prefkit.trl uses it to log TRL's entropy and logit metrics without another GEMM.
+        self.token_stats = None
 
     def extra_repr(self) -> str:
         return f"kind={self.kind!r}, beta={self.beta}, reduction={self.reduction!r}"
@@ -58,6 +61,7 @@ class _FusedLinearLoss(nn.Module):
                 reduction=self.reduction,
                 logits_budget=self.logits_budget,
                 backend=self.backend,
+                token_stats=self.token_stats,
             )
             if result is not None:
                 return result

@@ -89,7 +89,9 @@ def applies(reduction: str, logits_budget: int | None, inputs, others) -> bool:
     )
 
 
-def grouped_loss(hidden, weight, labels, bias, groups, *, reduction, logits_budget, backend):
+def grouped_loss(
+    hidden, weight, labels, bias, groups, *, reduction, logits_budget, backend, token_stats=None
+):
     """Loss, metrics and log-probs of ``groups``, with gradients formed in the forward pass.
 
     Parameters
@@ -103,6 +105,11 @@ def grouped_loss(hidden, weight, labels, bias, groups, *, reduction, logits_budg
     logits_budget : int or None
         Most float32 logits held at once (a block of ``tokens x V``); None: ``DEFAULT_BUDGET``
         for the device.
+    token_stats : callable, optional
+        ``token_stats(tokens, logits, lse, targets)`` is called with each block's float32 logits
+        before they are turned into gradients (the only moment they exist), for per-token
+        statistics such as entropy; ``tokens`` index the labelled tokens in the flat order of
+        ``labels``, ``lse`` and ``targets`` are theirs. It must not modify ``logits``.
 
     Returns
     -------
@@ -158,6 +165,8 @@ def grouped_loss(hidden, weight, labels, bias, groups, *, reduction, logits_budg
                 xg = blocks.gemm_operand(x)
                 lse, target = blocks.full_logits(xg, w, b, chunk_targets, logits)
                 chunk_logps.index_add_(0, local, (target - lse).to(logps.dtype))
+                if token_stats is not None:
+                    token_stats(picked, logits, lse, chunk_targets)
             with torch.enable_grad():
                 leaf = chunk_logps.requires_grad_()
                 group_losses, group_metrics = groups.loss(leaf, chunk_counts, g0, g1)
