@@ -25,6 +25,7 @@ from prefkit.dedup import (
     normalize_text,
     split,
 )
+from prefkit.formats import unpair
 from prefkit.io import materialize, read_table, write_table
 from prefkit.lists import rank_lists
 from prefkit.pairs import mine_pairs, split_prompt, unnest
@@ -68,5 +69,6 @@ __all__ = [
     "tree_lists",
     "tree_pairs",
     "unnest",
+    "unpair",
     "write_table",
 ]
