@@ -1183,3 +1183,52 @@ def length_stats(rows: Sequence[dict], *, margin: str = "margin") -> dict:
             corr = sxy / (math.sqrt(sxx) * math.sqrt(syy))
             stats["margin_length_correlation"] = corr if math.isfinite(corr) else None
     return stats
+
+
+# --------------------------------------------------------------------------------------------
+# Trainer formats: unpaired preference for KTO (docs/formats.md)
+# --------------------------------------------------------------------------------------------
+
+
+def unpair(
+    rows: Sequence[dict],
+    *,
+    prompt: str | None = "prompt",
+    chosen: str = "chosen",
+    rejected: str = "rejected",
+    order: str = "blocks",
+) -> tuple[list[dict], dict]:
+    """Pairs -> ``prompt, completion, label`` rows (docs/formats.md), one pair at a time.
+
+    Each pair gives its chosen completion (label True) and its rejected one (label False), with
+    the prompt (renamed ``prompt``) and the other columns repeated. ``order="blocks"``: every
+    chosen row in pair order, then every rejected row; ``"interleave"``: chosen, rejected of
+    pair 0, then of pair 1, ... A null completion is dropped (the pair's other one stays).
+    Returns the rows and the counts ``desirable``, ``undesirable``, ``null_chosen``,
+    ``null_rejected``.
+    """
+    def row_of(pair: dict, side: str, label: bool) -> dict:
+        out: dict = {}
+        if prompt is not None:
+            out["prompt"] = pair[prompt]
+        out["completion"] = pair[side]
+        out["label"] = label
+        for key, value in pair.items():
+            if key not in (prompt, chosen, rejected):
+                out[key] = value
+        return out
+
+    good = [row_of(pair, chosen, True) for pair in rows]
+    bad = [row_of(pair, rejected, False) for pair in rows]
+    if order == "blocks":
+        ordered = good + bad
+    else:
+        ordered = [row for couple in zip(good, bad) for row in couple]
+    out = [row for row in ordered if row["completion"] is not None]
+    counts = {
+        "desirable": sum(1 for row in out if row["label"]),
+        "undesirable": sum(1 for row in out if not row["label"]),
+        "null_chosen": sum(1 for pair in rows if pair[chosen] is None),
+        "null_rejected": sum(1 for pair in rows if pair[rejected] is None),
+    }
+    return out, counts
