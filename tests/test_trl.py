@@ -1,0 +1,226 @@
+"""prefkit.trl.DPOTrainer against the real trl.DPOTrainer (trl 1.x from PyPI).
+
+A tiny Llama built from a config trains for a few steps on pairs mined by prefkit from the
+example corpus, in fp32; per step, the loss, the gradient norm and every metric TRL logs must
+agree to 1e-4, for each loss kind, padded and padding-free, with the reference model run in
+the loop or with reference log-probs precomputed (by TRL, and by ``pk.reference_logps`` for
+prefkit's trainer). Plus: a longer run learns, the options prefkit does not implement are
+refused by name, and a Parquet written by ``prefkit pairs`` trains in plain trl.DPOTrainer.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("trl")
+
+# Offline: no hub look-ups, no telemetry ping from TRL's trainers.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+import prefkit as pk  # noqa: E402
+import torch  # noqa: E402
+import trl  # noqa: E402
+from datasets import Dataset, load_dataset  # noqa: E402
+
+import prefkit.trl as pktrl  # noqa: E402
+from tiny_lm import EXAMPLE, bpe_tokenizer, example_long, tiny_llama  # noqa: E402
+
+STEPS = 3
+TOLERANCE = {"rel": 1e-4, "abs": 1e-4}
+#: The TRL loss kinds compared, with the options they need; "sft" uses no reference model.
+KINDS = {
+    "sigmoid": {},
+    "ipo": {"beta": 0.5},
+    "hinge": {},
+    "robust": {"label_smoothing": 0.2},
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _threads():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(min(previous, 2))
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def data():
+    long = example_long()
+    pairs = pk.mine_pairs(long, strategy="all_pairs")
+    tokenizer = bpe_tokenizer(long.column("prompt").unique().to_pylist()
+                              + long.column("response").to_pylist())
+    text = Dataset.from_dict(pairs.select(["prompt", "chosen", "rejected"]).to_pydict())
+    return tokenizer, text
+
+
+def config(tmp_path, loss_type, steps=STEPS, **options):
+    return trl.DPOConfig(
+        output_dir=str(tmp_path), max_steps=steps, per_device_train_batch_size=4,
+        learning_rate=1e-3, logging_steps=1, report_to="none", bf16=False,
+        gradient_checkpointing=False, save_strategy="no", max_length=96, seed=0,
+        dataloader_num_workers=0, loss_type=loss_type, **options)
+
+
+def train(cls, tokenizer, dataset, args, reference=True):
+    """Per-step logs of one run; a fresh policy each time, the initial one as reference."""
+    model = tiny_llama(len(tokenizer), seed=0)
+    ref_model = tiny_llama(len(tokenizer), seed=0) if reference else None
+    trainer = cls(model, ref_model=ref_model, args=args, train_dataset=dataset,
+                  processing_class=tokenizer)
+    trainer.train()
+    return trainer, [h for h in trainer.state.log_history if "loss" in h]
+
+
+def assert_same_logs(expected, actual):
+    assert len(expected) == len(actual) == STEPS
+    for step, (want, got) in enumerate(zip(expected, actual)):
+        assert set(want) == set(got), step
+        for name, value in want.items():
+            assert got[name] == pytest.approx(value, **TOLERANCE), (step, name)
+
+
+def with_reference_columns(trl_trainer, tokenizer):
+    """TRL's token ids, cut to max_length as its collator cuts them, with reference log-probs
+    computed by pk.reference_logps."""
+    room = trl_trainer.args.max_length
+    ids = trl_trainer.train_dataset.select_columns(["prompt_ids", "chosen_ids", "rejected_ids"])
+    ids = ids.map(lambda row: {name: row[name][:room - len(row["prompt_ids"])]
+                               for name in ("chosen_ids", "rejected_ids")})
+    table = pk.reference_logps(tiny_llama(len(tokenizer), seed=0), ids.data.table,
+                               progress=False)
+    # TRL computed its own with precompute_ref_log_probs=True: the two must agree.
+    for name in ("ref_chosen_logps", "ref_rejected_logps"):
+        assert table.column(name).to_pylist() == pytest.approx(
+            trl_trainer.train_dataset[name], rel=1e-5, abs=1e-4)
+    return Dataset.from_dict(table.to_pydict())
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_matches_trl_with_reference_model(data, tmp_path, kind):
+    tokenizer, text = data
+    options = KINDS[kind]
+    _, expected = train(trl.DPOTrainer, tokenizer, text, config(tmp_path, [kind], **options))
+    for padding_free in (False, True):
+        trainer, actual = train(pktrl.DPOTrainer, tokenizer, text,
+                                config(tmp_path, [kind], padding_free=padding_free, **options))
+        assert trainer.padding_free is padding_free
+        assert_same_logs(expected, actual)
+    assert expected[0]["loss"] == pytest.approx(
+        {"sigmoid": 0.6931, "ipo": 1.0, "hinge": 1.0, "robust": 0.6931}[kind], abs=1e-3)
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_matches_trl_with_precomputed_reference(data, tmp_path, kind):
+    tokenizer, text = data
+    options = KINDS[kind]
+    reference, expected = train(trl.DPOTrainer, tokenizer, text,
+                                config(tmp_path, [kind], precompute_ref_log_probs=True,
+                                       **options), reference=False)
+    cached = with_reference_columns(reference, tokenizer)
+    for padding_free in (False, True):
+        # No reference model, no precompute flag: the columns are enough.
+        trainer, actual = train(pktrl.DPOTrainer, tokenizer, cached,
+                                config(tmp_path, [kind], padding_free=padding_free, **options),
+                                reference=False)
+        assert trainer.ref_model is None
+        assert_same_logs(expected, actual)
+
+
+@pytest.mark.parametrize("loss_type,options", [
+    (["sft"], {}),                                       # reference-free
+    (["sigmoid", "sft"], {"loss_weights": [1.0, 0.5]}),  # RPO: DPO + alpha * NLL
+    (["sigmoid"], {"ld_alpha": 0.5}),                    # LD-DPO
+    (["exo_pair", "apo_zero"], {"label_smoothing": 1e-3}),
+], ids=["sft", "rpo", "ld_alpha", "exo+apo"])
+def test_matches_trl_other_losses(data, tmp_path, loss_type, options):
+    tokenizer, text = data
+    _, expected = train(trl.DPOTrainer, tokenizer, text, config(tmp_path, loss_type, **options))
+    for padding_free in (False, True):
+        _, actual = train(pktrl.DPOTrainer, tokenizer, text,
+                          config(tmp_path, loss_type, padding_free=padding_free, **options))
+        assert_same_logs(expected, actual)
+
+
+def test_twenty_packed_steps_learn(data, tmp_path):
+    tokenizer, text = data
+    pairs = pk.mine_pairs(example_long(), strategy="all_pairs")
+    tokenized = pk.tokenize_pairs(pairs, tokenizer, max_length=96)
+    tokenized = pk.reference_logps(tiny_llama(len(tokenizer), seed=0), tokenized,
+                                   packed=True, progress=False)
+    dataset = Dataset.from_dict(tokenized.select(
+        ["prompt_ids", "chosen_ids", "rejected_ids", "ref_chosen_logps", "ref_rejected_logps"]
+    ).to_pydict())
+    trainer, logs = train(pktrl.DPOTrainer, tokenizer, dataset,
+                          config(tmp_path, ["sigmoid"], steps=20, padding_free=True),
+                          reference=False)
+    losses = [h["loss"] for h in logs]
+    assert len(losses) == 20 and trainer.ref_model is None
+    assert losses[0] == pytest.approx(0.6931, abs=1e-3)
+    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.05
+    assert logs[-1]["rewards/accuracies"] > 0.5
+
+
+def test_unsupported_options_are_named(data, tmp_path):
+    tokenizer, text = data
+    model = tiny_llama(len(tokenizer))
+    cases = [
+        (["aot"], {}, "loss_type='aot'"),
+        (["sigmoid"], {"f_divergence_type": "js_divergence"}, "f_divergence_type"),
+        (["sigmoid"], {"use_weighting": True}, "use_weighting"),
+    ]
+    for loss_type, options, name in cases:
+        with pytest.raises(pk.PrefkitError, match=name):
+            pktrl.DPOTrainer(model, args=config(tmp_path, loss_type, **options),
+                             train_dataset=text, processing_class=tokenizer)
+    with pytest.raises(pk.PrefkitError, match="compute_metrics"):
+        pktrl.DPOTrainer(model, args=config(tmp_path, ["sigmoid"]), train_dataset=text,
+                         processing_class=tokenizer, compute_metrics=lambda p: {})
+    cached = Dataset.from_dict({**text.to_dict(), "ref_chosen_logps": [0.0] * len(text),
+                                "ref_rejected_logps": [0.0] * len(text)})
+    with pytest.raises(pk.PrefkitError, match="ld_alpha"):
+        pktrl.DPOTrainer(model, args=config(tmp_path, ["sigmoid"], ld_alpha=0.5),
+                         train_dataset=cached, processing_class=tokenizer)
+
+
+def test_cli_parquet_trains_in_plain_trl(data, tmp_path):
+    tokenizer, _ = data
+    out = tmp_path / "pairs.parquet"
+    subprocess.run([sys.executable, "-m", "prefkit.cli", "pairs", str(EXAMPLE),
+                    "--completions", "completions", "-o", str(out)], check=True,
+                   capture_output=True)
+    # What a TRL user writes: no conversion code between prefkit's file and the trainer.
+    dataset = load_dataset("parquet", data_files=str(out), split="train",
+                           cache_dir=str(tmp_path / "cache"))
+    assert {"prompt", "chosen", "rejected"} <= set(dataset.column_names)
+    _, logs = train(trl.DPOTrainer, tokenizer, dataset, config(tmp_path, ["sigmoid"], steps=2))
+    assert len(logs) == 2 and all(torch.isfinite(torch.tensor(h["loss"])) for h in logs)
+
+
+def test_packed_collator_truncates_like_trl():
+    from trl.trainer.dpo_trainer import DataCollatorForPreference
+
+    rows = [{"prompt_ids": [1, 5, 6], "chosen_ids": [7, 8, 9, 2], "rejected_ids": [4, 2]},
+            {"prompt_ids": [1], "chosen_ids": [3, 2], "rejected_ids": [9, 9, 9, 9, 2]}]
+    padded = DataCollatorForPreference(pad_token_id=0, max_length=5)(rows)
+    packed = pktrl.PackedPreferenceCollator(pad_token_id=0, max_length=5)(rows)
+    want = padded["input_ids"].masked_fill(padded["completion_mask"] == 0, -100)[:, 1:]
+    got = packed["completion_labels"]
+    assert [[t for t in r if t != -100] for r in want.tolist()] == \
+        [[t for t in r if t != -100] for r in got.tolist()]
+    assert int(packed["sequence_tokens"]) == int(padded["attention_mask"].sum())
+    # Each prompt once: (3 + 2 + 2) + (1 + 2 + 4) tokens.
+    assert packed["input_ids"].shape == (1, 14)
+
+
+def test_import_prefkit_does_not_import_trl():
+    code = "import sys, prefkit; assert 'trl' not in sys.modules and 'prefkit.trl' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parent)
