@@ -423,7 +423,8 @@ def step_preference(
     if inner.null_count:
         row = pc.list_parent_indices(steps)[_first_null(inner)].as_py()
         raise PrefkitError(f"column '{prefix}' has a null step at row {row}")
-    joined = pc.binary_join(steps, separator).cast(pa.large_string())
+    joined = pc.binary_join(steps, pa.scalar(separator, steps.type.value_type))
+    joined = joined.cast(pa.large_string())
     sep = pa.scalar(separator, pa.large_string())
     empty = pa.scalar("", pa.large_string())
     # The last argument is the separator: problem + sep + steps + sep (+ ""), or problem + sep.
