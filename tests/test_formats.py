@@ -24,7 +24,7 @@ import pytest
 import reference as ref
 from hypothesis import given, note, settings
 from hypothesis import strategies as st
-from prefkit.formats import kto_weights, step_preference
+from prefkit.formats import kto_weights, list_triples, step_preference
 
 datasets = pytest.importorskip("datasets")
 trl_data = pytest.importorskip("trl.data_utils")
@@ -59,8 +59,8 @@ def tokenizer():
     from tiny_lm import bpe_tokenizer
 
     pytest.importorskip("transformers")
-    texts = ["What color is the sky? It is blue. It is green. Where is the sun? In the sky. "
-             "In the sea. The sky is blue green hot red. 2+3*4? 3*4 = 12 2+12 = 14 24"] * 4
+    texts = [("What color is the sky? It is blue. It is green. Where is the sun? In the sky. "
+              "In the sea. The sky is blue green hot red. 2+3*4? 3*4 = 12 2+12 = 14 24")] * 4
     return bpe_tokenizer(texts, vocab_size=400)
 
 
@@ -382,7 +382,7 @@ def test_step_preference_from_tree_pairs():
     assert root["prompt"] == "2+3*4?\n"
     deeper = rows[("2+12 = 14", "2+12 = 24")]
     assert deeper["prompt"] == "2+3*4?\n3*4 = 12\n"
-    assert deeper["prompt"] + deeper["chosen"] == "\n".join(["2+3*4?", "3*4 = 12", "2+12 = 14"])
+    assert deeper["prompt"] + deeper["chosen"] == "2+3*4?\n3*4 = 12\n2+12 = 14"
     assert out.column_names[:3] == ["prompt", "chosen", "rejected"]
     assert set(pairs.column_names) - {"prompt"} <= set(out.column_names)
     assert pk.report_of(out)["source"]["op"] == "tree_pairs"
@@ -598,3 +598,42 @@ def test_rank_lists_rows_are_no_trl_type_and_mine_pairs_is_the_way():
     assert set(zip(pairs.column("chosen").to_pylist(),
                    pairs.column("rejected").to_pylist())) == expected
     assert math.isclose(np.mean(pairs.column("margin").to_numpy()), 4 / 3)
+
+
+def test_list_triples_from_ranked_lists_feed_trls_tpo_trainer(tokenizer):
+    long = pa.table({
+        "prompt": ["q1"] * 4 + ["q2"] * 2 + ["q3"] * 3,
+        "response": ["a", "b", "c", "d", "e", "f", "g", "h", "i"],
+        "score": [1.0, 4.0, 2.0, 3.0, 1.0, 0.0, 0.0, 2.0, 1.0],
+    })
+    lists = pk.rank_lists(long)
+    out = list_triples(lists)
+    views = list_triples(pk.rank_lists(long, views=True))  # list<string_view> responses
+    assert views.to_pylist() == out.to_pylist()
+    assert out.select(["prompt", "reference", "chosen", "rejected", "score_reference",
+                       "score_chosen", "score_rejected"]).to_pylist() == [
+        {"prompt": "q1", "reference": "b", "chosen": "d", "rejected": "a",
+         "score_reference": 4.0, "score_chosen": 3.0, "score_rejected": 1.0},
+        {"prompt": "q3", "reference": "h", "chosen": "i", "rejected": "g",
+         "score_reference": 2.0, "score_chosen": 1.0, "score_rejected": 0.0},
+    ]
+    assert {"rows", "group_id"} <= set(out.column_names)
+    report = pk.report_of(out)
+    assert report["dropped"] == {"list_too_short": 1}
+    assert report["rows_in"] == report["rows_used"] + 1
+    assert list_triples(lists, scores=None).column_names[:4] == \
+        ["prompt", "reference", "chosen", "rejected"]
+    with pytest.raises(pk.PrefkitError, match="column 'responses' must be a list"):
+        list_triples(pa.table({"responses": ["a"]}))
+    with pytest.raises(pk.PrefkitError, match="column 'chosen' would collide"):
+        list_triples(lists.append_column("chosen", pa.array(["x"] * lists.num_rows)))
+    tpo = pytest.importorskip("trl.experimental.tpo")
+    from tiny_lm import tiny_llama
+
+    args = tpo.TPOConfig(output_dir="/tmp/prefkit-tpo-test", bf16=False, report_to=[])
+    trainer = tpo.TPOTrainer(model=tiny_llama(len(tokenizer)), args=args,
+                             processing_class=tokenizer,
+                             train_dataset=datasets.Dataset(plain(out.drop_columns(["group_id"]))))
+    assert len(trainer.train_dataset) == out.num_rows
+    assert {"prompt_ids", "chosen_ids", "rejected_ids", "reference_ids"} <= \
+        set(trainer.train_dataset.column_names)

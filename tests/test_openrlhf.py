@@ -21,8 +21,8 @@ from tiny_lm import bpe_tokenizer, example_long
 pytest.importorskip("transformers")
 pytest.importorskip("datasets")
 openrlhf_datasets = pytest.importorskip("openrlhf.datasets")
-from openrlhf.datasets import RewardDataset  # noqa: E402
-from openrlhf.datasets.utils import blending_datasets  # noqa: E402
+from openrlhf.datasets import RewardDataset
+from openrlhf.datasets.utils import blending_datasets
 
 
 def m(role: str, content: str) -> dict:
@@ -103,10 +103,11 @@ def test_text_pairs_load_as_reward_and_dpo_datasets(text_pairs, tok, is_dpo):
                                   for r in rows]
     else:  # extra = prefkit's margin column: OpenRLHF's margin loss reads it
         assert dataset.extras == [r["margin"] for r in rows]
-    chosen_ids, chosen_mask, reject_ids, _, _ = dataset[0]
-    expected = tok(rows[0]["prompt"] + rows[0]["chosen"] + " " + tok.eos_token,
-                   add_special_tokens=False)["input_ids"]
-    assert chosen_ids[0].tolist() == expected
+    chosen_ids, _, reject_ids, _, _ = dataset[0]
+    for ids, side in ((chosen_ids, "chosen"), (reject_ids, "rejected")):
+        expected = tok(rows[0]["prompt"] + rows[0][side] + " " + tok.eos_token,
+                       add_special_tokens=False)["input_ids"]
+        assert ids[0].tolist() == expected
     batch = dataset.collate_fn([dataset[i] for i in range(min(4, len(dataset)))])
     assert batch[0].shape[0] == min(4, len(dataset))
 

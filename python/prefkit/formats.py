@@ -441,3 +441,108 @@ def step_preference(
                   "rejected": rejected}
     accounting = {"rows_in": table.num_rows, "rows_used": table.num_rows, "dropped": {}}
     return attach(out, "step_preference", parameters, accounting, source=table)
+
+
+# ------------------------------------------------------------------------------------------
+# Ranked lists: TRL's triple preference (TPO)
+# ------------------------------------------------------------------------------------------
+
+
+def list_triples(
+    lists: Any,
+    *,
+    responses: str = "responses",
+    scores: str | None = "scores",
+) -> pa.Table:
+    """``pk.rank_lists`` / ``pk.tree_lists`` output -> TRL's *triple preference* rows
+    (``trl.experimental.tpo.TPOTrainer``): ``prompt, reference, chosen, rejected``.
+
+    No TRL or OpenRLHF dataset type holds K ranked responses (docs/formats.md); the nearest is
+    TPO's triple of a gold ``reference`` completion, a ``chosen`` and a ``rejected`` one. From
+    a list ranked best first, prefkit takes the best response as ``reference``, the second as
+    ``chosen`` and the last (the worst) as ``rejected``. Lists of fewer than three responses
+    are dropped and counted (``list_too_short``).
+
+    Parameters
+    ----------
+    lists
+        A table of ranked lists, best first: ``pk.rank_lists`` or ``pk.tree_lists`` output.
+    responses
+        The ``list<text>`` column of ranked responses.
+    scores
+        The ``list<float>`` column of their scores, written as ``score_reference``,
+        ``score_chosen`` and ``score_rejected``; ``None`` to skip.
+
+    Returns
+    -------
+    pyarrow.Table
+        ``prompt`` (when the input has one), ``reference``, ``chosen``, ``rejected``, the
+        three scores, then the input's other columns (``rows``, ``group_id``, ``prefix``...).
+
+    Examples
+    --------
+    >>> import prefkit as pk, pyarrow as pa
+    >>> from prefkit.formats import list_triples
+    >>> long = pa.table({"prompt": ["q"] * 3, "response": ["a", "b", "c"],
+    ...                  "score": [3.0, 2.0, 1.0]})
+    >>> list_triples(pk.rank_lists(long)).select(["prompt", "reference", "chosen", "rejected"]
+    ...                                          ).to_pylist()
+    [{'prompt': 'q', 'reference': 'a', 'chosen': 'b', 'rejected': 'c'}]
+    """
+    table = as_table(lists, argument="lists")
+    ranked = _column(table, responses, "responses")
+    if not ((pa.types.is_list(ranked.type) or pa.types.is_large_list(ranked.type))
+            and (_is_text(ranked.type.value_type) or _is_messages(ranked.type.value_type)
+                 or pa.types.is_struct(ranked.type.value_type))):
+        raise PrefkitError(f"column '{responses}' must be a list of responses, got {ranked.type}")
+    names = [responses] + ([scores] if scores is not None else [])
+    if scores is not None:
+        values = _column(table, scores, "scores")
+        if not ((pa.types.is_list(values.type) or pa.types.is_large_list(values.type))
+                and (pa.types.is_floating(values.type.value_type)
+                     or pa.types.is_integer(values.type.value_type))):
+            raise PrefkitError(f"column '{scores}' must be a list of numbers, got {values.type}")
+    for name in ("reference", "chosen", "rejected", "score_reference", "score_chosen",
+                 "score_rejected"):
+        if name in table.column_names and name not in names:
+            raise PrefkitError(
+                f"column '{name}' would collide with the output column '{name}'; rename or "
+                f"drop it first"
+            )
+    lengths = pc.fill_null(pc.list_value_length(ranked), 0)
+    keep = pc.greater_equal(lengths, 3)
+    table = _plain(table).filter(keep)
+    ranked = table.column(responses)
+    last = pc.subtract(pc.list_value_length(ranked), 1)
+    columns: dict[str, Any] = {}
+    if "prompt" in table.column_names:
+        columns["prompt"] = table.column("prompt")
+    flat_offsets = _list_starts(ranked)
+    flat = pc.list_flatten(ranked)
+    columns["reference"] = pc.list_element(ranked, 0)
+    columns["chosen"] = pc.list_element(ranked, 1)
+    columns["rejected"] = flat.take(pc.add(flat_offsets, last))
+    if scores is not None:
+        values = table.column(scores)
+        flat_values = pc.list_flatten(values)
+        columns["score_reference"] = pc.list_element(values, 0)
+        columns["score_chosen"] = pc.list_element(values, 1)
+        columns["score_rejected"] = flat_values.take(pc.add(_list_starts(values), last))
+    for name in table.column_names:
+        if name not in names and name not in columns:
+            columns[name] = table.column(name)
+    out = pa.table(columns)
+    n = len(keep)
+    kept = int(pc.sum(keep.cast(pa.int64())).as_py() or 0)
+    accounting = {"rows_in": n, "rows_used": kept,
+                  "dropped": {"list_too_short": n - kept} if n - kept else {}}
+    parameters = {"responses": responses, "scores": scores}
+    return attach(out, "list_triples", parameters, accounting, source=as_table(lists))
+
+
+def _list_starts(column: pa.ChunkedArray) -> pa.Array:
+    """Where each list starts in ``pc.list_flatten(column)`` (int64)."""
+    lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False).astype(np.int64)
+    starts = np.zeros(len(lengths), dtype=np.int64)
+    np.cumsum(lengths[:-1], out=starts[1:])
+    return pa.array(starts)
