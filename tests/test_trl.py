@@ -25,13 +25,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")
 
-import prefkit as pk  # noqa: E402
-import torch  # noqa: E402
-import trl  # noqa: E402
-from datasets import Dataset, load_dataset  # noqa: E402
-
-import prefkit.trl as pktrl  # noqa: E402
-from tiny_lm import EXAMPLE, bpe_tokenizer, example_long, tiny_llama  # noqa: E402
+import prefkit as pk
+import prefkit.trl as pktrl
+import torch
+import trl
+from datasets import Dataset, load_dataset
+from tiny_lm import EXAMPLE, bpe_tokenizer, example_long, tiny_llama
 
 STEPS = 3
 TOLERANCE = {"rel": 1e-4, "abs": 1e-4}
@@ -151,7 +150,7 @@ def test_matches_trl_other_losses(data, tmp_path, loss_type, options):
 
 
 def test_twenty_packed_steps_learn(data, tmp_path):
-    tokenizer, text = data
+    tokenizer, _ = data
     pairs = pk.mine_pairs(example_long(), strategy="all_pairs")
     tokenized = pk.tokenize_pairs(pairs, tokenizer, max_length=96)
     tokenized = pk.reference_logps(tiny_llama(len(tokenizer), seed=0), tokenized,

@@ -46,7 +46,7 @@ from prefkit.losses.logps import labelled_tokens
 from prefkit.losses.preference import SMOOTHING_KINDS, preference_loss
 from prefkit.reference import _head
 
-__all__ = ["DPOTrainer", "PackedPreferenceCollator", "SUPPORTED_LOSS_TYPES"]
+__all__ = ["SUPPORTED_LOSS_TYPES", "DPOTrainer", "PackedPreferenceCollator"]
 
 #: TRL ``loss_type`` values this trainer computes. All are prefkit kinds of the same name;
 #: ``sft`` is TRL's batch-level token mean (prefkit's own ``sft`` kind averages per sequence).
@@ -316,9 +316,9 @@ class DPOTrainer(trl.DPOTrainer):
     PrefkitError
         An option prefkit does not implement (``loss_type`` 'aot'/'aot_unpaired',
         ``f_divergence_type`` other than 'reverse_kl', ``use_weighting``, ``compute_metrics``,
-        a MoE router auxiliary loss, ``padding_free`` with flash attention or ``keep_end``
-        truncation, ``ld_alpha`` with reference columns from elsewhere), or a model whose logits
-        are rescaled or soft-capped.
+        a MoE router auxiliary loss, FSDP or DeepSpeed ZeRO-3, ``padding_free`` with flash
+        attention or ``keep_end`` truncation, ``ld_alpha`` with reference columns from
+        elsewhere), or a model whose logits are rescaled or soft-capped.
 
     Examples
     --------
@@ -377,6 +377,12 @@ class DPOTrainer(trl.DPOTrainer):
                          callbacks=callbacks, optimizers=optimizers,
                          quantization_config=quantization_config, peft_config=peft_config)
         self.padding_free = self.args.padding_free = packed
+        plugin = getattr(self.accelerator.state, "deepspeed_plugin", None)
+        if self.is_fsdp_enabled or (plugin is not None and plugin.zero_stage == 3):
+            raise PrefkitError(
+                "FSDP and DeepSpeed ZeRO-3 are not supported by prefkit.trl.DPOTrainer: the "
+                "fused loss needs the whole LM head weight on every process (use DDP or ZeRO-1/2)"
+            )
         if self.aux_loss_enabled:
             raise PrefkitError(
                 "the MoE router auxiliary loss is not supported by prefkit.trl.DPOTrainer; set "
