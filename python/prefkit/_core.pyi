@@ -150,6 +150,10 @@ def take(table: Any, rows: Any, *, views: bool = False) -> Any:
     """The rows ``rows`` (Arrow int64) of ``table``, in that order (any type, string_view too);
     with ``views``, text columns as string_view arrays sharing the input's buffers."""
 
+def plain_text(table: Any) -> Any:
+    """``table`` with every string_view/binary_view array, at any depth, copied into
+    large_string/large_binary; other columns shared, metadata kept."""
+
 def split_prompt(
     table: Any,
     *,

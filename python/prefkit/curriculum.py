@@ -11,7 +11,7 @@ import pyarrow as pa
 from prefkit import _core, stream
 from prefkit._errors import PrefkitError
 from prefkit._provenance import attach
-from prefkit.io import as_table
+from prefkit.io import as_table, plain_unless_views
 from prefkit.pairs import _check_int
 
 ORDERS = ("easy_to_hard", "hard_to_easy")
@@ -30,6 +30,7 @@ def order_curriculum(
     out: str | os.PathLike | None = None,
     memory_limit: int | str | None = None,
     contiguous: bool | None = None,
+    views: bool = False,
 ) -> pa.Table:
     """Reorder pairs into a curriculum and label each with its stage.
 
@@ -67,6 +68,9 @@ def order_curriculum(
         (``"2GB"``) bounds each in-memory step, ``contiguous=True`` promises groups never
         reappear. Every row gets the stage of the in-memory call; the rows are ordered by stage
         within each chunk, not globally.
+    views
+        ``True``: string_view text columns of the input stay string_view (no text copied);
+        default: they come back as plain ``large_string`` (``docs/outputs.md``).
 
     Returns
     -------
@@ -144,4 +148,5 @@ def order_curriculum(
     accounting["stage_sizes"] = [int(s) for s in sizes]
     if not per_prompt:
         parameters.pop("group")
+    result = plain_unless_views(result, views)
     return attach(result, "order_curriculum", parameters, accounting, source=table)

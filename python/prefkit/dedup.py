@@ -17,7 +17,7 @@ import pyarrow as pa
 from prefkit import _core, stream, stream_clusters
 from prefkit._errors import PrefkitError
 from prefkit._provenance import attach
-from prefkit.io import as_table
+from prefkit.io import as_table, plain_unless_views
 from prefkit.pairs import _check_int, _names
 
 METHODS = ("exact", "minhash")
@@ -83,6 +83,7 @@ def dedup(
     bands: int | None = None,
     seed: int = 0,
     group: str | None = None,
+    views: bool = False,
     out: str | os.PathLike | None = None,
     memory_limit: int | str | None = None,
     contiguous: bool | None = None,
@@ -114,6 +115,10 @@ def dedup(
         Keep or drop rows by group: rows sharing this column's value (e.g. ``"prompt"`` in a
         long table, one row per response) form one unit judged by its first row's values,
         and all of a unit's rows stay or go together. ``None``: every row is judged alone.
+    views
+        ``True``: text columns come back as string_view arrays sharing the input's buffers (no
+        text copied); default: every column keeps its type, string_view becoming plain
+        ``large_string`` (``docs/outputs.md``).
     out, memory_limit, contiguous
         Out-of-core dedup without ``group`` (``docs/stream.md``): with a path, glob, folder,
         ``pyarrow.dataset.Dataset``, ``RecordBatchReader`` or one of these, ``out`` is a new
@@ -127,8 +132,8 @@ def dedup(
     Returns
     -------
     pyarrow.Table
-        The kept rows, in input order, all columns; text columns as string_view arrays that
-        share the input's buffers (``pk.materialize`` gives plain strings). Its metadata (``pk.report_of``) counts the
+        The kept rows, in input order, all columns (types as ``views`` says). Its metadata
+        (``pk.report_of``) counts the
         dropped rows by reason: ``duplicate`` (equal to the kept row's values) and
         ``near_duplicate``.
 
@@ -161,8 +166,8 @@ def dedup(
         return _stream_exact(dedup, "dedup", data, arguments, (), out, memory_limit, contiguous)
     table = as_table(data)
     kept, accounting = _core.dedup_rows(table, **arguments)
-    result = pa.table(_core.take(table, kept, views=True))
-    return attach(result, "dedup", arguments, accounting, source=table)
+    result = plain_unless_views(pa.table(_core.take(table, kept, views=views)), views)
+    return attach(result, "dedup", {**arguments, "views": views}, accounting, source=table)
 
 
 def find_duplicates(
@@ -277,10 +282,11 @@ def _stream_exact(op, name, data, arguments, row_columns, out, memory_limit, con
     )
 
 
-def _take(table: pa.Table, mask: np.ndarray) -> pa.Table:
-    """The rows of ``table`` where ``mask`` is true (string_view columns included)."""
+def _take(table: pa.Table, mask: np.ndarray, views: bool) -> pa.Table:
+    """The rows of ``table`` where ``mask`` is true (string_view columns included), text as
+    ``views`` says."""
     rows = pa.array(np.flatnonzero(mask), pa.int64())
-    return pa.table(_core.take(table, rows, views=True))
+    return plain_unless_views(pa.table(_core.take(table, rows, views=views)), views)
 
 
 def _reference_table(reference: Any, column: str) -> pa.Table:
@@ -435,17 +441,19 @@ def decontaminate(
     reference_column: str | None = None,
     ngram: int = 13,
     normalize: bool = True,
+    views: bool = False,
     out: str | os.PathLike | None = None,
     memory_limit: int | str | None = None,
 ) -> pa.Table:
     """Drop rows that share a word n-gram with any reference row (e.g. benchmark prompts).
 
-    Matching is that of ``pk.find_contamination``; takes the same arguments.
+    Matching is that of ``pk.find_contamination``; takes the same arguments, and ``views`` as
+    ``pk.dedup`` does.
 
     Returns
     -------
     pyarrow.Table
-        The other rows, in input order (text as string_view, as in ``pk.dedup``). Its
+        The other rows, in input order (column types as in ``pk.dedup``). Its
         metadata (``pk.report_of``) counts the dropped
         rows as ``contaminated``, and under ``contaminated_rows`` lists every dropped row with
         the reference rows it matched: ``[[row, [reference_row, ...]], ...]``.
@@ -477,7 +485,7 @@ def decontaminate(
     )
     keep = np.ones(table.num_rows, dtype=bool)
     keep[found.column("row").to_numpy()] = False
-    result = _take(table, keep)
+    result = _take(table, keep, views)
     accounting = dict(accounting)
     accounting["contaminated_rows"] = [
         [record["row"], record["reference_rows"]] for record in found.to_pylist()
@@ -529,6 +537,7 @@ def split(
     ngram: int = 5,
     num_perm: int = 128,
     threshold: float = 0.8,
+    views: bool = False,
     out: str | os.PathLike | None = None,
     memory_limit: int | str | None = None,
 ) -> tuple[pa.Table, pa.Table]:
@@ -554,6 +563,10 @@ def split(
         Seed of the shuffle; the same seed gives the same split.
     near_duplicates, ngram, num_perm, threshold
         Also keep near-duplicate prompts on one side; MinHash parameters as in ``pk.dedup``.
+    views
+        ``True``: text columns come back as string_view arrays sharing the input's buffers (no
+        text copied); default: every column keeps its type, string_view becoming plain
+        ``large_string`` (``docs/outputs.md``).
     out, memory_limit
         Out of core (``docs/stream.md``): ``out`` is a new or empty folder; the sides are
         written as Parquet datasets ``out/train/`` and ``out/test/`` and returned as two
@@ -564,7 +577,7 @@ def split(
     Returns
     -------
     (pyarrow.Table, pyarrow.Table)
-        ``(train, test)``, each in input order (text as string_view, as in ``pk.dedup``), like
+        ``(train, test)``, each in input order (column types as in ``pk.dedup``), like
         ``datasets``' ``train_test_split`` (which returns them under the keys ``"train"`` and
         ``"test"``); two Datasets with ``out``.
 
@@ -611,13 +624,13 @@ def split(
     is_test, accounting = _core.split_rows(table, **core)
     is_test = pa.array(is_test).to_numpy(zero_copy_only=False)
     train = attach(
-        _take(table, ~is_test),
+        _take(table, ~is_test, views),
         "split",
         parameters,
         {**accounting, "part": "train"},
         source=table,
     )
     test = attach(
-        _take(table, is_test), "split", parameters, {**accounting, "part": "test"}, source=table
+        _take(table, is_test, views), "split", parameters, {**accounting, "part": "test"}, source=table
     )
     return train, test

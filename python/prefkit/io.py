@@ -60,12 +60,14 @@ def as_table(data: Any, *, argument: str = "data") -> pa.Table:
 
 
 def materialize(table: pa.Table) -> pa.Table:
-    """Replace string_view columns (text that points into an input's buffers) by plain strings.
+    """Replace string_view columns (text that points into an input's buffers) by plain
+    ``large_string`` (binary_view by ``large_binary``), inside lists and structs too.
 
-    Results of prefkit operations may hold text as Arrow string_view arrays that share the
-    input's buffers. Most consumers read them directly; call this for one that needs
-    ``string``/``large_string`` (older readers, some pandas code paths). Nested types are
-    converted too.
+    Every prefkit operation already returns plain text unless it was called with
+    ``views=True``; call this on such a result (or on a polars-exported table) before a
+    consumer that has no string_view kernels: pyarrow's ``take``, ``filter``, ``sort_by``,
+    joins, ``utf8_length`` (pyarrow 26). The copy runs in parallel in Rust; other columns are
+    shared and the schema metadata (provenance) is kept. See ``docs/outputs.md``.
 
     Examples
     --------
@@ -74,25 +76,37 @@ def materialize(table: pa.Table) -> pa.Table:
     >>> pk.materialize(t).schema.field("x").type
     DataType(large_string)
     """
-    return table.cast(_plain_schema(table.schema))
+    if not any(_has_views(field.type) for field in table.schema):
+        return table
+    from prefkit import _core
+
+    return as_table(_core.plain_text(table))
 
 
-def _plain_type(dtype: pa.DataType) -> pa.DataType:
-    if pa.types.is_string_view(dtype):
-        return pa.large_string()
-    if pa.types.is_binary_view(dtype):
-        return pa.large_binary()
-    if pa.types.is_list(dtype) or pa.types.is_large_list(dtype) or pa.types.is_list_view(dtype):
-        inner = dtype.value_field.with_type(_plain_type(dtype.value_type))
-        return pa.large_list(inner) if pa.types.is_large_list(dtype) else pa.list_(inner)
+def plain_unless_views(table: pa.Table, views: bool) -> pa.Table:
+    """An operation's result as it is returned: plain text by default (:func:`materialize`),
+    or as built, with zero-copy string_view text, when the caller passed ``views=True``."""
+    if not isinstance(views, bool):
+        raise PrefkitError(f"views must be True or False, got {views!r}")
+    return table if views else materialize(table)
+
+
+def without_views(parameters: dict) -> dict:
+    """An operation's parameters less ``views``, which the Python layer handles, for a Rust
+    function that takes the others as keywords."""
+    return {name: value for name, value in parameters.items() if name != "views"}
+
+
+def _has_views(dtype: pa.DataType) -> bool:
+    if pa.types.is_string_view(dtype) or pa.types.is_binary_view(dtype):
+        return True
+    if pa.types.is_list(dtype) or pa.types.is_large_list(dtype) or (
+        pa.types.is_fixed_size_list(dtype)
+    ):
+        return _has_views(dtype.value_type)
     if pa.types.is_struct(dtype):
-        return pa.struct([f.with_type(_plain_type(f.type)) for f in dtype])
-    return dtype
-
-
-def _plain_schema(schema: pa.Schema) -> pa.Schema:
-    fields = [f.with_type(_plain_type(f.type)) for f in schema]
-    return pa.schema(fields, metadata=schema.metadata)
+        return any(_has_views(f.type) for f in dtype)
+    return False
 
 
 def _suffix(path: Path, choices: tuple[str, ...], verb: str) -> str:

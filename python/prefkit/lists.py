@@ -10,7 +10,7 @@ import pyarrow as pa
 from prefkit import _core, stream
 from prefkit._errors import PrefkitError
 from prefkit._provenance import attach
-from prefkit.io import as_table
+from prefkit.io import as_table, plain_unless_views
 from prefkit.pairs import _check_int
 
 
@@ -65,7 +65,8 @@ def rank_lists(
     views
         ``True``: ``responses`` is ``list<string_view>`` whose views point into the input's
         buffers (no text is copied: fastest, least memory; pyarrow, polars and Parquet read it,
-        pandas needs ``pk.materialize`` first). Default: plain ``list<string>``.
+        pandas needs ``pk.materialize`` first; the prompt is a string_view too). Default: plain
+        ``list<large_string>`` and ``large_string`` text (``docs/outputs.md``).
     out, memory_limit, contiguous
         Out-of-core execution (``docs/stream.md``): with a path, glob, folder,
         ``pyarrow.dataset.Dataset`` or one of these, the input is streamed; ``out`` is a new
@@ -120,4 +121,5 @@ def rank_lists(
         )
     table = as_table(data)
     result, accounting = _core.rank_lists(table, **parameters)
-    return attach(as_table(result), "rank_lists", parameters, accounting, source=table)
+    result = plain_unless_views(as_table(result), views)
+    return attach(result, "rank_lists", parameters, accounting, source=table)

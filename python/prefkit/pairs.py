@@ -12,7 +12,7 @@ import pyarrow.compute as pc
 from prefkit import _core, stream
 from prefkit._errors import PrefkitError
 from prefkit._provenance import attach
-from prefkit.io import as_table
+from prefkit.io import as_table, plain_unless_views, without_views
 
 STRATEGIES = (
     "best_vs_worst",
@@ -55,6 +55,7 @@ def mine_pairs(
     length_penalty: float = 0.0,
     seed: int = 0,
     carry: Sequence[str] = (),
+    views: bool = False,
     out: str | os.PathLike | None = None,
     memory_limit: int | str | None = None,
     contiguous: bool | None = None,
@@ -95,6 +96,12 @@ def mine_pairs(
         Seed of ``best_vs_random``; the same seed gives the same pairs.
     carry
         Further columns copied from the chosen row.
+    views
+        ``False`` (default): text columns are plain ``large_string``, which every pyarrow
+        compute function, pandas, polars, ``datasets`` and DuckDB take. ``True``: they are
+        ``string_view`` arrays pointing into the input's buffers (no text copied; the fastest,
+        but pyarrow has no ``take``/``filter``/``sort_by``/join kernels for them). See
+        ``docs/outputs.md``.
     out, memory_limit, contiguous
         Out-of-core execution (``docs/stream.md``): with a path, glob, folder,
         ``pyarrow.dataset.Dataset`` or one of these, the input is streamed; ``out`` is a new
@@ -155,6 +162,7 @@ def mine_pairs(
         "length_penalty": float(length_penalty),
         "seed": seed,
         "carry": carry,
+        "views": views,
     }
     if stream.is_streaming(data, out, memory_limit):
         return stream.run(
@@ -163,8 +171,9 @@ def mine_pairs(
             contiguous=contiguous,
         )
     table = as_table(data)
-    result, accounting = _core.mine_pairs(table, **parameters)
-    return attach(as_table(result), "mine_pairs", parameters, accounting, source=table)
+    result, accounting = _core.mine_pairs(table, **without_views(parameters))
+    result = plain_unless_views(as_table(result), views)
+    return attach(result, "mine_pairs", parameters, accounting, source=table)
 
 
 def unnest(
@@ -174,6 +183,7 @@ def unnest(
     completions: str = "completions",
     response: str = "response",
     score: str | Sequence[str] = "score",
+    views: bool = False,
 ) -> pa.Table:
     """Turn nested rows (one prompt, a list of completion structs) into the long form.
 
@@ -184,7 +194,8 @@ def unnest(
     prompt stay contiguous, which is ``mine_pairs``'s fast path.
 
     Rows whose list is null or empty produce nothing and are counted (``null_completions``,
-    ``empty_completions``) in the metadata.
+    ``empty_completions``) in the metadata. Text comes back plain (``large_string`` for
+    string_view input) unless ``views=True`` (``docs/outputs.md``).
 
     Examples
     --------
@@ -224,7 +235,9 @@ def unnest(
     starts = pc.subtract(pc.cumulative_sum(pc.fill_null(lengths, 0)), pc.fill_null(lengths, 0))
     position = pc.subtract(pa.array(range(len(flat)), pa.int64()), pc.take(starts, parents))
     others = [c for c in table.column_names if c != completions]
-    columns = {c: table.column(c).take(parents) for c in others}
+    # Through prefkit's take: pyarrow has no take kernel for string_view (polars' text).
+    repeated = as_table(_core.take(table.select(others), parents.cast(pa.int64()), views=views))
+    columns = {c: repeated.column(c) for c in others}
     ordered = [response, *scores] + [f for f in fields if f not in (response, *scores)]
     for name in ordered:
         if name in columns:
@@ -234,7 +247,7 @@ def unnest(
         columns[name] = pc.struct_field(flat, name)
     columns["completion_index"] = position.cast(pa.int32())
     columns["source_row"] = parents.cast(pa.int64())
-    result = pa.table(columns)
+    result = plain_unless_views(pa.table(columns), views)
     null_lists = lists.null_count
     empty_lists = pc.sum(pc.equal(lengths, 0)).as_py() or 0
     accounting = {
@@ -254,6 +267,7 @@ def unnest(
         "completions": completions,
         "response": response,
         "score": scores,
+        "views": views,
     }
     return attach(result, "unnest", parameters, accounting, source=table)
 
@@ -265,6 +279,7 @@ def split_prompt(
     rejected: str = "rejected",
     boundary: str | None = None,
     unsplittable: str = "drop",
+    views: bool = False,
 ) -> pa.Table:
     r"""Split full conversations (HH-style) into ``prompt, chosen, rejected``.
 
@@ -296,13 +311,15 @@ def split_prompt(
         message. ``None``: the whole shared part is the prompt.
     unsplittable
         ``"drop"`` (count) or ``"error"`` (raise naming the row) for rows that cannot be split.
+    views
+        ``True``: text columns are string_view slices of the input's strings (no text is
+        copied); default: plain ``large_string`` (``docs/outputs.md``).
 
     Returns
     -------
     pyarrow.Table
-        ``prompt, chosen, rejected`` then the input's other columns. Text columns are
-        string_view slices of the input's strings (no text is copied); messages stay lists of
-        message structs of the input's type.
+        ``prompt, chosen, rejected`` then the input's other columns. Messages are lists of
+        message structs (their text plain unless ``views=True``).
 
     Raises
     ------
@@ -334,6 +351,8 @@ def split_prompt(
         "rejected": rejected,
         "boundary": boundary,
         "unsplittable": unsplittable,
+        "views": views,
     }
-    result, accounting = _core.split_prompt(table, **parameters)
-    return attach(as_table(result), "split_prompt", parameters, accounting, source=table)
+    result, accounting = _core.split_prompt(table, **without_views(parameters))
+    result = plain_unless_views(as_table(result), views)
+    return attach(result, "split_prompt", parameters, accounting, source=table)

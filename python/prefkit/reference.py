@@ -17,7 +17,7 @@ import pyarrow as pa
 from prefkit._errors import PrefkitError
 from prefkit._provenance import attach
 from prefkit.collate import ListCollator, PairCollator, gather_hidden
-from prefkit.io import as_table
+from prefkit.io import as_table, plain_unless_views
 
 _DTYPES = {"float32": (np.float32, pa.float32()), "float64": (np.float64, pa.float64())}
 
@@ -59,6 +59,7 @@ def reference_logps(
     progress: bool = True,
     chunk_tokens: int | None = None,
     chunk_vocab: int | None = None,
+    views: bool = False,
 ) -> pa.Table:
     """Add the reference model's log-probs of every completion to a tokenised table.
 
@@ -92,6 +93,9 @@ def reference_logps(
         Show a tqdm progress bar (rows) on stderr.
     chunk_tokens, chunk_vocab
         Passed to :func:`prefkit.losses.sequence_logps`.
+    views
+        ``True``: string_view text columns of the input stay string_view (no text copied);
+        default: they come back as plain ``large_string`` (``docs/outputs.md``).
 
     Returns
     -------
@@ -198,6 +202,7 @@ def reference_logps(
     parameters = {"max_tokens": max_tokens, "packed": packed, "dtype": dtype,
                   "model": getattr(getattr(model, "config", None), "_name_or_path", None)
                   or type(model).__name__}
+    out = plain_unless_views(out, views)
     return attach(out, "reference_logps", parameters,
                   {"rows_in": table.num_rows, "dropped": {}, "batches": len(plan)},
                   source=table)

@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 from prefkit._errors import PrefkitError
 from prefkit._provenance import attach
 from prefkit.batches import plan_batches
-from prefkit.io import as_table
+from prefkit.io import as_table, plain_unless_views
 
 #: Version of the checkpoint folder layout; a folder written by another layout is refused.
 CHECKPOINT_FORMAT = 1
@@ -483,6 +483,7 @@ def score(
     dtype: Any = "auto",
     checkpoint: str | os.PathLike | None = None,
     progress: bool = True,
+    views: bool = False,
 ) -> pa.Table:
     """Score every row of a table with a reward model; rows come back in input order.
 
@@ -528,6 +529,9 @@ def score(
         and a later call with the same folder and input skips the rows already scored.
     progress
         Show a progress bar (rows, tokens per second) on stderr.
+    views
+        ``True``: string_view text columns of the input stay string_view (no text copied);
+        default: they come back as plain ``large_string`` (``docs/outputs.md``).
 
     Returns
     -------
@@ -675,6 +679,7 @@ def score(
         "max_tokens_per_batch": max_tokens_per_batch,
         "checkpoint": None if checkpoint is None else str(checkpoint),
     }
+    result = plain_unless_views(result, views)
     return attach(result, "score", parameters, accounting, source=table)
 
 
@@ -729,6 +734,7 @@ def score_pairs(
     chosen: str = "chosen",
     rejected: str = "rejected",
     checkpoint: str | os.PathLike | None = None,
+    views: bool = False,
     **options: Any,
 ) -> pa.Table:
     """Score the chosen and rejected responses of pairs with the same reward model(s).
@@ -756,6 +762,9 @@ def score_pairs(
     **options
         Passed to ``pk.score`` (chat_template, max_length, max_tokens_per_batch, device, dtype,
         progress).
+    views
+        ``True``: string_view text columns of the input stay string_view (no text copied);
+        default: they come back as plain ``large_string`` (``docs/outputs.md``).
 
     Returns
     -------
@@ -828,6 +837,7 @@ def score_pairs(
                   "models": [name for name, _ in models] if several else None,
                   **{k: v for k, v in options.items() if k != "progress"}}
     accounting = {"rows_in": n, "rows_out": n, "dropped": {}, "models": per_model}
+    result = plain_unless_views(result, views)
     return attach(result, "score_pairs", parameters, accounting, source=table)
 
 

@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 from prefkit import _core
 from prefkit._errors import PrefkitError
 from prefkit._provenance import attach, report_of
-from prefkit.io import as_table
+from prefkit.io import as_table, plain_unless_views
 
 #: The columns ``preference_strength`` adds (or replaces).
 STRENGTH_COLUMNS = ("strength_mean", "strength_std", "agreement")
@@ -78,6 +78,7 @@ def preference_strength(
     *,
     chosen_scores: str | Sequence[str],
     rejected_scores: str | Sequence[str],
+    views: bool = False,
 ) -> pa.Table:
     """Add the preference strength of every pair as judged by several reward models.
 
@@ -93,6 +94,9 @@ def preference_strength(
     chosen_scores, rejected_scores
         Numeric columns, in the same model order: ``chosen_scores[m]`` and
         ``rejected_scores[m]`` are model ``m``'s scores of the two responses.
+    views
+        ``True``: string_view text columns of the input stay string_view (no text copied);
+        default: they come back as plain ``large_string`` (``docs/outputs.md``).
 
     Returns
     -------
@@ -138,6 +142,7 @@ def preference_strength(
             "disagreeing": int((mean < 0).sum()),
         }
     parameters = {"chosen_scores": chosen, "rejected_scores": rejected}
+    result = plain_unless_views(result, views)
     return attach(result, "preference_strength", parameters, accounting, source=table)
 
 
@@ -229,6 +234,7 @@ def filter_pairs(
     min_agreement: float | None = None,
     max_strength_std: float | None = None,
     flip_disagreeing: bool = False,
+    views: bool = False,
 ) -> pa.Table:
     """Drop weak or contested pairs, or flip the ones the reward models disagree with.
 
@@ -252,6 +258,9 @@ def filter_pairs(
         Thresholds; ``None`` skips the test.
     flip_disagreeing
         Flip pairs with ``strength_mean < 0`` instead of keeping them as they are.
+    views
+        ``True``: string_view text columns of the input stay string_view (no text copied);
+        default: they come back as plain ``large_string`` (``docs/outputs.md``).
 
     Returns
     -------
@@ -321,6 +330,7 @@ def filter_pairs(
         "max_strength_std": max_strength_std,
         "flip_disagreeing": flip_disagreeing,
     }
+    result = plain_unless_views(result, views)
     return attach(result, "filter_pairs", parameters, accounting, source=source)
 
 

@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 from prefkit._errors import PrefkitError
 from prefkit._provenance import attach
 from prefkit._token_ids import Ragged, tokenize_texts
-from prefkit.io import as_table
+from prefkit.io import as_table, plain_unless_views
 
 
 def _check_limit(name: str, value: Any, low: int) -> None:
@@ -293,6 +293,7 @@ def tokenize_pairs(
     chosen: str = "chosen",
     rejected: str = "rejected",
     add_special_tokens: bool = True,
+    views: bool = False,
 ) -> pa.Table:
     """Tokenise chosen/rejected pairs into ``prompt_ids``, ``chosen_ids``, ``rejected_ids``.
 
@@ -324,6 +325,9 @@ def tokenize_pairs(
     add_special_tokens
         Put the tokenizer's BOS token before each prompt and its EOS token after each
         completion, unless the text already has it.
+    views
+        ``True``: string_view text columns of the input stay string_view (no text copied);
+        default: they come back as plain ``large_string`` (``docs/outputs.md``).
 
     Returns
     -------
@@ -385,6 +389,7 @@ def tokenize_pairs(
         "tokens": {"prompt": len(prompt_ids.values), "chosen": len(chosen_ids.values),
                    "rejected": len(rejected_ids.values)},
     }
+    out = plain_unless_views(out, views)
     return attach(out, "tokenize_pairs", parameters, accounting, source=table)
 
 
@@ -398,6 +403,7 @@ def tokenize_lists(
     prompt: str = "prompt",
     responses: str = "responses",
     add_special_tokens: bool = True,
+    views: bool = False,
 ) -> pa.Table:
     """Tokenise ranked lists into ``prompt_ids`` and ``response_ids`` (one list per row).
 
@@ -415,6 +421,9 @@ def tokenize_lists(
     responses
         Column of ``list<string>`` (or a list of assistant-message lists when the prompt is
         chat messages).
+    views
+        ``True``: string_view text columns of the input stay string_view (no text copied);
+        default: they come back as plain ``large_string`` (``docs/outputs.md``).
 
     Returns
     -------
@@ -482,6 +491,7 @@ def tokenize_lists(
         "truncated": {"prompt": prompt_cut, "responses": response_cut},
         "tokens": {"prompt": len(prompt_ids.values), "responses": len(inner.values)},
     }
+    out = plain_unless_views(out, views)
     return attach(out, "tokenize_lists", parameters, accounting, source=table)
 
 

@@ -15,7 +15,7 @@ import pyarrow as pa
 from prefkit import _core, stream
 from prefkit._errors import PrefkitError
 from prefkit._provenance import attach
-from prefkit.io import as_table
+from prefkit.io import as_table, plain_unless_views, without_views
 from prefkit.lists import _check_list_sizes
 from prefkit.pairs import STRATEGIES, _check_int
 
@@ -27,6 +27,7 @@ def build_trees(
     steps: str = "steps",
     reward: str = "reward",
     group: str | None = None,
+    views: bool = False,
     out: str | os.PathLike | None = None,
     memory_limit: int | str | None = None,
     contiguous: bool | None = None,
@@ -46,6 +47,9 @@ def build_trees(
         Column names.
     group
         Column to group paths into trees instead of the prompt.
+    views
+        ``True``: text columns are string_view arrays pointing into the input's buffers (no
+        text copied); default: plain ``large_string`` (``docs/outputs.md``).
     out, memory_limit, contiguous
         Out-of-core execution (``docs/stream.md``): with a path, glob, folder,
         ``pyarrow.dataset.Dataset`` or one of these, the input is streamed; ``out`` is a new
@@ -76,15 +80,18 @@ def build_trees(
      {'depth': 1, 'step': '3*4=12', 'value': 0.5, 'visits': 2, 'is_leaf': False},
      {'depth': 2, 'step': '2+12=14', 'value': 1.0, 'visits': 1, 'is_leaf': True}]
     """
-    parameters = {"prompt": prompt, "steps": steps, "reward": reward, "group": group}
+    parameters = {
+        "prompt": prompt, "steps": steps, "reward": reward, "group": group, "views": views
+    }
     if stream.is_streaming(paths, out, memory_limit):
         return stream.run(
             build_trees, "build_trees", paths, parameters, key=group or prompt, out=out,
             memory_limit=memory_limit, contiguous=contiguous,
         )
     table = as_table(paths, argument="paths")
-    result, accounting = _core.build_trees(table, **parameters)
-    return attach(as_table(result), "build_trees", parameters, accounting, source=table)
+    result, accounting = _core.build_trees(table, **without_views(parameters))
+    result = plain_unless_views(as_table(result), views)
+    return attach(result, "build_trees", parameters, accounting, source=table)
 
 
 def _node_columns(
@@ -132,6 +139,7 @@ def tree_pairs(
     value: str = "value",
     visits: str | None = "visits",
     prompt: str | None = "prompt",
+    views: bool = False,
 ) -> pa.Table:
     """Step-level chosen/rejected pairs between sibling nodes (MCTS-DPO).
 
@@ -154,6 +162,9 @@ def tree_pairs(
         Column names of the node table.
     visits, prompt
         Optional columns: used when the table has them, ignored otherwise (or pass None).
+    views
+        ``True``: text columns are string_view arrays pointing into the input's buffers (no
+        text copied); default: plain ``large_string`` (``docs/outputs.md``).
 
     Returns
     -------
@@ -210,8 +221,10 @@ def tree_pairs(
         "max_pairs_per_node": max_pairs_per_node,
         "seed": seed,
         "columns": list(columns),
+        "views": views,
     }
-    return attach(as_table(result), "tree_pairs", parameters, accounting, source=table)
+    result = plain_unless_views(as_table(result), views)
+    return attach(result, "tree_pairs", parameters, accounting, source=table)
 
 
 def tree_lists(
@@ -228,12 +241,14 @@ def tree_lists(
     value: str = "value",
     visits: str | None = "visits",
     prompt: str | None = "prompt",
+    views: bool = False,
 ) -> pa.Table:
     """Ranked lists of sibling steps at every branching node (TPO-style listwise data).
 
     The children of each node are ranked by ``value`` and cut by the rules of
     ``pk.rank_lists`` (``ties``, ``list_size``, ``min_list_size``). The node table is validated
-    first, as in ``tree_pairs``. The exact rules are in ``docs/trees.md``.
+    first, as in ``tree_pairs``. The exact rules are in ``docs/trees.md``. Text is plain
+    ``large_string`` unless ``views=True`` (string_view prompts and prefixes; ``docs/outputs.md``).
 
     Returns
     -------
@@ -274,4 +289,6 @@ def tree_lists(
         "min_visits": min_visits,
         "columns": list(columns),
     }
-    return attach(as_table(result), "tree_lists", parameters, accounting, source=table)
+    parameters["views"] = views
+    result = plain_unless_views(as_table(result), views)
+    return attach(result, "tree_lists", parameters, accounting, source=table)

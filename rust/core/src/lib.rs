@@ -16,6 +16,7 @@
 //! - [`split_prompt`]: full conversations into prompt, chosen and rejected.
 //! - [`batching`]: token-budget batch plans.
 //! - [`pieces`]: texts cut with a tokenizer's pre-tokenisation regex, distinct pieces numbered.
+//! - [`plain`]: view arrays copied into plain `large_string`, for consumers without view kernels.
 //! - [`ragged`]: gathering rows of ragged arrays (token ids per text).
 //! - [`normalize`]: the one text normalisation of dedup, decontamination and splits.
 //! - [`dedup`]: exact and MinHash-LSH deduplication, decontamination.
@@ -37,6 +38,7 @@ pub mod normalize;
 pub mod pairs;
 pub mod parallel;
 pub mod pieces;
+pub mod plain;
 pub mod prefetch;
 pub mod ragged;
 pub mod split;

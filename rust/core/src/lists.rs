@@ -3,14 +3,14 @@
 //!
 //! The exact rules are in docs/lists.md and mirrored by tests/reference.py. [`ListRules`] (ties,
 //! list size, minimum size) is shared with `tree_lists`, and so are [`string_lists`] and
-//! [`string_list_of`], which build the `list<string>` columns.
+//! [`string_list_of`], which build the `list<large_string>` columns.
 
 use std::mem::MaybeUninit;
 use std::sync::Arc;
 
-use arrow_array::builder::StringBuilder;
+use arrow_array::builder::LargeStringBuilder;
 use arrow_array::{
-    ArrayRef, Float64Array, Int64Array, ListArray, RecordBatch, StringArray, UInt64Array,
+    ArrayRef, Float64Array, Int64Array, LargeStringArray, ListArray, RecordBatch, UInt64Array,
 };
 use arrow_buffer::{NullBuffer, OffsetBuffer, ScalarBuffer};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
@@ -231,7 +231,7 @@ pub fn rank_lists(
                     }
                     Responses::Views(renumbering)
                 } else {
-                    Responses::Copied(response.gather_copy(listed.iter().map(|&row| row as usize))?)
+                    Responses::Copied(response.gather_copy(listed.iter().map(|&row| row as usize)))
                 };
                 // Slots of rows dropped stay out of every list; they are zeroed so that the
                 // whole allocation is initialised.
@@ -323,7 +323,7 @@ enum Responses<'a> {
     /// Their views are in the shared column, pointing into these buffers.
     Views(ViewRenumbering<'a>),
     /// Their text, copied.
-    Copied(StringArray),
+    Copied(LargeStringArray),
 }
 
 /// `slots` cut into consecutive stretches, one of `bounds[i + 1] - bounds[i]` slots for each
@@ -344,7 +344,7 @@ fn stretches<'s, T>(
 }
 
 /// The schema of `rank_lists`' result: `prompt` as string_view when it is text (`views_prompt`),
-/// `responses` as `list<string_view>` with `views`, else `list<string>`.
+/// `responses` as `list<string_view>` with `views`, else `list<large_string>`.
 fn list_schema(prompt: &Column, views_prompt: bool, views: bool) -> SchemaRef {
     let prompt_type = if views_prompt {
         DataType::Utf8View
@@ -370,9 +370,10 @@ pub fn list_type(item: DataType) -> DataType {
     DataType::List(Arc::new(Field::new("item", item, false)))
 }
 
-/// `list<string>` whose items may be null (a null step in a prefix).
+/// `list<large_string>` whose items may be null (a null step in a prefix): large_string
+/// because a result's text passes 2 GiB (see [`crate::plain`]).
 pub fn string_list_type() -> DataType {
-    DataType::List(Arc::new(Field::new("item", DataType::Utf8, true)))
+    DataType::List(Arc::new(Field::new("item", DataType::LargeUtf8, true)))
 }
 
 /// A list array over `values`: list `l` holds `values[offsets[l]..offsets[l + 1]]`.
@@ -382,31 +383,24 @@ pub fn list_of(offsets: &[usize], values: ArrayRef) -> Result<ListArray> {
     Ok(ListArray::try_new(field, offsets, values, None)?)
 }
 
-/// A `list<string>` array: list `l` holds the next `offsets[l + 1] - offsets[l]` of `texts`
-/// (`count` in all), copied into one string buffer.
+/// A `list<large_string>` array: list `l` holds the next `offsets[l + 1] - offsets[l]` of
+/// `texts` (`count` in all), copied into one string buffer.
 pub fn string_lists<'a>(
     offsets: &[usize],
     texts: impl Iterator<Item = Option<&'a str>> + Clone,
     count: usize,
 ) -> Result<ListArray> {
     let bytes: usize = texts.clone().map(|t| t.map_or(0, str::len)).sum();
-    if bytes > i32::MAX as usize {
-        return Err(Error::argument(
-            "the text of one result batch",
-            "under 2 GiB (list<string>)",
-            format!("{bytes} bytes"),
-        ));
-    }
-    let mut builder = StringBuilder::with_capacity(count, bytes);
+    let mut builder = LargeStringBuilder::with_capacity(count, bytes);
     for text in texts {
         builder.append_option(text);
     }
     string_list_of(offsets, builder.finish())
 }
 
-/// A `list<string>` array (items may be null) over `values`: list `l` holds
+/// A `list<large_string>` array (items may be null) over `values`: list `l` holds
 /// `values[offsets[l]..offsets[l + 1]]`.
-pub fn string_list_of(offsets: &[usize], values: StringArray) -> Result<ListArray> {
+pub fn string_list_of(offsets: &[usize], values: LargeStringArray) -> Result<ListArray> {
     let field = match string_list_type() {
         DataType::List(field) => field,
         _ => unreachable!(),
@@ -442,11 +436,11 @@ mod tests {
         let batch = RecordBatch::try_from_iter(vec![
             (
                 "prompt",
-                Arc::new(StringArray::from(prompts.to_vec())) as ArrayRef,
+                Arc::new(arrow_array::StringArray::from(prompts.to_vec())) as ArrayRef,
             ),
             (
                 "response",
-                Arc::new(StringArray::from(responses.to_vec())) as ArrayRef,
+                Arc::new(arrow_array::StringArray::from(responses.to_vec())) as ArrayRef,
             ),
             (
                 "score",
@@ -496,7 +490,7 @@ mod tests {
         (0..batch.num_rows())
             .map(|i| {
                 let r = responses.value(i);
-                let r = r.as_string::<i32>();
+                let r = r.as_string::<i64>();
                 (
                     r.iter().map(|s| s.unwrap().to_string()).collect(),
                     scores

@@ -446,26 +446,22 @@ impl Views {
         renumbering.array(views.into(), nulls)
     }
 
-    /// Like [`Views::gather`], but copying the text into a plain `string` array, for consumers
-    /// that cannot read string_view (pandas, inside lists). The offsets come from the views'
-    /// lengths, so the text is read once, by the copy into a buffer allocated up front.
+    /// Like [`Views::gather`], but copying the text into a plain `large_string` array, for
+    /// consumers that cannot read string_view (pandas and pyarrow's kernels, inside lists).
+    /// The offsets come from the views' lengths, so the text is read once, by the copy into a
+    /// buffer allocated up front.
     pub fn gather_copy(
         &self,
         rows: impl ExactSizeIterator<Item = usize> + Clone,
-    ) -> Result<StringArray> {
+    ) -> LargeStringArray {
         let mut offsets = Vec::with_capacity(rows.len() + 1);
         let mut total: usize = 0;
-        offsets.push(0i32);
+        offsets.push(0i64);
         for row in rows.clone() {
-            total += self.view(row) as u32 as usize;
-            let end = i32::try_from(total).map_err(|_| {
-                Error::argument(
-                    "the text of one result batch",
-                    "under 2 GiB (string)",
-                    format!("more than {total} bytes"),
-                )
-            })?;
-            offsets.push(end);
+            if self.is_valid(row) {
+                total += self.view(row) as u32 as usize;
+            }
+            offsets.push(total as i64);
         }
         let mut values: Vec<u8> = Vec::with_capacity(total);
         for row in rows.clone() {
@@ -477,15 +473,15 @@ impl Views {
             .has_nulls()
             .then(|| NullBuffer::from_iter(rows.map(|r| self.is_valid(r))))
             .filter(|nulls| nulls.null_count() > 0);
-        // SAFETY: the offsets are the running sums of the copied strings' lengths (monotonic,
-        // checked to fit i32), and each copied string is valid UTF-8 of the input.
-        Ok(unsafe {
-            StringArray::new_unchecked(
+        // SAFETY: the offsets are the running sums of the copied strings' lengths (monotonic),
+        // and each copied string is valid UTF-8 of the input.
+        unsafe {
+            LargeStringArray::new_unchecked(
                 OffsetBuffer::new_unchecked(offsets.into()),
                 Buffer::from_vec(values),
                 nulls,
             )
-        })
+        }
     }
 
     /// A string_view array of substrings, without copying text: entry `(row, start, end)` is

@@ -47,6 +47,7 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(chunked::union_roots, module)?)?;
     module.add_function(wrap_pyfunction!(chunked::choose_test_clusters, module)?)?;
     module.add_function(wrap_pyfunction!(table::take, module)?)?;
+    module.add_function(wrap_pyfunction!(table::plain_text, module)?)?;
     module.add_function(wrap_pyfunction!(split_prompt::split_prompt, module)?)?;
     module.add_function(wrap_pyfunction!(table::text_lengths, module)?)?;
     module.add_function(wrap_pyfunction!(table::key_ids, module)?)?;

@@ -68,3 +68,14 @@ pub fn key_ids(py: Python<'_>, table: PyTable, column: String) -> PyResult<PyArr
     let ids = run_detached(py, move || key::key_ids(&table.column(&column)?))?;
     Ok(PyArray::from_array_ref(Arc::new(UInt64Array::from(ids))))
 }
+
+/// `table` with every string_view (binary_view) column, at any depth, copied into
+/// large_string (large_binary); other columns are shared. Metadata is kept.
+#[pyfunction]
+pub fn plain_text(py: Python<'_>, table: PyTable) -> PyResult<PyTable> {
+    let (batches, schema) = table.into_inner();
+    let (schema, batches) = run_detached(py, move || {
+        prefkit_core::plain::plain_batches(&schema, &batches)
+    })?;
+    PyTable::try_new(batches, Arc::new(schema))
+}
