@@ -637,3 +637,20 @@ def test_list_triples_from_ranked_lists_feed_trls_tpo_trainer(tokenizer):
     assert len(trainer.train_dataset) == out.num_rows
     assert {"prompt_ids", "chosen_ids", "rejected_ids", "reference_ids"} <= \
         set(trainer.train_dataset.column_names)
+
+
+def test_mixed_prompts_tokenize_but_are_no_trl_format(tokenizer):
+    """mine_pairs over chat-message prompts and text responses: prompt messages, text
+    completions. tokenize_pairs renders it; for TRL the completions become messages."""
+    long = pa.table({"prompt": pa.array([[m("user", "What color is the sky?")]] * 2, CHAT),
+                     "response": ["It is blue.", "It is green."], "score": [1.0, 0.0]})
+    pairs = pk.mine_pairs(long)
+    assert pa.types.is_list(pairs.schema.field("prompt").type)
+    assert not pa.types.is_list(pairs.schema.field("chosen").type)
+    out = pk.tokenize_pairs(pairs, tokenizer, add_special_tokens=False).to_pylist()[0]
+    as_messages = {"prompt": out["prompt"],
+                   "chosen": [m("assistant", out["chosen"])],
+                   "rejected": [m("assistant", out["rejected"])]}
+    rendered = trl_data.maybe_apply_chat_template(as_messages, tokenizer)
+    assert tokenizer.decode(out["prompt_ids"]) == rendered["prompt"]
+    assert rendered["chosen"].startswith(" It is blue.")
