@@ -156,8 +156,7 @@ def test_unpair_provenance_counts_and_weights():
     assert report["desirable"] == report["undesirable"] == pairs.num_rows
     assert report["kto_weights"] == {"desirable_weight": 1.0, "undesirable_weight": 1.0}
     assert report["source"]["op"] == "mine_pairs"
-    # all_pairs: "b" (row 1) is chosen over "c" and rejected against "a"; "d" likewise? no:
-    # q2 has two responses, so only "b" is both.
+    # all_pairs: "b" is chosen over "c" and rejected against "a"; q2 has only two responses
     assert report["responses_with_both_labels"] == 1
 
 
@@ -335,7 +334,7 @@ def test_kto_weights_of_a_table_and_bad_counts():
         kto_weights(pa.table({"x": [True]}))
 
 
-def test_kto_trainer_takes_unpaired_rows_and_their_weights(tokenizer, caplog):
+def test_kto_trainer_takes_unpaired_rows_and_their_weights(tokenizer, caplog, tmp_path):
     """The real KTOTrainer prepares pk.unpair's rows, and its imbalance warning fires with the
     default weights and not with the ones in the provenance record."""
     trl = pytest.importorskip("trl")
@@ -350,7 +349,7 @@ def test_kto_trainer_takes_unpaired_rows_and_their_weights(tokenizer, caplog):
     warnings = {}
     for name, extra in (("default", {}), ("prefkit", weights)):
         caplog.clear()
-        args = trl.KTOConfig(output_dir="/tmp/prefkit-kto-test", bf16=False, report_to=[],
+        args = trl.KTOConfig(output_dir=str(tmp_path / name), bf16=False, report_to=[],
                              per_device_train_batch_size=2, **extra)
         with caplog.at_level(logging.WARNING):
             trainer = trl.KTOTrainer(model=tiny_llama(len(tokenizer)),
@@ -600,7 +599,7 @@ def test_rank_lists_rows_are_no_trl_type_and_mine_pairs_is_the_way():
     assert math.isclose(np.mean(pairs.column("margin").to_numpy()), 4 / 3)
 
 
-def test_list_triples_from_ranked_lists_feed_trls_tpo_trainer(tokenizer):
+def test_list_triples_from_ranked_lists_feed_trls_tpo_trainer(tokenizer, tmp_path):
     long = pa.table({
         "prompt": ["q1"] * 4 + ["q2"] * 2 + ["q3"] * 3,
         "response": ["a", "b", "c", "d", "e", "f", "g", "h", "i"],
@@ -630,7 +629,7 @@ def test_list_triples_from_ranked_lists_feed_trls_tpo_trainer(tokenizer):
     tpo = pytest.importorskip("trl.experimental.tpo")
     from tiny_lm import tiny_llama
 
-    args = tpo.TPOConfig(output_dir="/tmp/prefkit-tpo-test", bf16=False, report_to=[])
+    args = tpo.TPOConfig(output_dir=str(tmp_path), bf16=False, report_to=[])
     trainer = tpo.TPOTrainer(model=tiny_llama(len(tokenizer)), args=args,
                              processing_class=tokenizer,
                              train_dataset=datasets.Dataset(plain(out.drop_columns(["group_id"]))))
