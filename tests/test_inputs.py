@@ -287,8 +287,8 @@ def test_chat_prompt_types_survive():
 
 @pytest.mark.parametrize("text_type", [pa.string(), pa.large_string(), pa.string_view()])
 def test_result_text_points_into_the_input(text_type):
-    """docs/pairs.md: prompt, chosen and rejected are string_view arrays over the input's own
-    buffers (no text is copied)."""
+    """docs/outputs.md: with views=True, prompt, chosen and rejected are string_view arrays
+    over the input's own buffers (no text is copied)."""
     long_text = [f"response {i} " + "x" * 40 for i in range(60)]
     table = pa.table(
         {
@@ -297,7 +297,7 @@ def test_result_text_points_into_the_input(text_type):
             "score": [float(i % 7) for i in range(60)],
         }
     )
-    result = pk.mine_pairs(table, strategy="all_pairs")
+    result = pk.mine_pairs(table, strategy="all_pairs", views=True)
     assert result.num_rows > 100
     for name in ("prompt", "chosen", "rejected"):
         assert pa.types.is_string_view(result.schema.field(name).type), name

@@ -66,7 +66,7 @@ def check(table: pa.Table, rows: list[dict], views: bool = False, **kwargs) -> p
     expected, accounting = ref.rank_lists(rows, **kwargs)
     result = pk.rank_lists(table, views=views, **kwargs)
     assert result.column_names == ["prompt", "responses", "scores", "rows", "group_id"]
-    text = pa.string_view() if views else pa.string()
+    text = pa.string_view() if views else pa.large_string()
     assert result.schema.field("responses").type.value_type == text
     assert result.schema.field("scores").type.value_type == pa.float64()
     assert result.schema.field("rows").type.value_type == pa.int64()

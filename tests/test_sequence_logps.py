@@ -358,7 +358,7 @@ TRITON_SCRIPT = textwrap.dedent(
     """
     import json, sys, torch
     sys.path[:0] = json.loads(sys.argv[1])
-    from tests.test_sequence_logps import make_batch, unfused_logps, grads
+    from test_sequence_logps import make_batch, unfused_logps, grads
     from prefkit.losses import (FusedLinearListLoss, FusedLinearPreferenceLoss, list_loss,
                                 preference_loss, sequence_logps)
     report = {}
@@ -413,7 +413,10 @@ def test_triton_kernels_in_interpreter():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, TRITON_INTERPRET="1")
     proc = subprocess.run(
-        [sys.executable, "-c", TRITON_SCRIPT, json.dumps([root] + sys.path)],
+        # The tests folder itself goes first: a package may install a top-level `tests` of its
+        # own into site-packages (openrlhf does), which would shadow `tests.` imports.
+        [sys.executable, "-c", TRITON_SCRIPT,
+         json.dumps([os.path.join(root, "tests"), root, *sys.path])],
         env=env,
         cwd=root,
         capture_output=True,

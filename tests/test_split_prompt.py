@@ -106,7 +106,8 @@ def test_text_results_are_views_into_the_input():
     long = "x" * 100
     chosen = pa.array([hh(long, "good answer " * 5)], pa.string())
     rejected = pa.array([hh(long, "bad answer " * 5)], pa.string())
-    out = pk.split_prompt(pa.table({"chosen": chosen, "rejected": rejected}), boundary=A)
+    out = pk.split_prompt(pa.table({"chosen": chosen, "rejected": rejected}), boundary=A,
+                          views=True)
     assert out.schema.field("prompt").type == pa.string_view()
     data = chosen.buffers()[2]
     start, end = data.address, data.address + data.size

@@ -102,8 +102,8 @@ def test_filter_on_mine_pairs_output_with_several_reward_models():
         "rm1": [1.0, 0.0, 1.0, 0.0],
         "rm2": [1.0, 0.0, 0.0, 5.0],
     })
-    pairs = pk.mine_pairs(rated, score=["rm1", "rm2"])
-    out = pk.filter_pairs(pairs, min_agreement=1.0, max_strength_std=0.1)
+    pairs = pk.mine_pairs(rated, score=["rm1", "rm2"], views=True)
+    out = pk.filter_pairs(pairs, min_agreement=1.0, max_strength_std=0.1, views=True)
     assert out.column("chosen").to_pylist() == ["a"]
     assert pk.report_of(out)["dropped"] == {"low_agreement": 1}
     assert pk.report_of(out)["source"]["op"] == "mine_pairs"

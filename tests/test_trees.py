@@ -119,7 +119,7 @@ def test_tree_pairs_equals_reference(table, parameters):
     note(f"nodes={rows} parameters={parameters}")
     expected, accounting = ref.tree_pairs(rows, **parameters)
     result = pk.tree_pairs(nodes, **parameters)
-    assert result.schema.field("prefix").type == pa.list_(pa.string())
+    assert result.schema.field("prefix").type == pa.list_(pa.large_string())
     ref.assert_rows_equal(result.to_pylist(), expected)
     check_accounting(result, accounting)
 

@@ -167,7 +167,7 @@ def dedup(
     table = as_table(data)
     kept, accounting = _core.dedup_rows(table, **arguments)
     result = plain_unless_views(pa.table(_core.take(table, kept, views=views)), views)
-    return attach(result, "dedup", {**arguments, "views": views}, accounting, source=table)
+    return attach(result, "dedup", arguments, accounting, source=table)
 
 
 def find_duplicates(
