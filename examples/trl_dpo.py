@@ -33,7 +33,7 @@ import pyarrow.compute as pc
 import torch
 from datasets import Dataset
 from prefkit.trl import DPOTrainer
-from transformers import TrainerCallback
+from transformers import PrinterCallback, TrainerCallback
 from trl import DPOConfig
 
 CORPUS = Path(__file__).resolve().parent / "ultrafeedback_mini.jsonl"
@@ -131,6 +131,7 @@ def main(argv: list[str] | None = None) -> dict:
         trainer = DPOTrainer(build_model(tokenizer, args.seed), args=config,
                              train_dataset=dataset, processing_class=tokenizer,
                              callbacks=[Progress(say)])
+        trainer.remove_callback(PrinterCallback)  # Progress prints instead of every log dict
         start = time.perf_counter()
         trainer.train()
         history = [h for h in trainer.state.log_history if "loss" in h]

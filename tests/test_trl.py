@@ -10,6 +10,7 @@ refused by name, and a Parquet written by ``prefkit pairs`` trains in plain trl.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -218,6 +219,17 @@ def test_packed_collator_truncates_like_trl():
     assert int(packed["sequence_tokens"]) == int(padded["attention_mask"].sum())
     # Each prompt once: (3 + 2 + 2) + (1 + 2 + 4) tokens.
     assert packed["input_ids"].shape == (1, 14)
+
+
+def test_example_script_learns():
+    spec = importlib.util.spec_from_file_location("trl_dpo", EXAMPLE.parent / "trl_dpo.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    result = module.main(["--steps", "12", "--packed", "--quiet"])
+    losses = [h["loss"] for h in result["history"]]
+    assert result["ref_model"] is None and len(losses) == 12
+    assert losses[0] == pytest.approx(0.6931, abs=1e-3)
+    assert sum(losses[-3:]) / 3 < losses[0] - 0.05
 
 
 def test_import_prefkit_does_not_import_trl():

@@ -195,13 +195,20 @@ class _TokenStats:
         self.top1 = torch.zeros(n, dtype=torch.bool, device=device)
         self.seen = False
 
+    #: Rows of the logits block turned into probabilities at once: the entropy's scratch space
+    #: stays a small fraction of the block.
+    ROWS = 128
+
     def __call__(self, tokens, logits, lse, targets):
         self.seen = True
         self.mean_logit[tokens] = logits.mean(1).float()
         # argmax returns the first maximum: TRL's is_top1 (target >= max, > every earlier one).
         self.top1[tokens] = logits.argmax(1) == targets
-        probs = torch.exp(logits - lse[:, None])
-        self.entropy[tokens] = (lse - probs.mul_(logits).sum(1)).float()
+        for start in range(0, logits.shape[0], self.ROWS):
+            rows = slice(start, start + self.ROWS)
+            probs = (logits[rows] - lse[rows, None]).exp_()
+            entropy = lse[rows] - probs.mul_(logits[rows]).sum(1)
+            self.entropy[tokens[rows]] = entropy.float()
 
     @torch.no_grad()
     def fill(self, hidden, weight, bias, index, targets, block_tokens: int = 1024):
@@ -377,6 +384,8 @@ class DPOTrainer(trl.DPOTrainer):
                          callbacks=callbacks, optimizers=optimizers,
                          quantization_config=quantization_config, peft_config=peft_config)
         self.padding_free = self.args.padding_free = packed
+        if self._is_vision_dataset:
+            raise PrefkitError("vision datasets are not supported by prefkit.trl.DPOTrainer")
         plugin = getattr(self.accelerator.state, "deepspeed_plugin", None)
         if self.is_fsdp_enabled or (plugin is not None and plugin.zero_stage == 3):
             raise PrefkitError(
