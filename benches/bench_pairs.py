@@ -4,7 +4,16 @@ Every tool starts from the same polars DataFrame in memory (``prompt``, ``respon
 text as polars holds it: string_view) built by ``benches/datagen.py`` and cached as Parquet in
 ``bench-data/``:
 
-- ``prefkit``: ``pk.mine_pairs(df, strategy=...)``.
+- ``prefkit``: ``pk.mine_pairs(df, strategy=...)``, its default output: plain ``large_string``
+  text, copied, which every pyarrow compute function takes (docs/outputs.md).
+- ``prefkit-views``: ``pk.mine_pairs(df, strategy=..., views=True)``: string_view text that
+  points into the input's buffers (no text copied).
+- ``prefkit-dictionary``: the dictionary-encoded candidate of docs/outputs.md: the views
+  result's numeric columns, and ``prompt``/``chosen``/``rejected`` as dictionary arrays whose
+  indices are the pair's input rows and whose dictionaries are the input's own text columns
+  (made plain once: pyarrow has no dictionary kernels over string_view values).
+- ``polars-arrow``: the polars plan, then ``.to_arrow()`` with ``compat_level=oldest`` (plain
+  ``large_string``, what a polars user hands to a pyarrow pipeline).
 - ``polars``: the fastest polars-expression implementation of the same rules (docs/pairs.md) we
   could write: masked ``group_by(..., maintain_order=True)`` aggregations with
   ``arg_max``/``arg_min`` for ``best_vs_worst`` and ``best_vs_random``; for ``all_pairs`` a
@@ -53,7 +62,7 @@ from pathlib import Path
 from typing import Any
 
 STRATEGIES = ("best_vs_worst", "best_vs_random", "all_pairs")
-TOOLS = ("prefkit", "polars", "python")
+TOOLS = ("prefkit", "prefkit-views", "prefkit-dictionary", "polars", "polars-arrow", "python")
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
@@ -70,6 +79,38 @@ def run_prefkit(df: Any, strategy: str, seed: int = 0) -> Any:
     import prefkit as pk
 
     return pk.mine_pairs(df, strategy=strategy, seed=seed)
+
+
+def run_prefkit_views(df: Any, strategy: str, seed: int = 0) -> Any:
+    """``pk.mine_pairs(..., views=True)``: string_view text into the input's buffers."""
+    import prefkit as pk
+
+    return pk.mine_pairs(df, strategy=strategy, seed=seed, views=True)
+
+
+def run_prefkit_dictionary(df: Any, strategy: str, seed: int = 0) -> Any:
+    """The dictionary candidate: text columns as dictionary arrays over the input's columns."""
+    import prefkit as pk
+    import pyarrow as pa
+
+    pairs = pk.mine_pairs(df, strategy=strategy, seed=seed, views=True)
+    source = pk.materialize(_arrow(df.select("prompt", "response")))
+    prompt, response = (source.column(n).combine_chunks() for n in ("prompt", "response"))
+    chosen_row = pairs.column("chosen_row").combine_chunks()
+    rejected_row = pairs.column("rejected_row").combine_chunks()
+    text = {
+        "prompt": pa.DictionaryArray.from_arrays(chosen_row, prompt),
+        "chosen": pa.DictionaryArray.from_arrays(chosen_row, response),
+        "rejected": pa.DictionaryArray.from_arrays(rejected_row, response),
+    }
+    return pa.table({name: text.get(name, pairs.column(name)) for name in pairs.column_names})
+
+
+def run_polars_arrow(df: Any, strategy: str, seed: int = 0) -> Any:
+    """The polars plan, exported to pyarrow with plain ``large_string`` text."""
+    import polars as pl
+
+    return run_polars(df, strategy, seed).to_arrow(compat_level=pl.CompatLevel.oldest())
 
 
 def _valid_score() -> Any:
@@ -273,7 +314,10 @@ def run_python(df: Any, strategy: str, seed: int = 0) -> list[tuple]:
 
 RUNNERS: dict[str, Callable[[Any, str, int], Any]] = {
     "prefkit": run_prefkit,
+    "prefkit-views": run_prefkit_views,
+    "prefkit-dictionary": run_prefkit_dictionary,
     "polars": run_polars,
+    "polars-arrow": run_polars_arrow,
     "python": run_python,
 }
 
@@ -407,7 +451,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     # (the input and output are measured through it).
     import pyarrow  # noqa: F401
 
-    if args.tool == "prefkit":
+    if args.tool.startswith("prefkit"):
         import prefkit  # noqa: F401
     elif args.tool == "python":
         import xxhash  # noqa: F401
@@ -652,7 +696,7 @@ def _environment() -> str:
 
 
 def driver(args: argparse.Namespace) -> int:
-    if "prefkit" in args.tools:
+    if any(tool.startswith("prefkit") for tool in args.tools):
         try:
             import prefkit  # noqa: F401
         except ImportError as error:
