@@ -4,5 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python -m pip install -q -e '.[dev]'
+# OpenRLHF's data loaders, for the hand-off test (tests/test_openrlhf.py): its wheel pins
+# flash-attn, deepspeed and vllm, which need a GPU build; its dataset code needs none of them.
+python -m pip install -q --no-deps 'openrlhf==0.11.2' pylatexenc
 cargo test --workspace --locked
 python -m pytest -q
