@@ -178,8 +178,9 @@ def test_unpair_drops_null_completions_and_weighs_the_imbalance():
 def test_unpair_keeps_views_zero_copy_and_takes_polars():
     pairs = retype(pa.table({"prompt": ["p", "q"], "chosen": ["a", "b"],
                              "rejected": ["c", "d"]}), pa.string_view())
-    out = pk.unpair(pairs)
+    out = pk.unpair(pairs, views=True)
     assert out.schema.field("completion").type == pa.string_view()
+    assert pk.unpair(pairs).schema.field("completion").type == pa.large_string()
     # the completion chunks are the input's own arrays
     assert out.column("completion").chunk(0).buffers()[1].address == \
         pairs.column("chosen").chunk(0).buffers()[1].address

@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 
 from prefkit._errors import PrefkitError
 from prefkit._provenance import attach
-from prefkit.io import as_table, materialize
+from prefkit.io import as_table, materialize, plain_unless_views
 
 #: The columns of TRL's unpaired preference type, in the order ``unpair`` writes them.
 UNPAIRED_COLUMNS = ("prompt", "completion", "label")
@@ -36,27 +36,6 @@ NULLS = ("drop", "error")
 # ------------------------------------------------------------------------------------------
 # Column checks
 # ------------------------------------------------------------------------------------------
-
-
-def _has_views(dtype: pa.DataType) -> bool:
-    """Whether a type holds string_view/binary_view anywhere (pyarrow 26 cannot ``take``,
-    ``filter`` or ``binary_join`` them)."""
-    if pa.types.is_string_view(dtype) or pa.types.is_binary_view(dtype):
-        return True
-    if (pa.types.is_list(dtype) or pa.types.is_large_list(dtype)
-            or pa.types.is_fixed_size_list(dtype) or pa.types.is_list_view(dtype)
-            or pa.types.is_large_list_view(dtype)):
-        return _has_views(dtype.value_type)
-    if pa.types.is_struct(dtype):
-        return any(_has_views(field.type) for field in dtype)
-    return False
-
-
-def _plain(table: pa.Table) -> pa.Table:
-    """``table`` without view types, for the kernels that lack them; as is when it has none."""
-    if any(_has_views(field.type) for field in table.schema):
-        return materialize(table)
-    return table
 
 
 def _is_text(dtype: pa.DataType) -> bool:
@@ -189,6 +168,7 @@ def unpair(
     rejected: str = "rejected",
     order: str = "blocks",
     nulls: str = "drop",
+    views: bool = False,
 ) -> pa.Table:
     """Pairs -> TRL's *unpaired preference* rows (``prompt, completion, label``) for KTO.
 
@@ -228,6 +208,9 @@ def unpair(
     nulls
         A null completion is dropped (``"drop"``, counted as ``null_chosen`` /
         ``null_rejected``; the other completion of the pair is kept) or raises (``"error"``).
+    views
+        ``True``: string_view text of the input stays string_view (no text copied); default:
+        it comes back as plain ``large_string`` (``docs/outputs.md``).
 
     Returns
     -------
@@ -301,9 +284,9 @@ def unpair(
     if order == "interleave" and n:
         # Row 2i is pair i's chosen completion, row 2i + 1 its rejected one.
         indices = np.arange(2 * n, dtype=np.int64).reshape(2, n).T.reshape(-1)
-        out = _plain(out).take(pa.array(indices))
+        out = materialize(out).take(pa.array(indices))
     if null_chosen or null_rejected:
-        out = _plain(out)
+        out = materialize(out)
         out = out.filter(pc.is_valid(out.column("completion")))
 
     desirable = n - null_chosen
@@ -326,7 +309,7 @@ def unpair(
         accounting["responses_with_both_labels"] = both
     parameters = {"prompt": prompt, "chosen": chosen, "rejected": rejected, "order": order,
                   "nulls": nulls}
-    return attach(out, "unpair", parameters, accounting, source=table)
+    return attach(plain_unless_views(out, views), "unpair", parameters, accounting, source=table)
 
 
 def _both_labels(table: pa.Table) -> int | None:
@@ -416,7 +399,7 @@ def step_preference(
         raise PrefkitError(f"column '{prefix}' must be a list of text steps, got {steps.type}")
     if steps.null_count:
         raise PrefkitError(f"column '{prefix}' has a null at row {_first_null(steps)}")
-    plain = _plain(table.select([prompt, prefix]))
+    plain = materialize(table.select([prompt, prefix]))
     problem = plain.column(prompt).cast(pa.large_string())
     steps = plain.column(prefix)
     inner = pc.list_flatten(steps)
@@ -511,7 +494,7 @@ def list_triples(
             )
     lengths = pc.fill_null(pc.list_value_length(ranked), 0)
     keep = pc.greater_equal(lengths, 3)
-    table = _plain(table).filter(keep)
+    table = materialize(table).filter(keep)
     ranked = table.column(responses)
     last = pc.subtract(pc.list_value_length(ranked), 1)
     columns: dict[str, Any] = {}
