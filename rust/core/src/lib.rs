@@ -19,6 +19,7 @@
 //! - [`plain`]: view arrays copied into plain `large_string`, for consumers without view kernels.
 //! - [`ragged`]: gathering rows of ragged arrays (token ids per text).
 //! - [`normalize`]: the one text normalisation of dedup, decontamination and splits.
+//! - [`output_bytes`]: byte buffers of large results, on transparent huge pages.
 //! - [`dedup`]: exact and MinHash-LSH deduplication, decontamination.
 //! - [`split`]: leak-free train/test splits.
 //! - [`accounting`]: rows in, rows used, rows dropped by reason.
@@ -35,6 +36,7 @@ pub mod key;
 pub mod lists;
 pub mod messages;
 pub mod normalize;
+pub mod output_bytes;
 pub mod pairs;
 pub mod parallel;
 pub mod pieces;

@@ -9,8 +9,9 @@
 //! and pyarrow's `take` on a chunked `string` column concatenates its chunks and overflows
 //! the 32-bit offsets there.
 //!
-//! The copy is one allocation per array, sized from the views' lengths, filled in parallel
-//! over byte-balanced ranges of rows; batches and columns are converted in parallel too.
+//! The copy is one allocation per array (huge pages when large, [`crate::output_bytes`]),
+//! sized from the views' lengths, filled in parallel over byte-balanced ranges of rows;
+//! batches and columns are converted in parallel too.
 
 use std::mem::MaybeUninit;
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use arrow_schema::{DataType, Field, FieldRef, Fields, Schema};
 use rayon::prelude::*;
 
 use crate::error::Result;
+use crate::output_bytes::OutputBytes;
 
 /// Bytes of text below which an array is copied by one thread: splitting costs more.
 const PARALLEL_BYTES: usize = 1 << 22;
@@ -158,12 +160,11 @@ fn copy_views<T: ByteViewType + ?Sized>(
         }
         offsets.push(total as i64);
     }
-    let mut values: Vec<u8> = Vec::with_capacity(total);
-    let spare = &mut values.spare_capacity_mut()[..total];
+    let mut values = OutputBytes::new(total);
     let ranges = byte_balanced_ranges(&offsets, total);
     // Each range of rows owns the bytes between its first and last offsets: disjoint slices.
     let mut slices = Vec::with_capacity(ranges.len());
-    let mut rest = spare;
+    let mut rest = values.slots();
     for &(start, end) in &ranges {
         let (slice, tail) = rest.split_at_mut((offsets[end] - offsets[start]) as usize);
         slices.push((start, end, slice));
@@ -197,10 +198,10 @@ fn copy_views<T: ByteViewType + ?Sized>(
         slices.into_iter().for_each(fill);
     }
     // SAFETY: the ranges cover every row, so all `total` bytes were written above.
-    unsafe { values.set_len(total) };
+    let values = unsafe { values.into_buffer() };
     // SAFETY: the offsets start at 0 and never decrease.
     let offsets = unsafe { OffsetBuffer::new_unchecked(ScalarBuffer::from(offsets)) };
-    (offsets, Buffer::from_vec(values))
+    (offsets, values)
 }
 
 /// Rows `0..offsets.len() - 1` cut into consecutive ranges of about equal bytes, one per

@@ -14,6 +14,7 @@ use arrow_schema::DataType;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::output_bytes::OutputBytes;
 use crate::prefetch::{prefetch_element, prefetch_read};
 use crate::table::{type_name, Column};
 
@@ -463,22 +464,33 @@ impl Views {
             }
             offsets.push(total as i64);
         }
-        let mut values: Vec<u8> = Vec::with_capacity(total);
+        let mut values = OutputBytes::new(total);
+        let mut slots = values.slots();
         for row in rows.clone() {
             if let Some(bytes) = self.bytes(row) {
-                values.extend_from_slice(bytes);
+                let (head, rest) = std::mem::take(&mut slots).split_at_mut(bytes.len());
+                // SAFETY: `MaybeUninit<u8>` has the layout of `u8`; `head` has the row's length.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        bytes.as_ptr(),
+                        head.as_mut_ptr().cast(),
+                        head.len(),
+                    )
+                };
+                slots = rest;
             }
         }
         let nulls = self
             .has_nulls()
             .then(|| NullBuffer::from_iter(rows.map(|r| self.is_valid(r))))
             .filter(|nulls| nulls.null_count() > 0);
-        // SAFETY: the offsets are the running sums of the copied strings' lengths (monotonic),
-        // and each copied string is valid UTF-8 of the input.
+        // SAFETY: the rows' lengths add up to `total`, so every byte was written; the offsets
+        // are their running sums (monotonic), and each copied string is valid UTF-8 of the
+        // input.
         unsafe {
             LargeStringArray::new_unchecked(
                 OffsetBuffer::new_unchecked(offsets.into()),
-                Buffer::from_vec(values),
+                values.into_buffer(),
                 nulls,
             )
         }
