@@ -63,11 +63,12 @@ def data():
 
 
 def config(tmp_path, loss_type, steps=STEPS, **options):
+    options.setdefault("gradient_checkpointing", False)
     return trl.DPOConfig(
         output_dir=str(tmp_path), max_steps=steps, per_device_train_batch_size=4,
         learning_rate=1e-3, logging_steps=1, report_to="none", bf16=False,
-        gradient_checkpointing=False, save_strategy="no", max_length=96, seed=0,
-        dataloader_num_workers=0, loss_type=loss_type, **options)
+        save_strategy="no", max_length=96, seed=0, dataloader_num_workers=0,
+        loss_type=loss_type, **options)
 
 
 def train(cls, tokenizer, dataset, args, reference=True):
@@ -140,7 +141,8 @@ def test_matches_trl_with_precomputed_reference(data, tmp_path, kind):
     (["sigmoid", "sft"], {"loss_weights": [1.0, 0.5]}),  # RPO: DPO + alpha * NLL
     (["sigmoid"], {"ld_alpha": 0.5}),                    # LD-DPO
     (["exo_pair", "apo_zero"], {"label_smoothing": 1e-3}),
-], ids=["sft", "rpo", "ld_alpha", "exo+apo"])
+    (["sigmoid"], {"gradient_checkpointing": True}),     # TRL's default
+], ids=["sft", "rpo", "ld_alpha", "exo+apo", "checkpointing"])
 def test_matches_trl_other_losses(data, tmp_path, loss_type, options):
     tokenizer, text = data
     _, expected = train(trl.DPOTrainer, tokenizer, text, config(tmp_path, loss_type, **options))

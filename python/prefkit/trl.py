@@ -338,9 +338,8 @@ class DPOTrainer(trl.DPOTrainer):
 
         pairs = pk.mine_pairs(pk.unnest(pk.read_table("examples/ultrafeedback_mini.jsonl")))
         tokenized = pk.reference_logps(ref_model, pk.tokenize_pairs(pairs, tokenizer))
-        dataset = Dataset.from_dict(tokenized.select(
-            ["prompt_ids", "chosen_ids", "rejected_ids", "ref_chosen_logps",
-             "ref_rejected_logps"]).to_pydict())
+        dataset = Dataset(tokenized.select(["prompt_ids", "chosen_ids", "rejected_ids",
+                                            "ref_chosen_logps", "ref_rejected_logps"]))
         args = DPOConfig(output_dir="out", loss_type=["sigmoid"], beta=0.1, padding_free=True)
         DPOTrainer(model, args=args, train_dataset=dataset, processing_class=tokenizer).train()
     """
@@ -398,6 +397,7 @@ class DPOTrainer(trl.DPOTrainer):
                 "router_aux_loss_coef=0.0"
             )
         policy = self.model.get_base_model() if is_peft_model(self.model) else self.model
+        _head(policy)  # a model with rescaled logits fails here, not at the first step
         _add_hidden_forward(policy)
         self._loss_fn = _TRLPreferenceLoss(self.args)
 
@@ -488,7 +488,7 @@ class DPOTrainer(trl.DPOTrainer):
                              gather_index)
         policy = self.accelerator.unwrap_model(model)
         _, weight, bias = _head(policy.get_base_model() if is_peft_model(policy) else policy)
-        # Policy log-probs are needed first when the reference runs in the loop (same layout).
+        # The dataset's (or TRL's precomputed) columns, else the reference run on this batch.
         if self.precompute_ref_logps:
             refs = inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
         else:
