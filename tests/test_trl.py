@@ -150,6 +150,21 @@ def test_matches_trl_other_losses(data, tmp_path, loss_type, options):
         assert_same_logs(expected, actual)
 
 
+@pytest.mark.parametrize("padding_free", [False, True], ids=["padded", "packed"])
+def test_evaluate_matches_trl(data, tmp_path, padding_free):
+    tokenizer, text = data
+    results = []
+    for cls, options in ((trl.DPOTrainer, {}), (pktrl.DPOTrainer, {"padding_free": padding_free})):
+        trainer = cls(tiny_llama(len(tokenizer), seed=0), ref_model=tiny_llama(len(tokenizer)),
+                      args=config(tmp_path, ["sigmoid"], per_device_eval_batch_size=8, **options),
+                      train_dataset=text, eval_dataset=text, processing_class=tokenizer)
+        trainer.train()
+        results.append({k: v for k, v in trainer.evaluate().items()
+                        if not k.endswith(("runtime", "per_second"))})
+    assert results[0]["eval_rewards/margins"] != 0.0
+    assert results[1] == pytest.approx(results[0], **TOLERANCE)
+
+
 def test_twenty_packed_steps_learn(data, tmp_path):
     tokenizer, _ = data
     pairs = pk.mine_pairs(example_long(), strategy="all_pairs")
