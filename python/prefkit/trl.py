@@ -138,6 +138,9 @@ class _TRLPreferenceLoss(FusedLinearPreferenceLoss):
         self.label_smoothing = args.label_smoothing
         self.sft_scale = 0.0
 
+    def extra_repr(self) -> str:
+        return f"loss_type={self.loss_types}, loss_weights={self.loss_weights}, beta={self.beta}"
+
     def for_batch(self, pairs: int, chosen_tokens: int) -> _TRLPreferenceLoss:
         self.sft_scale = pairs / max(chosen_tokens, 1)
         return self
