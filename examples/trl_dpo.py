@@ -23,7 +23,6 @@ import os
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here needs the hub
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -33,46 +32,11 @@ import pyarrow.compute as pc
 import torch
 from datasets import Dataset
 from prefkit.trl import DPOTrainer
+
+# The corpus, tokenizer and tiny model of the plain-PyTorch example (examples/train_dpo.py).
+from train_dpo import CHAT_TEMPLATE, CORPUS, build_model, build_tokenizer
 from transformers import PrinterCallback, TrainerCallback
 from trl import DPOConfig
-
-CORPUS = Path(__file__).resolve().parent / "ultrafeedback_mini.jsonl"
-
-#: Chat template for the tiny model: text prompts become one user turn, and the generation
-#: prompt opens the assistant turn that the completions continue.
-CHAT_TEMPLATE = (
-    "{% for m in messages %}<s>{{ m['role'] }}: {{ m['content'] }}</s>{% endfor %}"
-    "{% if add_generation_prompt %}<s>assistant:{% endif %}"
-)
-
-
-def build_tokenizer(texts: list[str], vocab_size: int = 512):
-    """A byte-level BPE trained on ``texts`` in memory, as a transformers fast tokenizer."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    backend = Tokenizer(models.BPE())
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<pad>", "<s>", "</s>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  show_progress=False)
-    backend.train_from_iterator(texts, trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>",
-                                   pad_token="<pad>", chat_template=CHAT_TEMPLATE)
-
-
-def build_model(tokenizer, seed: int):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False,
-    )
-    return LlamaForCausalLM(config)
 
 
 class Progress(TrainerCallback):

@@ -11,11 +11,10 @@ list.
 from __future__ import annotations
 
 import numpy as np
+import prefkit as pk
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
-
-import prefkit as pk
 
 pl = pytest.importorskip("polars")
 duckdb = pytest.importorskip("duckdb")
@@ -248,7 +247,7 @@ def test_views_results_are_views_and_materialize_makes_them_plain(producer, tmp_
     assert not any(_is_view(f.type) for f in plain.schema)
     assert plain.to_pylist() == views.to_pylist()
     assert pk.report_of(plain) == pk.report_of(views)
-    for name, step in next_steps(plain, tmp_path).items():
+    for step in next_steps(plain, tmp_path).values():
         step()
 
 
@@ -290,13 +289,12 @@ def test_files_written_by_the_cli_read_back_plain(argv, tmp_path):
     """What `prefkit VERB ... -o out.parquet` writes is read by pyarrow with plain text types
     (Parquet keeps the Arrow schema: a string_view column would come back as string_view)."""
     import pyarrow.parquet as pq
-    from tiny_lm import EXAMPLE
-
     from prefkit.cli import main
+    from tiny_lm import EXAMPLE
 
     out = tmp_path / "out.parquet"
     assert main([argv[0], str(EXAMPLE), *argv[1:], "-o", str(out)]) == 0
     table = pq.read_table(out)
     assert not any(_is_view(f.type) for f in table.schema)
-    for name, step in next_steps(table, tmp_path).items():
+    for step in next_steps(table, tmp_path).values():
         step()

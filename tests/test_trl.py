@@ -236,7 +236,10 @@ def test_packed_collator_truncates_like_trl():
     assert packed["input_ids"].shape == (1, 14)
 
 
-def test_example_script_learns():
+def test_example_script_learns(monkeypatch):
+    # As `python examples/trl_dpo.py` runs it: its folder first on the path (it imports the
+    # corpus, tokenizer and model of examples/train_dpo.py).
+    monkeypatch.syspath_prepend(str(EXAMPLE.parent))
     spec = importlib.util.spec_from_file_location("trl_dpo", EXAMPLE.parent / "trl_dpo.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
