@@ -25,6 +25,7 @@ from prefkit.dedup import (
     normalize_text,
     split,
 )
+from prefkit.eval import evaluate_rewards
 from prefkit.formats import unpair
 from prefkit.io import materialize, read_table, write_table
 from prefkit.lists import rank_lists
@@ -44,6 +45,7 @@ __all__ = [
     "build_trees",
     "decontaminate",
     "dedup",
+    "evaluate_rewards",
     "filter_pairs",
     "find_contamination",
     "find_duplicates",
