@@ -1232,3 +1232,252 @@ def unpair(
         "null_rejected": sum(1 for pair in rows if pair[rejected] is None),
     }
     return out, counts
+
+
+# --------------------------------------------------------------------------------------------
+# Reward-model evaluation (docs/eval.md)
+# --------------------------------------------------------------------------------------------
+
+
+def evaluate_rewards(
+    rows: list[dict],
+    scores: Sequence[tuple[str, str, str]],
+    *,
+    subset: str | None = None,
+    ties: str = "half",
+    bootstrap: int = 1000,
+    seed: int = 0,
+) -> tuple[list[dict], list[dict]]:
+    """``pk.evaluate_rewards`` on already-scored columns, one pair at a time.
+
+    ``scores`` is ``[(name, chosen_column, rejected_column)]``. A pair is dropped when either
+    score is None, NaN or infinite; otherwise it scores 1 (chosen above), ``0.5`` or ``0``
+    (tie, per ``ties``) or 0. Returns the result rows (each model's overall row, subset None,
+    then its subsets in sorted order) and the pairwise agreement rows. The bootstrap draws a
+    resample as one multinomial draw of (wins, ties, losses) with numpy's seeded generator (the
+    same random numbers as prefkit: the definition in docs/eval.md), and takes the 2.5% and
+    97.5% percentiles with linear interpolation, computed here by hand.
+    """
+    import numpy as np
+
+    tie_value = 0.5 if ties == "half" else 0.0
+
+    def usable(value: Any) -> bool:
+        return value is not None and math.isfinite(value)
+
+    def percentile(values: list[float], q: float) -> float:
+        ordered = sorted(values)
+        position = q * (len(ordered) - 1)
+        lo = math.floor(position)
+        hi = min(lo + 1, len(ordered) - 1)
+        return ordered[lo] + (ordered[hi] - ordered[lo]) * (position - lo)
+
+    def summary(name: str, group: str | None, members: list[dict], c: str, r: str) -> dict:
+        used = [row for row in members if usable(row[c]) and usable(row[r])]
+        wins = sum(1 for row in used if row[c] > row[r])
+        tied = sum(1 for row in used if row[c] == row[r])
+        n = len(used)
+        accuracy = (wins + tie_value * tied) / n if n else None
+        low = high = None
+        if n and bootstrap:
+            rng = np.random.default_rng(seed)
+            draws = rng.multinomial(n, [wins / n, tied / n, (n - wins - tied) / n], size=bootstrap)
+            means = [(int(d[0]) + tie_value * int(d[1])) / n for d in draws]
+            low, high = percentile(means, 0.025), percentile(means, 0.975)
+        return {"model": name, "subset": group, "pairs": n, "dropped": len(members) - n,
+                "wins": wins, "ties": tied, "accuracy": accuracy, "ci_low": low,
+                "ci_high": high}
+
+    out = []
+    groups = [] if subset is None else sorted({str(row[subset]) for row in rows})
+    for name, c, r in scores:
+        out.append(summary(name, None, rows, c, r))
+        for group in groups:
+            members = [row for row in rows if str(row[subset]) == group]
+            out.append(summary(name, group, members, c, r))
+
+    def side(row: dict, c: str, r: str) -> int:
+        return (row[c] > row[r]) - (row[c] < row[r])
+
+    agreement = []
+    for i, (a, ca, ra) in enumerate(scores):
+        for b, cb, rb in scores[i + 1:]:
+            both = [row for row in rows
+                    if all(usable(row[k]) for k in (ca, ra, cb, rb))]
+            same = sum(1 for row in both if side(row, ca, ra) == side(row, cb, rb))
+            agreement.append({"a": a, "b": b, "pairs": len(both),
+                              "agreement": same / len(both) if both else None})
+    return out, agreement
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation: policy ranking accuracy (Chen et al. 2024) and judge biases
+# (prefkit.eval.ranking, prefkit.eval.judges)
+
+
+def _half_win(margin: float) -> float:
+    """1 for a positive margin, 0 for a negative one, 0.5 for a tie, NaN for NaN."""
+    if math.isnan(margin):
+        return math.nan
+    return 1.0 if margin > 0 else 0.0 if margin < 0 else 0.5
+
+
+def ranking_accuracy(rows: Sequence[dict], *, beta: float, alpha: Any = None,
+                     normalize: bool = False) -> tuple[list[dict], dict]:
+    """Per-pair ranking results and overall means, from per-pair log-prob sums.
+
+    Each row holds ``policy_chosen``, ``policy_rejected`` (sums of log-probs), ``n_chosen``,
+    ``n_rejected`` (scored tokens), optionally ``ref_chosen``, ``ref_rejected`` and ``alpha``
+    (``P(chosen > rejected)``; the ``alpha`` argument, when a number, applies to every row).
+    The idealized margin is ``ref_chosen - ref_rejected + log(alpha / (1 - alpha)) / beta``.
+    """
+    def value(chosen, rejected, row):
+        if normalize:
+            if row["n_chosen"] < 1 or row["n_rejected"] < 1:
+                return math.nan
+            return _half_win(chosen / row["n_chosen"] - rejected / row["n_rejected"])
+        return _half_win(chosen - rejected)
+
+    out = []
+    for row in rows:
+        result = {"ranked_correctly": value(row["policy_chosen"], row["policy_rejected"], row)}
+        if "ref_chosen" in row:
+            result["ref_ranked_correctly"] = value(row["ref_chosen"], row["ref_rejected"], row)
+            a = row.get("alpha", alpha) if not isinstance(alpha, (int, float)) else alpha
+            if a is not None:
+                a = float(a)
+                if math.isnan(a):
+                    margin = math.nan
+                elif a == 1.0:
+                    margin = math.inf
+                elif a == 0.0:
+                    margin = -math.inf
+                else:
+                    margin = (row["ref_chosen"] - row["ref_rejected"]
+                              + math.log(a / (1.0 - a)) / beta)
+                result["idealized_margin"] = margin
+                result["idealized_correct"] = _half_win(margin)
+        out.append(result)
+
+    def mean(key):
+        values = [r[key] for r in out if key in r and not math.isnan(r[key])]
+        return sum(values) / len(values) if values else None
+
+    overall = {"ranking_accuracy": mean("ranked_correctly"),
+               "ref_ranking_accuracy": mean("ref_ranked_correctly"),
+               "idealized_ranking_accuracy": mean("idealized_correct")}
+    return out, overall
+
+
+def kendall_tau_b(x: Sequence[float], y: Sequence[float]) -> float:
+    """Kendall's tau-b by counting pairs; NaN when a side has no untied pair."""
+    concordant = discordant = untied_x = untied_y = 0
+    for i in range(len(x)):
+        for j in range(i + 1, len(x)):
+            dx, dy = x[i] - x[j], y[i] - y[j]
+            untied_x += dx != 0
+            untied_y += dy != 0
+            if dx * dy > 0:
+                concordant += 1
+            elif dx * dy < 0:
+                discordant += 1
+    if untied_x == 0 or untied_y == 0:
+        return math.nan
+    return (concordant - discordant) / math.sqrt(untied_x * untied_y)
+
+
+def top1_correct(logps: Sequence[float], scores: Sequence[float]) -> float:
+    """Share of the highest-log-prob responses that have the highest score."""
+    best_logp, best_score = max(logps), max(scores)
+    top = [i for i, v in enumerate(logps) if v == best_logp]
+    return sum(scores[i] == best_score for i in top) / len(top)
+
+
+def _verdict(value: float, center: float) -> float:
+    return 1.0 if value > center else 0.0 if value < center else 0.5
+
+
+def _quantile(values: list[float], q: float) -> float:
+    """numpy's default (linear) quantile of the non-NaN values."""
+    values = sorted(v for v in values if not math.isnan(v))
+    position = q * (len(values) - 1)
+    low = math.floor(position)
+    high = min(low + 1, len(values) - 1)
+    return values[low] + (values[high] - values[low]) * (position - low)
+
+
+def judge_statistics(rows: Sequence[dict], judge: str | None, center: float = 0.5) -> dict:
+    """Position consistency, first-position win rate and self-preference of one judge.
+
+    Rows hold ``ab``, ``ba`` (the judge's "first shown wins" value in each order), optionally
+    ``source_a``, ``source_b`` and ``gold``; all NaN-free. A response's win score is the mean
+    of its verdicts in the two orders.
+    """
+    nan = math.nan
+    out = dict.fromkeys(("position_consistency", "first_position_win_rate", "own_win_rate",
+                         "others_win_rate", "self_preference_lift", "gold_own_win_rate",
+                         "gold_lift"), nan)
+    if not rows:
+        return out
+    consistent = first = 0.0
+    own, others, gold_own = [], [], []
+    for row in rows:
+        first_ab, first_ba = _verdict(row["ab"], center), _verdict(row["ba"], center)
+        a_ab, a_ba = first_ab, 1.0 - first_ba
+        consistent += a_ab == a_ba
+        first += first_ab + first_ba
+        win_a = (a_ab + a_ba) / 2
+        if judge is None or "source_a" not in row:
+            continue
+        for side, win, gold_sign in (("source_a", win_a, 1), ("source_b", 1 - win_a, -1)):
+            if row[side] == judge:
+                own.append(win)
+                if "gold" in row:
+                    g = _verdict(row["gold"], center)
+                    gold_own.append(g if gold_sign == 1 else 1 - g)
+            else:
+                others.append(win)
+    out["position_consistency"] = consistent / len(rows)
+    out["first_position_win_rate"] = first / (2 * len(rows))
+    if own:
+        out["own_win_rate"] = sum(own) / len(own)
+    if others:
+        out["others_win_rate"] = sum(others) / len(others)
+    out["self_preference_lift"] = out["own_win_rate"] - out["others_win_rate"]
+    if gold_own:
+        out["gold_own_win_rate"] = sum(gold_own) / len(gold_own)
+        out["gold_lift"] = out["own_win_rate"] - out["gold_own_win_rate"]
+    return out
+
+
+def judge_bias(rows: Sequence[dict], *, judge: str | None = None, center: float = 0.5,
+               bootstrap: int = 0, confidence: float = 0.95, seed: int = 0,
+               draws: Any = None) -> tuple[dict, dict]:
+    """``judge_statistics`` of the rows without NaN scores, plus percentile intervals.
+
+    Rows with a NaN ``ab`` (else ``ba``, else ``gold``) are dropped and counted by reason.
+    ``draws(n)`` returns the ``bootstrap`` resamples as lists of row positions (the test passes
+    numpy's seeded generator so that the intervals compare exactly).
+    """
+    dropped: dict[str, int] = {}
+    kept = []
+    for row in rows:
+        for key, reason in (("ab", "nan_score_ab"), ("ba", "nan_score_ba"),
+                            ("gold", "nan_gold")):
+            if key in row and (row[key] is None or math.isnan(row[key])):
+                dropped[reason] = dropped.get(reason, 0) + 1
+                break
+        else:
+            kept.append(row)
+    point = judge_statistics(kept, judge, center)
+    result = {"pairs": len(kept), **point}
+    if bootstrap and kept:
+        samples = [judge_statistics([kept[i] for i in take], judge, center)
+                   for take in draws(len(kept))]
+        for key, value in point.items():
+            values = [s[key] for s in samples]
+            defined = not math.isnan(value) and any(not math.isnan(v) for v in values)
+            result[f"{key}_low"] = _quantile(values, (1 - confidence) / 2) if defined else math.nan
+            result[f"{key}_high"] = (_quantile(values, 1 - (1 - confidence) / 2) if defined
+                                     else math.nan)
+    return result, dropped

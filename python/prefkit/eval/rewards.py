@@ -448,7 +448,7 @@ def evaluate_rewards(
         for group in groups:
             by_subset[group] = add_row(labels == group, group)["accuracy"]
 
-        margin = (c_values - r_values)[valid]
+        margin = c_values[valid] - r_values[valid]
         info: dict[str, Any] = {
             "columns": list(src) if _is_column_pair(src) else
             [f"score_chosen_{name}", f"score_rejected_{name}"],
