@@ -356,7 +356,8 @@ def list_ranking(
         ``top1_correct`` (float64). The provenance holds ``kendall_tau`` and
         ``top1_accuracy`` (means over the lists that have a value), ``lists`` and
         ``dropped`` (lists without a value, by reason: ``single_response``, ``tied_scores``,
-        ``tied_logps``, ``null_score``).
+        ``null_score``, ``no_scored_tokens`` for both figures; ``tied_logps``, all log-probs
+        equal, for ``kendall_tau`` only).
 
     Examples
     --------
