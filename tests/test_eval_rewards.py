@@ -4,6 +4,8 @@ scores, and tiny reward models (batch size and row order must not change a score
 from __future__ import annotations
 
 import ast
+import doctest
+import importlib
 import importlib.metadata
 import importlib.util
 import math
@@ -158,6 +160,14 @@ def test_bad_input(kwargs, message):
                          nulls=["a", None])
     with pytest.raises(pk.PrefkitError, match=message):
         pk.evaluate_rewards(table, **kwargs)
+
+
+@pytest.mark.parametrize("name", ["prefkit.eval", "prefkit.eval.rewards", "prefkit.eval.sections"])
+def test_docstring_examples(name):
+    module = importlib.import_module(name)
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS, verbose=False)
+    assert result.failed == 0, f"{result.failed} docstring example(s) failed in {name}"
+    assert result.attempted > 0
 
 
 # --------------------------------------------------------------------------------------------
