@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import prefkit as pk
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 import reference
 from hypothesis import given
@@ -124,6 +125,20 @@ def test_diagnostics_length_and_calibration():
     scores_only = pk.report_of(pk.evaluate_rewards(table.drop_columns(["chosen"]), SCORED))
     assert scores_only["models"]["score_chosen"]["length_buckets"] is None
     assert scores_only["length_buckets_skipped"] == "no column 'chosen'"
+
+
+def test_polars_and_pandas_inputs():
+    pl = pytest.importorskip("polars")
+    frame = pl.DataFrame({"chosen": ["aa", "b", "ccc"], "rejected": ["a", "bb", "c"],
+                          "score_chosen": [1.0, 0.0, None], "score_rejected": [0.0, 1.0, 0.0],
+                          "subset": ["x", "y", "x"]})
+    result = pk.evaluate_rewards(frame, SCORED, subset="subset", bootstrap=0)
+    assert result.column("accuracy").to_pylist() == [0.5, 1.0, 0.0]
+    assert result.column("dropped").to_pylist() == [1, 1, 0]
+    buckets = pk.report_of(result)["models"]["score_chosen"]["length_buckets"]
+    assert [b["mean_length_diff"] for b in buckets if b["pairs"]] == [-1.0, 1.0]
+    from_pandas = pk.evaluate_rewards(frame.to_pandas(), SCORED, subset="subset", bootstrap=0)
+    assert from_pandas.to_pylist() == result.to_pylist()
 
 
 def test_message_lengths():
@@ -405,6 +420,6 @@ def test_several_models_and_loaded_model(tiny_models, model_pairs):
     mixed = pk.evaluate_rewards(model_pairs, {"b": loaded}, tokenizer={"b": tokenizer},
                                 progress=False)
     assert mixed.drop_columns(["model"]).to_pylist() == (
-        result.filter(pa.compute.equal(result.column("model"), "b"))
+        result.filter(pc.equal(result.column("model"), "b"))
         .drop_columns(["model"]).to_pylist()
     )
