@@ -7,5 +7,8 @@ python -m pip install -q -e '.[dev]'
 # OpenRLHF's data loaders, for the hand-off test (tests/test_openrlhf.py): its wheel pins
 # flash-attn, deepspeed and vllm, which need a GPU build; its dataset code needs none of them.
 python -m pip install -q --no-deps 'openrlhf==0.11.2' pylatexenc
+# RewardBench's section scores, compared with prefkit's (tests/test_eval_rewards.py); its
+# import needs fastchat and an older transformers, so the test reads its source directly.
+python -m pip install -q --no-deps 'rewardbench==0.1.4'
 cargo test --workspace --locked
 python -m pytest -q

@@ -25,7 +25,7 @@ from prefkit.dedup import (
     normalize_text,
     split,
 )
-from prefkit.eval import evaluate_rewards
+from prefkit.eval import evaluate_rewards, judge_bias, list_ranking, ranking_accuracy
 from prefkit.formats import unpair
 from prefkit.io import materialize, read_table, write_table
 from prefkit.lists import rank_lists
@@ -50,7 +50,9 @@ __all__ = [
     "find_contamination",
     "find_duplicates",
     "gather_hidden",
+    "judge_bias",
     "length_stats",
+    "list_ranking",
     "materialize",
     "mine_pairs",
     "normalize_text",
@@ -58,6 +60,7 @@ __all__ = [
     "plan_batches",
     "preference_strength",
     "rank_lists",
+    "ranking_accuracy",
     "read_table",
     "reference_logps",
     "report",

@@ -1,4 +1,6 @@
-"""Evaluation: reward-model accuracy on preference pairs and RewardBench section scores.
+"""Evaluation: reward-model accuracy on preference pairs and RewardBench section scores
+(``rewards``, ``sections``), policy ranking accuracy (``ranking``), judge position bias and
+self-preference (``judges``).
 
 ``docs/eval.md`` has the formulas and their sources.
 
@@ -10,7 +12,18 @@ Examples
 0.75
 """
 
+from prefkit.eval.judges import judge_bias
+from prefkit.eval.ranking import kendall_tau_b, list_ranking, ranking_accuracy
 from prefkit.eval.rewards import evaluate_rewards
 from prefkit.eval.sections import REWARDBENCH_SECTIONS, REWARDBENCH_SUBSETS, rewardbench_sections
 
-__all__ = ["REWARDBENCH_SECTIONS", "REWARDBENCH_SUBSETS", "evaluate_rewards", "rewardbench_sections"]
+__all__ = [
+    "REWARDBENCH_SECTIONS",
+    "REWARDBENCH_SUBSETS",
+    "evaluate_rewards",
+    "judge_bias",
+    "kendall_tau_b",
+    "list_ranking",
+    "ranking_accuracy",
+    "rewardbench_sections",
+]
