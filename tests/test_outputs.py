@@ -131,8 +131,31 @@ PRODUCERS = {
     "score": scored,
     "reference_logps": reference,
 }
-if hasattr(pk, "unpair"):
-    PRODUCERS["unpair"] = lambda: pk.unpair(pairs())
+def ranked() -> pa.Table:
+    pytest.importorskip("torch")
+    from tiny_lm import tiny_llama
+
+    return pk.ranking_accuracy(tiny_llama(len(tokenizer())), tokenized_pairs())
+
+
+def judged() -> pa.Table:
+    table = pairs()
+    n = table.num_rows
+    return pk.judge_bias(
+        table.append_column("p_ab", pa.array(np.linspace(0.1, 0.9, n)))
+        .append_column("p_ba", pa.array(np.linspace(0.8, 0.2, n)))
+        .append_column("model_b", pa.array(["m9"] * n)),
+        "p_ab", "p_ba", source=("model", "model_b"), judge="m0", bootstrap=50,
+    )
+
+
+PRODUCERS.update({
+    "unpair": lambda: pk.unpair(pairs()),
+    "evaluate_rewards": lambda: pk.evaluate_rewards(pairs(), ("score_chosen", "score_rejected"),
+                                                    subset="model", bootstrap=50),
+    "ranking_accuracy": ranked,
+    "judge_bias": judged,
+})
 
 
 def _is_view(dtype: pa.DataType) -> bool:
