@@ -110,6 +110,15 @@ examples:
 """
 
 
+EPILOG_EVAL = """\
+examples:
+  prefkit eval rewards pairs.parquet --model ./rm-a ./rm-b --subset-column subset --report out/
+  prefkit eval rewards bench.jsonl --model ./rm --bootstrap 2000 --seed 1 > result.json
+  prefkit eval ranking pairs.parquet --model ./policy --ref ./sft --alpha 0.9 --report out/
+  prefkit eval ranking pairs.parquet --model ./policy --normalize --packed
+"""
+
+
 @contextmanager
 def _step(label: str, quiet: bool) -> Iterator[None]:
     """Show ``label`` on stderr while a step runs (a live timer when stderr is a terminal)."""
@@ -675,6 +684,157 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _json_value(value: Any) -> Any:
+    """``json.dumps`` fallback: numpy scalars and arrays as Python values, anything else as
+    text (a path, a dtype)."""
+    import numpy as np
+
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+def _print_json(rows: list[dict], record: dict) -> None:
+    """The result of an eval verb on stdout: ``{"rows": [...], "report": {...}}``, with NaN
+    written as null (strict JSON)."""
+    import json
+    import math
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [clean(v) for v in value]
+        return value
+
+    text = json.dumps(clean({"rows": rows, "report": record}), default=_json_value, indent=2)
+    print(text)
+
+
+def _wrote_report(path: Path) -> None:
+    pngs = sorted(p.name for p in path.parent.glob("*.png"))
+    print(f"wrote {path}" + (f" and {', '.join(pngs)}" if pngs else ""), file=sys.stderr)
+
+
+def _model_names(folders: list[str]) -> dict[str, str]:
+    """``{name: folder}`` of the --model folders, each named after its folder."""
+    names: dict[str, str] = {}
+    for folder in folders:
+        name = Path(folder).name or folder
+        if name in names:
+            raise PrefkitError(f"two --model folders are both named {name!r} ({names[name]} and "
+                               f"{folder}): the result names each model after its folder")
+        names[name] = folder
+    return names
+
+
+def _eval_rewards(args: argparse.Namespace) -> int:
+    from prefkit.eval import evaluate_rewards
+
+    if args.bootstrap < 0:
+        raise PrefkitError(f"--bootstrap must be >= 0, got {args.bootstrap}")
+    models = _model_names(args.model)
+    table = _read(args.input, args.quiet)
+    result = evaluate_rewards(
+        table,
+        models,
+        subset=args.subset_column,
+        chosen=args.chosen,
+        rejected=args.rejected,
+        prompt=None if args.prompt == "" else args.prompt,
+        ties=args.ties,
+        bootstrap=args.bootstrap,
+        seed=args.seed,
+        max_tokens_per_batch=args.max_tokens_per_batch,
+        device=args.device,
+        progress=not args.quiet,
+    )
+    if args.report is not None:
+        from prefkit.eval.report import write_rewards_report
+
+        with _step(f"writing the report into {args.report}", args.quiet):
+            path = write_rewards_report(
+                result, args.report, title=args.title or f"prefkit eval rewards: {args.input}"
+            )
+        _wrote_report(path)
+    _print_json(result.to_pylist(), report_of(result))
+    return 0
+
+
+def _alpha(text: str | None) -> float | str | None:
+    """--alpha: a probability, or else the name of a column holding one per pair."""
+    if text is None:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def _causal_lm(folder: str, role: str):
+    """The causal LM and tokenizer saved in ``folder``, or a PrefkitError saying why not."""
+    if not Path(folder).is_dir():
+        raise PrefkitError(f"{role} {folder!r} is not a model folder")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(folder)
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+    except (OSError, ValueError) as error:
+        raise PrefkitError(f"cannot load {role} {folder!r}: {error}") from error
+    return model.eval(), tokenizer
+
+
+def _eval_ranking(args: argparse.Namespace) -> int:
+    from prefkit.eval import ranking_accuracy
+    from prefkit.tokenize import tokenize_pairs
+
+    if not args.beta > 0:
+        raise PrefkitError(f"--beta must be > 0, got {args.beta}")
+    with _step(f"loading {args.model}", args.quiet):
+        policy, tokenizer = _causal_lm(args.model, "--model")
+        ref = _causal_lm(args.ref, "--ref")[0] if args.ref is not None else None
+    table = _read(args.input, args.quiet)
+    with _step(f"tokenizing {table.num_rows} pairs", args.quiet):
+        tokenized = tokenize_pairs(
+            table,
+            tokenizer,
+            max_length=args.max_length,
+            prompt=args.prompt,
+            chosen=args.chosen,
+            rejected=args.rejected,
+        )
+    result = ranking_accuracy(
+        policy,
+        tokenized,
+        ref_model=ref,
+        beta=args.beta,
+        alpha=_alpha(args.alpha),
+        normalize=args.normalize,
+        packed=args.packed,
+        max_tokens=args.max_tokens_per_batch,
+        device=args.device,
+        progress=not args.quiet,
+    )
+    if args.report is not None:
+        from prefkit.eval.report import write_ranking_report
+
+        with _step(f"writing the report into {args.report}", args.quiet):
+            path = write_ranking_report(
+                result, args.report, title=args.title or f"prefkit eval ranking: {args.input}"
+            )
+        _wrote_report(path)
+    # Per pair: the figures, not the token ids (the input's text columns stay).
+    ids = {"prompt_ids", "chosen_ids", "rejected_ids"}
+    rows = result.select([c for c in result.column_names if c not in ids]).to_pylist()
+    _print_json(rows, report_of(result))
+    return 0
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "input",
@@ -990,6 +1150,74 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--title", default=None, help="title of report.md")
     report.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     report.set_defaults(run=_report)
+
+    evaluate = _verb(
+        verbs,
+        "eval",
+        help="evaluate reward models or a policy on preference pairs (JSON on stdout)",
+        description="Reward-model accuracy (rewards) or a policy's ranking accuracy (ranking) "
+        "on preference pairs; the result as JSON on stdout, progress on stderr, and with "
+        "--report DIR a report.md with PNG plots (docs/eval.md).",
+        epilog=EPILOG_EVAL,
+        common=False,
+    )
+    targets = evaluate.add_subparsers(dest="target", required=True, metavar="WHAT")
+    rewards = _verb(
+        targets,
+        "rewards",
+        help="accuracy of reward models (chosen scored above rejected), per subset",
+        description="Score every pair with each reward model (pk.evaluate_rewards) and print "
+        "one JSON row per model and subset (overall first) with 95% bootstrap intervals, plus "
+        "the diagnostics: accuracy by length difference, calibration, agreement.",
+        epilog=EPILOG_EVAL,
+        common=False,
+    )
+    rewards.add_argument("--model", nargs="+", required=True, help="reward model folder(s)")
+    rewards.add_argument("--subset-column", default=None, metavar="COLUMN",
+                         help="report accuracy per value of this column too")
+    rewards.add_argument("--bootstrap", type=int, default=1000, help="resamples (0: none)")
+    rewards.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    rewards.add_argument("--ties", default="half", choices=("half", "zero"),
+                         help="a tie counts half (default) or wrong (rewardbench)")
+    rewards.add_argument("--max-tokens-per-batch", type=int, default=16384)
+    rewards.add_argument("--device", default="auto", help="auto, cpu, cuda:0 ...")
+    rankings = _verb(
+        targets,
+        "ranking",
+        help="ranking accuracy of a policy: logp(chosen) > logp(rejected)",
+        description="Tokenise the pairs with the policy folder's tokenizer (pk.tokenize_pairs) "
+        "and compute pk.ranking_accuracy: the policy's, the reference's (--ref) and, with "
+        "--alpha, the idealized ranking accuracy of Chen et al. 2024. JSON on stdout: one row "
+        "per pair (without token ids) and the overall figures.",
+        epilog=EPILOG_EVAL,
+        common=False,
+    )
+    rankings.add_argument("--model", required=True, metavar="POLICY", help="causal LM folder")
+    rankings.add_argument("--ref", default=None, metavar="REF", help="reference model folder")
+    rankings.add_argument("--beta", type=float, default=0.1, help="KL coefficient (default 0.1)")
+    rankings.add_argument(
+        "--alpha", default=None, metavar="P_OR_COLUMN",
+        help="ground-truth P(chosen > rejected), a number or a column: adds the idealized "
+        "ranking accuracy (needs --ref or ref_*_logps columns)",
+    )
+    rankings.add_argument("--normalize", action="store_true", help="rank by per-token means")
+    rankings.add_argument("--packed", action="store_true", help="packed batches (no padding)")
+    rankings.add_argument("--max-length", type=int, default=None, help="truncate pairs")
+    rankings.add_argument("--max-tokens-per-batch", type=int, default=8192)
+    rankings.add_argument("--device", default=None, help="cpu, cuda:0 ... (default: cpu)")
+    for parser_ in (rewards, rankings):
+        parser_.add_argument("input", metavar="PAIRS",
+                             help="pairs file (.parquet, .jsonl[.gz], .json, .csv, .arrow), a "
+                             "saved datasets folder, a folder or a quoted glob")
+        parser_.add_argument("--prompt", default="prompt", help="prompt column")
+        parser_.add_argument("--chosen", default="chosen", help="chosen column")
+        parser_.add_argument("--rejected", default="rejected", help="rejected column")
+        parser_.add_argument("--report", default=None, metavar="DIR",
+                             help="also write DIR/report.md and PNG plots (needs matplotlib)")
+        parser_.add_argument("--title", default=None, help="title of report.md")
+        parser_.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    rewards.set_defaults(run=_eval_rewards)
+    rankings.set_defaults(run=_eval_ranking)
     return parser
 
 
@@ -1011,7 +1239,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.run(args)
     except PrefkitError as error:
-        print(f"prefkit {args.verb}: error: {error}", file=sys.stderr)
+        verb = " ".join(filter(None, (args.verb, getattr(args, "target", None))))
+        print(f"prefkit {verb}: error: {error}", file=sys.stderr)
         return 2
 
 
