@@ -2,7 +2,8 @@
 
 Every verb reads .parquet, .jsonl(.gz), .json, .csv, .arrow or a saved ``datasets`` folder,
 writes .parquet or .jsonl atomically (a temporary file renamed into place), shows progress on
-stderr for long work and prints the row accounting at the end.
+stderr for long work and prints the row accounting at the end. ``prefkit eval`` writes no
+table: it prints its result as JSON on stdout (and with ``--report DIR`` a report folder).
 """
 
 from __future__ import annotations
