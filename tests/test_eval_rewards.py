@@ -17,9 +17,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 import reference
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
-from prefkit.eval import REWARDBENCH_SECTIONS, REWARDBENCH_SUBSETS, rewardbench_sections
+from prefkit.eval import (
+    REWARDBENCH_PRIOR_SETS,
+    REWARDBENCH_SECTIONS,
+    REWARDBENCH_SUBSETS,
+    rewardbench_score,
+    rewardbench_sections,
+)
 
 SCORED = ("score_chosen", "score_rejected")
 
@@ -310,6 +316,30 @@ def test_sections_equal_rewardbench(present):
     assert rewardbench_sections(grouped) == expected
     if present == "some":
         assert expected["Chat"] == 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.dictionaries(
+    st.sampled_from([*REWARDBENCH_SUBSETS, *REWARDBENCH_PRIOR_SETS, "elsewhere"]),
+    st.one_of(st.floats(0, 1), st.just(float("nan"))), min_size=1,
+))
+def test_leaderboard_score_with_the_prior_sets(accuracies):
+    """The leaderboard's average (reward-bench analysis/get_benchmark_results.py): sections
+    weighted 2, the mean of the prior sets present weighted 1, NaN masked out."""
+    accuracies = {k: v for k, v in accuracies.items()
+                  if k in REWARDBENCH_PRIOR_SETS or not math.isnan(v)}
+    got = rewardbench_score(accuracies)
+    sections = rewardbench_sections(accuracies)
+    prior = [accuracies[k] for k in REWARDBENCH_PRIOR_SETS if k in accuracies]
+    prior_score = np.nanmean(prior) if any(not math.isnan(p) for p in prior) else np.nan
+    values = np.array([*(sections[k] for k in ("Chat", "Chat Hard", "Safety", "Reasoning")),
+                       prior_score], dtype=float)
+    expected = np.ma.average(np.ma.masked_array(values, np.isnan(values)), weights=[2, 2, 2, 2, 1])
+    assert got["Score"] == pytest.approx(float(expected), abs=1e-12)
+    if math.isnan(prior_score):
+        assert math.isnan(got["Prior Sets (0.5 weight)"])
+    else:
+        assert got["Prior Sets (0.5 weight)"] == pytest.approx(prior_score, abs=1e-12)
 
 
 def test_sections_reject_non_numbers():

@@ -15,9 +15,16 @@ Examples
 from prefkit.eval.judges import judge_bias
 from prefkit.eval.ranking import kendall_tau_b, list_ranking, ranking_accuracy
 from prefkit.eval.rewards import evaluate_rewards
-from prefkit.eval.sections import REWARDBENCH_SECTIONS, REWARDBENCH_SUBSETS, rewardbench_sections
+from prefkit.eval.sections import (
+    REWARDBENCH_PRIOR_SETS,
+    REWARDBENCH_SECTIONS,
+    REWARDBENCH_SUBSETS,
+    rewardbench_score,
+    rewardbench_sections,
+)
 
 __all__ = [
+    "REWARDBENCH_PRIOR_SETS",
     "REWARDBENCH_SECTIONS",
     "REWARDBENCH_SUBSETS",
     "evaluate_rewards",
@@ -25,5 +32,6 @@ __all__ = [
     "kendall_tau_b",
     "list_ranking",
     "ranking_accuracy",
+    "rewardbench_score",
     "rewardbench_sections",
 ]

@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 
 from prefkit._errors import PrefkitError
 from prefkit._provenance import attach
-from prefkit.eval.sections import rewardbench_sections
+from prefkit.eval.sections import rewardbench_score, rewardbench_sections
 from prefkit.io import as_table
 
 #: The columns of the ``evaluate_rewards`` result, in order.
@@ -463,6 +463,11 @@ def evaluate_rewards(
         if sections == "rewardbench":
             present = {g: a for g, a in by_subset.items() if a is not None}
             info["sections"] = rewardbench_sections(present)
+            # The leaderboard's score adds the prior sets (NaN, absent, becomes null).
+            info["rewardbench_score"] = {
+                key: None if math.isnan(value) else value
+                for key, value in rewardbench_score(present).items()
+            }
         per_model[name] = info
 
     agreement = []

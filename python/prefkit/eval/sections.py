@@ -7,13 +7,18 @@ its subsets' accuracies weighted by each subset's example count; ``math-prm`` co
 examples instead of its 447, so that math weighs as much as the six HumanEvalPack code subsets
 together (6 x 164 = 984). ``tests/test_eval_rewards.py`` compares against the package itself.
 
-The "prior sets" of the RewardBench leaderboard (Anthropic HH, SHP, summarize, MT-Bench
-human/GPT-4 preferences, weighted 0.5 in the leaderboard's mean) are not part of the package's
-``SUBSET_MAPPING`` and are not computed here.
+The leaderboard's overall score adds the "prior sets" (earlier preference test sets), which
+the package's ``SUBSET_MAPPING`` does not hold: :func:`rewardbench_score` follows the
+leaderboard's own script (reward-bench ``analysis/get_benchmark_results.py``,
+``get_average_over_rewardbench``): "Prior Sets (0.5 weight)" is the mean accuracy over
+``anthropic_helpful, anthropic_hhh, shp, summarize`` (those present), and the score is the
+average of the four sections and the prior sets weighted 2, 2, 2, 2, 1 (the prior sets count
+half a section), a missing prior-sets score leaving it out of the average.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 from prefkit._errors import PrefkitError
@@ -55,6 +60,12 @@ REWARDBENCH_SECTIONS: dict[str, tuple[tuple[str, int], ...]] = {
         ("hep-rust", 164),
     ),
 }
+
+#: The prior preference sets of the leaderboard's score, and the weights of the average:
+#: each section 2, the prior sets' mean 1.
+REWARDBENCH_PRIOR_SETS = ("anthropic_helpful", "anthropic_hhh", "shp", "summarize")
+PRIOR_SETS = "Prior Sets (0.5 weight)"
+_SCORE_WEIGHTS = {"Chat": 2, "Chat Hard": 2, "Safety": 2, "Reasoning": 2, PRIOR_SETS: 1}
 
 #: subset -> section, derived from ``REWARDBENCH_SECTIONS``.
 REWARDBENCH_SUBSETS: dict[str, str] = {
@@ -111,4 +122,40 @@ def rewardbench_sections(accuracies: Mapping[str, float]) -> dict[str, float]:
     return out
 
 
-__all__ = ["REWARDBENCH_SECTIONS", "REWARDBENCH_SUBSETS", "rewardbench_sections"]
+def rewardbench_score(accuracies: Mapping[str, float]) -> dict[str, float]:
+    """RewardBench's leaderboard score: the four sections, the prior sets, and their average.
+
+    The sections are :func:`rewardbench_sections`; ``"Prior Sets (0.5 weight)"`` is the mean
+    accuracy over the prior sets present (``REWARDBENCH_PRIOR_SETS``; NaN ones skipped, NaN
+    when none is there); ``"Score"`` is the weighted mean of the five with weights 2, 2, 2, 2, 1,
+    NaN entries left out (the leaderboard's masked average).
+
+    Examples
+    --------
+    >>> from prefkit.eval.sections import rewardbench_score
+    >>> accuracies = {"alpacaeval-easy": 1.0, "mt-bench-hard": 0.5, "donotanswer": 0.5,
+    ...               "hep-go": 0.25, "shp": 0.5, "summarize": 1.0}
+    >>> rewardbench_score(accuracies)["Score"]   # (2 * (1 + 0.5 + 0.5 + 0.25) + 0.75) / 9
+    0.5833333333333334
+    """
+    out = rewardbench_sections(accuracies)
+    prior = [
+        float(accuracies[name])
+        for name in REWARDBENCH_PRIOR_SETS
+        if name in accuracies and not math.isnan(accuracies[name])
+    ]
+    out[PRIOR_SETS] = sum(prior) / len(prior) if prior else math.nan
+    present = {name: out[name] for name in _SCORE_WEIGHTS if not math.isnan(out[name])}
+    weights = sum(_SCORE_WEIGHTS[name] for name in present)
+    out["Score"] = sum(_SCORE_WEIGHTS[n] * v for n, v in present.items()) / weights
+    return out
+
+
+__all__ = [
+    "PRIOR_SETS",
+    "REWARDBENCH_PRIOR_SETS",
+    "REWARDBENCH_SECTIONS",
+    "REWARDBENCH_SUBSETS",
+    "rewardbench_score",
+    "rewardbench_sections",
+]
