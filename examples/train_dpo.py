@@ -67,6 +67,17 @@ def build_model(tokenizer, seed: int):
     return LlamaForCausalLM(config)
 
 
+def tokenized_pairs(max_length: int):
+    """The example corpus as tokenised pairs (all_pairs), and the tokenizer trained on it."""
+    long = pk.unnest(pk.read_table(CORPUS))
+    long = long.filter(pc.is_valid(long["response"]))  # the corpus has one null response
+    pairs = pk.mine_pairs(long, strategy="all_pairs")
+    tokenizer = build_tokenizer(long.column("prompt").unique().to_pylist()
+                                + long.column("response").to_pylist())
+    return tokenizer, pk.tokenize_pairs(pairs, tokenizer, max_length=max_length,
+                                        chat_template=CHAT_TEMPLATE)
+
+
 def loss_on(model, loss_fn, batch):
     """Loss and metrics of one collated batch (padded or packed)."""
     out = model.model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
@@ -105,15 +116,10 @@ def main(argv: list[str] | None = None) -> dict:
     say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
     torch.set_num_threads(min(torch.get_num_threads(), 2))
 
-    long = pk.unnest(pk.read_table(CORPUS))
-    long = long.filter(pc.is_valid(long["response"]))  # the corpus has one null response
-    pairs = pk.mine_pairs(long, strategy="all_pairs")
-    tokenizer = build_tokenizer(long.column("prompt").unique().to_pylist()
-                                + long.column("response").to_pylist())
-    tokenized = pk.tokenize_pairs(pairs, tokenizer, max_length=args.max_length,
-                                  chat_template=CHAT_TEMPLATE)
-    say(f"{pairs.num_rows} pairs from {long.num_rows} responses; vocabulary {len(tokenizer)}; "
-        f"truncated: {pk.report_of(tokenized)['truncated']}")
+    tokenizer, tokenized = tokenized_pairs(args.max_length)
+    report = pk.report_of(tokenized)
+    say(f"{tokenized.num_rows} pairs from {report['source']['rows_in']} responses; vocabulary "
+        f"{len(tokenizer)}; truncated: {report['truncated']}")
 
     policy = build_model(tokenizer, args.seed)
     # The reference is the initial policy, run once over the data.
@@ -154,7 +160,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"{final[0]:.4f}, reward accuracy {initial[1]:.3f} -> {final[1]:.3f}")
     return {"initial_loss": initial[0], "initial_accuracy": initial[1],
             "final_loss": final[0], "final_accuracy": final[1], "history": history,
-            "pairs": pairs.num_rows}
+            "pairs": tokenized.num_rows}
 
 
 if __name__ == "__main__":

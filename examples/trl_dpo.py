@@ -28,13 +28,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here needs the hub
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 import prefkit as pk
-import pyarrow.compute as pc
 import torch
 from datasets import Dataset
 from prefkit.trl import DPOTrainer
 
 # The corpus, tokenizer and tiny model of the plain-PyTorch example (examples/train_dpo.py).
-from train_dpo import CHAT_TEMPLATE, CORPUS, build_model, build_tokenizer
+from train_dpo import build_model, tokenized_pairs
 from transformers import PrinterCallback, TrainerCallback
 from trl import DPOConfig
 
@@ -68,21 +67,15 @@ def main(argv: list[str] | None = None) -> dict:
     say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
     torch.set_num_threads(min(torch.get_num_threads(), 2))
 
-    long = pk.unnest(pk.read_table(CORPUS))
-    long = long.filter(pc.is_valid(long["response"]))  # the corpus has one null response
-    pairs = pk.mine_pairs(long, strategy="all_pairs")
-    tokenizer = build_tokenizer(long.column("prompt").unique().to_pylist()
-                                + long.column("response").to_pylist())
     # prefkit tokenises (and truncates to max_length) once; the trainer keeps these ids, so
     # the reference log-probs below belong to exactly the tokens it trains on.
-    tokenized = pk.tokenize_pairs(pairs, tokenizer, max_length=args.max_length,
-                                  chat_template=CHAT_TEMPLATE)
+    tokenizer, tokenized = tokenized_pairs(args.max_length)
     # The reference is the initial policy, run once over the data; only the policy trains.
     tokenized = pk.reference_logps(build_model(tokenizer, args.seed), tokenized,
                                    packed=args.packed, progress=not args.quiet)
     dataset = Dataset(tokenized.select(["prompt_ids", "chosen_ids", "rejected_ids",
                                         "ref_chosen_logps", "ref_rejected_logps"]))
-    say(f"{pairs.num_rows} pairs from {long.num_rows} responses; vocabulary {len(tokenizer)}")
+    say(f"{tokenized.num_rows} pairs; vocabulary {len(tokenizer)}")
 
     with tempfile.TemporaryDirectory() as out:
         config = DPOConfig(
@@ -104,7 +97,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"{sum(losses[-5:]) / len(losses[-5:]):.4f} (mean of the last 5 steps), reward accuracy "
         f"{history[-1]['rewards/accuracies']:.3f}; reference model loaded: "
         f"{trainer.ref_model is not None}")
-    return {"pairs": pairs.num_rows, "history": history, "ref_model": trainer.ref_model}
+    return {"pairs": tokenized.num_rows, "history": history, "ref_model": trainer.ref_model}
 
 
 if __name__ == "__main__":
