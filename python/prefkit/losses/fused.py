@@ -136,7 +136,16 @@ class FusedLinearPreferenceLoss(_FusedLinearLoss):
         self.label_smoothing, self.gamma, self.tau, self.alpha = label_smoothing, gamma, tau, alpha
 
     def forward(
-        self, hidden, weight, labels, ref_chosen_logps=None, ref_rejected_logps=None, bias=None
+        self,
+        hidden,
+        weight,
+        labels,
+        ref_chosen_logps=None,
+        ref_rejected_logps=None,
+        bias=None,
+        *,
+        target=None,
+        rejected_target=None,
     ):
         """Loss and metrics of ``B`` pairs.
 
@@ -152,6 +161,9 @@ class FusedLinearPreferenceLoss(_FusedLinearLoss):
             ``[B]`` precomputed reference log-probs; ``None`` is reference-free.
         bias : torch.Tensor, optional
             ``[V]`` LM head bias.
+        target, rejected_target : torch.Tensor, optional
+            ``[B]`` per-pair probabilities for ``sppo`` and ``soft_sigmoid``, as in
+            :func:`prefkit.losses.preference_loss`.
 
         Returns
         -------
@@ -171,12 +183,22 @@ class FusedLinearPreferenceLoss(_FusedLinearLoss):
         for name, ref in zip(("ref_chosen_logps", "ref_rejected_logps"), refs):
             if ref is not None:
                 check_tensor(name, ref, (b,))
+        targets = (target, rejected_target)
+        for name, t in zip(("target", "rejected_target"), targets):
+            if t is not None:
+                check_tensor(name, t, (b,))
+
+        # Targets go to ``_loss`` only when given, so that subclasses overriding the
+        # five-argument hook (prefkit.trl) keep working for the kinds without a target.
+        def with_targets(g0, g1):
+            if targets == (None, None):
+                return {}
+            return {"targets": tuple(None if t is None else t[g0:g1] for t in targets)}
 
         def pair_losses(logps, counts, g0, g1):
             m = g1 - g0
-            return self._loss(
-                logps[:m], logps[m:], [r if r is None else r[g0:g1] for r in refs], counts, "none"
-            )
+            part = [None if r is None else r[g0:g1] for r in refs]
+            return self._loss(logps[:m], logps[m:], part, counts, "none", **with_targets(g0, g1))
 
         pairs = grouped.Groups(b, lambda g0, g1: [(g0, g1), (b + g0, b + g1)], pair_losses)
         loss, metrics, logps = self._fused(
@@ -185,8 +207,10 @@ class FusedLinearPreferenceLoss(_FusedLinearLoss):
             labels,
             bias,
             pairs,
-            refs,
-            lambda logps, counts: self._loss(logps[:b], logps[b:], refs, counts, self.reduction),
+            (*refs, *targets),
+            lambda logps, counts: self._loss(
+                logps[:b], logps[b:], refs, counts, self.reduction, **with_targets(0, b)
+            ),
         )
         detached = logps.detach()
         metrics["logps/chosen"] = detached[:b] if self.reduction == "none" else detached[:b].mean()
@@ -195,7 +219,7 @@ class FusedLinearPreferenceLoss(_FusedLinearLoss):
         )
         return loss, metrics
 
-    def _loss(self, chosen, rejected, refs, counts, reduction):
+    def _loss(self, chosen, rejected, refs, counts, reduction, targets=(None, None)):
         """:func:`preference_loss` with this module's settings; counts are the lengths."""
         m = chosen.shape[0]
         return preference_loss(
@@ -210,6 +234,8 @@ class FusedLinearPreferenceLoss(_FusedLinearLoss):
             alpha=self.alpha,
             chosen_lengths=counts[:m],
             rejected_lengths=counts[m:],
+            target=targets[0],
+            rejected_target=targets[1],
             reduction=reduction,
         )
 

@@ -33,6 +33,8 @@ REFERENCE_KINDS = frozenset(
         "sigmoid_norm",
         "sft",
         "rpo",
+        "sppo",
+        "soft_sigmoid",
     }
 )
 #: Kinds that never use a reference model (they work on length-normalised log-probs).
@@ -43,6 +45,10 @@ LENGTH_KINDS = frozenset({"ipo", "sigmoid_norm", "sft", "rpo", "simpo", "cpo", "
 #: Kinds whose formula has a label-smoothing term; elsewhere a non-zero value is an error,
 #: because silently ignoring it (TRL v1 dropped it from "sigmoid") would surprise cDPO users.
 SMOOTHING_KINDS = frozenset({"robust", "exo_pair", "simpo", "cpo"})
+#: Kinds that take a per-pair target probability ``target`` (required there, an error elsewhere).
+TARGET_KINDS = frozenset({"sppo", "soft_sigmoid"})
+#: Kinds that also take ``rejected_target`` (the rejected response's own win probability).
+REJECTED_TARGET_KINDS = frozenset({"sppo"})
 #: TRL's exo_pair replaces label_smoothing=0 by this value, since log(0) is undefined there.
 EXO_DEFAULT_SMOOTHING = 1e-3
 
@@ -89,6 +95,46 @@ def _check_scalars(kind, beta, label_smoothing, tau) -> float:
     return e
 
 
+def _check_probability(name: str, value, shape, dtype) -> torch.Tensor:
+    """``value`` as a ``dtype`` tensor of ``shape`` whose entries are probabilities in [0, 1]."""
+    check_tensor(name, value, shape)
+    if not (value.is_floating_point() or value.dtype == torch.bool):
+        raise PrefkitError(f"{name} must be a floating-point (or bool) tensor, got dtype {value.dtype}")
+    v = value.detach()
+    bad = ~((v >= 0) & (v <= 1))  # NaN fails both comparisons
+    if bool(bad.any()):
+        i = int(bad.nonzero()[0, 0])
+        raise PrefkitError(
+            f"{name} must hold probabilities in [0, 1]; pair {i} has {v.reshape(-1)[i].item()}"
+        )
+    return value.to(dtype)
+
+
+def _targets(kind, target, rejected_target, like, dtype):
+    """Checked ``(target, rejected_target)`` for ``kind`` (``None`` where it uses neither)."""
+    if kind not in TARGET_KINDS:
+        if target is not None:
+            raise PrefkitError(
+                f"target has no effect for kind={kind!r}; it applies to {sorted(TARGET_KINDS)}"
+            )
+    elif target is None:
+        raise PrefkitError(
+            f"kind={kind!r} needs target: a [B] tensor of P(chosen beats rejected) in [0, 1]"
+            + (" (kind='sppo_hard' is the target=1 case)" if kind == "sppo" else "")
+        )
+    if rejected_target is not None and kind not in REJECTED_TARGET_KINDS:
+        raise PrefkitError(
+            f"rejected_target has no effect for kind={kind!r}; it applies to "
+            f"{sorted(REJECTED_TARGET_KINDS)}"
+        )
+    if target is None:
+        return None, None
+    t = _check_probability("target", target, like.shape, dtype)
+    if rejected_target is None:
+        return t, 1 - t
+    return t, _check_probability("rejected_target", rejected_target, like.shape, dtype)
+
+
 def preference_loss(
     chosen_logps,
     rejected_logps,
@@ -103,6 +149,8 @@ def preference_loss(
     alpha: float = 1.0,
     chosen_lengths=None,
     rejected_lengths=None,
+    target=None,
+    rejected_target=None,
     reduction: str = "mean",
 ):
     r"""DPO-family loss of a batch of preference pairs.
@@ -127,6 +175,12 @@ def preference_loss(
     - ``sigmoid_norm`` (LN-DPO): :math:`-\log\sigma(\beta(c/|y_w| - r/|y_l|))`
     - ``sft``: :math:`-\log\pi(y_w)/|y_w|` (token-mean NLL of the chosen completion)
     - ``rpo``: ``sigmoid`` + ``alpha`` * ``sft``
+    - ``sppo`` (soft SPPO, Wu et al. 2024): with :math:`\eta = 1/\beta`, :math:`P_w` =
+      ``target`` and :math:`P_l` = ``rejected_target`` (default :math:`1 - P_w`):
+      :math:`(c - \eta(P_w - \tfrac12))^2 + (r - \eta(P_l - \tfrac12))^2`; ``target=1``
+      is ``sppo_hard``
+    - ``soft_sigmoid`` (soft-label DPO), :math:`t` = ``target``:
+      :math:`-t\log\sigma(\beta D) - (1-t)\log\sigma(-\beta D)`; ``target=1`` is ``sigmoid``
     - ``simpo``: :math:`z = m_w - m_l - \gamma/\beta` with :math:`m = \log\pi(y)/|y|`;
       :math:`-(1-e)\log\sigma(\beta z) - e\log\sigma(-\beta z)`
     - ``cpo``: as ``simpo`` with :math:`\gamma=0`, plus ``alpha`` * NLL
@@ -156,6 +210,15 @@ def preference_loss(
         ``[B]`` completion token counts; required by ``ipo``, ``sigmoid_norm``, ``sft``,
         ``rpo``, ``simpo``, ``cpo`` and ``orpo``. A length of 0 counts as 1, so an empty
         completion has mean log-prob 0 instead of NaN.
+    target : torch.Tensor, optional
+        ``[B]`` probabilities in [0, 1], required by ``sppo`` and ``soft_sigmoid`` (an error
+        elsewhere): for ``soft_sigmoid`` the probability that the chosen response beats the
+        rejected one (preference degree); for ``sppo`` the chosen response's win probability
+        :math:`P(y_w \succ \pi_{ref})` against the reference (previous-iteration) policy.
+        Not differentiated through.
+    rejected_target : torch.Tensor, optional
+        ``[B]`` the rejected response's own win probability :math:`P(y_l \succ \pi_{ref})`,
+        ``sppo`` only; ``None`` means ``1 - target``.
     reduction : {"mean", "sum", "none"}
         How per-pair losses are combined; ``"none"`` returns the ``[B]`` losses.
 
@@ -172,8 +235,8 @@ def preference_loss(
     Raises
     ------
     PrefkitError
-        Unknown ``kind`` or ``reduction``, missing lengths, mismatched shapes, or a parameter
-        out of range.
+        Unknown ``kind`` or ``reduction``, missing lengths or target, mismatched shapes, a
+        target outside [0, 1], or a parameter out of range.
 
     Examples
     --------
@@ -202,6 +265,7 @@ def preference_loss(
     dtype = compute_dtype(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps)
     pw = chosen_logps.to(dtype)
     pl = rejected_logps.to(dtype)
+    t, tl = _targets(kind, target, rejected_target, pw, dtype)
     if kind in LENGTH_KINDS:
         if chosen_lengths is None or rejected_lengths is None:
             raise PrefkitError(
@@ -220,7 +284,7 @@ def preference_loss(
         if kind in LENGTH_KINDS:
             losses = _with_lengths(kind, c, r, pw, nw, nl, beta, alpha)
         else:
-            losses = _reference_based(kind, c, r, beta, e, tau)
+            losses = _reference_based(kind, c, r, beta, e, tau, t, tl)
         reward_w, reward_l = beta * c.detach(), beta * r.detach()
 
     per_pair = {
@@ -236,8 +300,12 @@ def preference_loss(
     return reduce(losses, reduction), metrics
 
 
-def _reference_based(kind, c, r, beta, e, tau):
-    """Per-pair losses of the kinds that only need the log-ratios ``c`` and ``r``."""
+def _reference_based(kind, c, r, beta, e, tau, t=None, tl=None):
+    """Per-pair losses of the kinds that only need the log-ratios ``c`` and ``r``.
+
+    ``t`` and ``tl`` are the checked targets of :data:`TARGET_KINDS` (``tl`` defaults to
+    ``1 - t``); they carry no gradient.
+    """
     d = c - r
     z = beta * d
     if kind == "sigmoid":
@@ -258,6 +326,12 @@ def _reference_based(kind, c, r, beta, e, tau):
         return -F.logsigmoid(beta * c) - F.logsigmoid(-beta * r)
     if kind == "sppo_hard":
         return (c - 0.5 / beta) ** 2 + (r + 0.5 / beta) ** 2
+    if kind == "sppo":
+        t, tl = t.detach(), tl.detach()
+        return (c - (t - 0.5) / beta) ** 2 + (r - (tl - 0.5) / beta) ** 2
+    if kind == "soft_sigmoid":
+        t = t.detach()
+        return -t * F.logsigmoid(z) - (1 - t) * F.logsigmoid(-z)
     if kind == "apo_zero":
         return 1 - torch.sigmoid(beta * c) + torch.sigmoid(beta * r)
     if kind == "apo_down":
