@@ -312,3 +312,45 @@ def test_exact_dedup_streams_by_normalised_key(tmp_path, spill):
     with pytest.raises(pk.PrefkitError, match="without group"):
         pk.dedup(tmp_path / "in", group="prompt", memory_limit="1MB")
     assert os.listdir(spill) == []
+
+
+def _rated_file(path, prompt, scores):
+    pq.write_table(pa.table({"prompt": [prompt] * len(scores),
+                             "response": [f"r{i}" for i in range(len(scores))],
+                             "score": scores}), path)
+
+
+def test_files_with_different_schemas_name_the_file_and_column(tmp_path):
+    _rated_file(tmp_path / "1.parquet", "a", [1.0, 0.0])
+    pq.write_table(pa.table({"prompt": ["b", "b"], "response": ["x", "y"],
+                             "score": ["1", "0"]}), tmp_path / "2.parquet")
+    with pytest.raises(pk.PrefkitError, match=r"column 'score' of input file '.*2\.parquet' is "
+                                              r"string, but double in the first input file"):
+        pk.mine_pairs(str(tmp_path / "*.parquet"), memory_limit="1MB")
+    pq.write_table(pa.table({"prompt": ["b"], "response": ["x"]}), tmp_path / "3.parquet")
+    (tmp_path / "2.parquet").unlink()
+    with pytest.raises(pk.PrefkitError, match=r"3\.parquet' has no column 'score'"):
+        pk.mine_pairs(str(tmp_path), memory_limit="1MB")
+
+
+def test_numbers_of_one_kind_across_json_files_are_widened(tmp_path):
+    """JSON readers infer double in one file and int64 in the next: the later file's numbers
+    are cast to the first file's type when that loses nothing."""
+    (tmp_path / "1.jsonl").write_text('{"prompt": "a", "response": "x", "score": 0.5}\n'
+                                      '{"prompt": "a", "response": "y", "score": 0.25}\n')
+    (tmp_path / "2.jsonl").write_text('{"prompt": "b", "response": "x", "score": 1}\n'
+                                      '{"prompt": "b", "response": "y", "score": 0}\n')
+    pairs = pk.mine_pairs(str(tmp_path), memory_limit="1MB")
+    assert sorted(pairs.column("margin").to_pylist()) == [0.25, 1.0]
+
+
+def test_a_corrupt_file_in_a_folder_is_an_error_naming_it(tmp_path):
+    _rated_file(tmp_path / "1.parquet", "a", [1.0, 0.0])
+    good = (tmp_path / "1.parquet").read_bytes()
+    (tmp_path / "2.parquet").write_bytes(good[: len(good) // 2])   # truncated
+    with pytest.raises(pk.PrefkitError, match=r"cannot read input file '.*2\.parquet'"):
+        pk.mine_pairs(str(tmp_path), memory_limit="1MB")
+    (tmp_path / "2.parquet").unlink()
+    (tmp_path / "2.jsonl").write_text('{"prompt": "b", "response": "x", "score": 1}\n{"prom')
+    with pytest.raises(pk.PrefkitError, match=r"cannot read input file '.*2\.jsonl'"):
+        pk.mine_pairs(str(tmp_path), memory_limit="1MB")

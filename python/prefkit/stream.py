@@ -149,14 +149,70 @@ def _files(path: str | os.PathLike) -> list[Path]:
 
 
 def _file_batches(files: Sequence[Path]) -> Iterator[pa.RecordBatch]:
+    """The batches of every file in order, each conformed to the first file's schema, so that
+    a file that does not fit is an error naming it and the column, not a mix of types."""
     import pyarrow.parquet as pq
 
+    schema = None
     for path in files:
-        if path.name.lower().endswith(".parquet"):
-            # Row group by row group: a file is never held whole.
-            yield from pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS)
-        else:
-            yield from read_table(path).to_batches(max_chunksize=BATCH_ROWS)
+        try:
+            if path.name.lower().endswith(".parquet"):
+                # Row group by row group: a file is never held whole.
+                batches = pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS)
+            else:
+                batches = read_table(path).to_batches(max_chunksize=BATCH_ROWS)
+            for batch in batches:
+                if schema is None:
+                    schema, first = batch.schema, path
+                yield _conformed(batch, schema, path, first)
+        except (pa.ArrowException, OSError, ValueError) as error:
+            if isinstance(error, PrefkitError):
+                raise
+            raise PrefkitError(f"cannot read input file '{path}': {error}") from error
+
+
+def _conformed(batch: pa.RecordBatch, schema: pa.Schema, path: Path, first: Path):
+    """``batch`` with ``schema``'s columns and types: the same names in the same order, and
+    types that cast safely (an int64 column of one JSONL file, double in another)."""
+    if batch.schema.equals(schema):
+        return batch
+    if batch.schema.names != schema.names:
+        missing = [n for n in schema.names if n not in batch.schema.names]
+        extra = [n for n in batch.schema.names if n not in schema.names]
+        what = (f"has no column '{missing[0]}'" if missing else
+                f"has a column '{extra[0]}' that '{first}' lacks" if extra else
+                f"orders its columns {batch.schema.names}, not {schema.names}")
+        raise PrefkitError(f"input file '{path}' {what} (the first input file '{first}' has "
+                           f"columns {schema.names}); all files must share one schema")
+    columns = []
+    for field, column in zip(schema, batch.columns):
+        if column.type != field.type:
+            try:
+                if not _same_kind(column.type, field.type):
+                    raise pa.ArrowInvalid("different kinds of values")
+                column = column.cast(field.type)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
+                raise PrefkitError(
+                    f"column '{field.name}' of input file '{path}' is {column.type}, but "
+                    f"{field.type} in the first input file '{first}' ({error}); all files "
+                    f"must share one schema"
+                ) from error
+        columns.append(column)
+    return pa.RecordBatch.from_arrays(columns, schema=schema)
+
+
+def _same_kind(actual: pa.DataType, expected: pa.DataType) -> bool:
+    """Whether a column of type ``actual`` may stand for one of type ``expected``: nulls for
+    anything, numbers for numbers, text for text (what JSON readers infer differently from
+    file to file); never text for numbers."""
+    def kind(t: pa.DataType) -> str:
+        if pa.types.is_integer(t) or pa.types.is_floating(t):
+            return "number"
+        if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
+            return "text"
+        return str(t)
+
+    return pa.types.is_null(actual) or kind(actual) == kind(expected)
 
 
 def open_source(data: Any) -> _Source:
@@ -168,7 +224,10 @@ def open_source(data: Any) -> _Source:
         nbytes, rows = 0, 0
         for path in files:
             if path.name.lower().endswith(".parquet"):
-                meta = pq.ParquetFile(path).metadata
+                try:
+                    meta = pq.ParquetFile(path).metadata
+                except (pa.ArrowException, OSError) as error:
+                    raise PrefkitError(f"cannot read input file '{path}': {error}") from error
                 rows += meta.num_rows
                 nbytes += sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
             else:
