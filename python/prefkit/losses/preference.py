@@ -99,7 +99,9 @@ def _check_probability(name: str, value, shape, dtype) -> torch.Tensor:
     """``value`` as a ``dtype`` tensor of ``shape`` whose entries are probabilities in [0, 1]."""
     check_tensor(name, value, shape)
     if not (value.is_floating_point() or value.dtype == torch.bool):
-        raise PrefkitError(f"{name} must be a floating-point (or bool) tensor, got dtype {value.dtype}")
+        raise PrefkitError(
+            f"{name} must be a floating-point (or bool) tensor, got dtype {value.dtype}"
+        )
     v = value.detach()
     bad = ~((v >= 0) & (v <= 1))  # NaN fails both comparisons
     if bool(bad.any()):
