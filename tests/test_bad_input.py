@@ -6,6 +6,7 @@ import math
 import subprocess
 import sys
 
+import numpy as np
 import prefkit as pk
 import pyarrow as pa
 import pytest
@@ -194,3 +195,16 @@ def test_errors_do_not_kill_the_process():
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "alive"
+
+
+def test_a_quadratic_result_that_cannot_fit_is_refused_before_mining():
+    """One prompt with a million responses under all_pairs asks for 5 * 10^11 pairs: a clear
+    error before anything is allocated, never an OOM kill (docs/pairs.md)."""
+    n = 1_000_000
+    data = pa.table({"prompt": pa.array(["one prompt"] * n),
+                     "response": pa.array([str(i) for i in range(n)]),
+                     "score": np.arange(n, dtype=np.float64)})
+    with pytest.raises(pk.PrefkitError, match=r"all_pairs would mine up to 499999500000 pairs "
+                                              r"\(its largest group has 1000000 responses"):
+        pk.mine_pairs(data, strategy="all_pairs")
+    assert pk.mine_pairs(data, strategy="best_vs_worst").num_rows == 1

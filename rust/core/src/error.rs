@@ -51,6 +51,10 @@ pub enum Error {
         "the input already has a column '{0}', which the result writes; rename or drop it first"
     )]
     ExistingColumn(String),
+    /// A result that could not fit in memory, refused before any of it is made; the message
+    /// says how large it would be and what to change.
+    #[error("{0}")]
+    ResultTooLarge(String),
     /// Reading or writing a spill file of an out-of-core run.
     #[error("spill file: {0}")]
     Io(#[from] std::io::Error),

@@ -14,7 +14,7 @@ use rayon::prelude::*;
 
 use crate::accounting::Accounting;
 use crate::error::{Error, Result};
-use crate::grouping::{group_rows, GroupRows};
+use crate::grouping::{group_rows, GroupRows, Groups};
 use crate::key::KeyColumn;
 use crate::parallel;
 use crate::table::{Column, Table};
@@ -47,6 +47,19 @@ impl Strategy {
         "adjacent",
         "top_k_vs_bottom_k",
     ];
+
+    /// The strategy's name, as [`Strategy::parse`] takes it.
+    pub fn name(self) -> &'static str {
+        let index = match self {
+            Strategy::BestVsWorst => 0,
+            Strategy::BestVsRandom => 1,
+            Strategy::BestVsAll => 2,
+            Strategy::AllPairs => 3,
+            Strategy::Adjacent => 4,
+            Strategy::TopKVsBottomK => 5,
+        };
+        Self::NAMES[index]
+    }
 
     /// The strategy called `name`.
     pub fn parse(name: &str) -> Result<Self> {
@@ -259,6 +272,7 @@ pub fn mine_pairs(table: &Table, options: &PairOptions) -> Result<(RecordBatch, 
     let selection = options.selection();
     let keys = key_column.bytes();
     let groups = group_rows(&keys);
+    check_result_fits(&groups, &selection, available_memory())?;
     let (pairs, mut accounting) = parallel::install(|| {
         let chunk = 256;
         let parts: Vec<(Vec<Pair>, Accounting)> = (0..groups.len())
@@ -313,6 +327,92 @@ pub fn mine_pairs(table: &Table, options: &PairOptions) -> Result<(RecordBatch, 
         )
     })?;
     Ok((batch, accounting))
+}
+
+/// Bytes one mined pair takes at the least: its selection while mining, then its row of the
+/// result without text (three scores, a group id, two row numbers, three 16-byte views).
+const PAIR_BYTES: u128 = (std::mem::size_of::<Selected>() + 3 * 8 + 8 + 2 * 8 + 3 * 16) as u128;
+
+impl Selection {
+    /// The most candidate pairs this selection considers in a list of `n` (before margins
+    /// and caps): all of them are held while the list is mined.
+    pub fn candidates(&self, n: usize) -> u128 {
+        let n = n as u128;
+        if n < 2 {
+            return 0;
+        }
+        match self.strategy {
+            Strategy::BestVsWorst => 1,
+            Strategy::BestVsAll | Strategy::BestVsRandom | Strategy::Adjacent => n - 1,
+            Strategy::AllPairs => n * (n - 1) / 2,
+            Strategy::TopKVsBottomK => {
+                let m = (self.k as u128).min(n / 2);
+                m * m
+            }
+        }
+    }
+}
+
+/// Refuse, before any pair is made, a result that cannot fit in `available` bytes (None: no
+/// check): all_pairs over one prompt of a million responses asks for 5 * 10^11 pairs, which
+/// would otherwise be allocated until the process is killed. The estimate counts no text, so
+/// a result it lets through may still not fit, but one it refuses never would.
+fn check_result_fits(groups: &Groups, selection: &Selection, available: Option<u64>) -> Result<()> {
+    let Some(available) = available else {
+        return Ok(());
+    };
+    let (mut total, mut largest, mut largest_group) = (0u128, 0u128, 0);
+    for g in 0..groups.len() {
+        let candidates = selection.candidates(groups.offsets[g + 1] - groups.offsets[g]);
+        total += selection
+            .max_pairs
+            .map_or(candidates, |cap| candidates.min(cap as u128));
+        if candidates > largest {
+            (largest, largest_group) = (candidates, g);
+        }
+    }
+    // Mining holds a group's candidates at once, and the result holds every kept pair.
+    let needed = (total * PAIR_BYTES).max(largest * std::mem::size_of::<Selected>() as u128);
+    if needed <= available as u128 {
+        return Ok(());
+    }
+    let size = groups.offsets[largest_group + 1] - groups.offsets[largest_group];
+    Err(Error::ResultTooLarge(format!(
+        "strategy {} would mine up to {total} pairs (its largest group has {size} responses: \
+         {largest} candidate pairs), at least {:.1} GB without their text, more than the {:.1} \
+         GB of memory available; pass max_pairs_per_prompt, choose a strategy with fewer pairs \
+         (best_vs_all, top_k_vs_bottom_k) or split the group",
+        selection.strategy.name(),
+        needed as f64 / 1e9,
+        available as f64 / 1e9,
+    )))
+}
+
+/// The memory this process may still allocate: the kernel's MemAvailable, or less under a
+/// cgroup limit; None where neither can be read (then nothing is refused).
+pub fn available_memory() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib: u64 = meminfo
+        .lines()
+        .find_map(|line| line.strip_prefix("MemAvailable:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    let system = kib * 1024;
+    let read = |name: &str| -> Option<u64> {
+        std::fs::read_to_string(format!("/sys/fs/cgroup/{name}"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    // cgroup v2: "max" (no limit) does not parse and leaves the system figure.
+    match (read("memory.max"), read("memory.current")) {
+        (Some(limit), Some(used)) => Some(system.min(limit.saturating_sub(used))),
+        _ => Some(system),
+    }
 }
 
 fn result_columns(several_scores: bool) -> Vec<&'static str> {
@@ -999,6 +1099,37 @@ mod tests {
             message.contains("'score'") && message.contains("row 4"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn a_result_that_cannot_fit_is_refused_before_mining() {
+        let n = 200_000;
+        let prompts = vec!["one prompt"; n];
+        let responses: Vec<String> = (0..n).map(|i| i.to_string()).collect();
+        let responses: Vec<&str> = responses.iter().map(String::as_str).collect();
+        let scores: Vec<f64> = (0..n).map(|i| i as f64).collect();
+        let table = table(&prompts, &responses, &scores);
+        let groups = group_rows(
+            &KeyColumn::new(&table.column("prompt").unwrap())
+                .unwrap()
+                .bytes(),
+        );
+        let selection = options(Strategy::AllPairs).selection();
+        let error = check_result_fits(&groups, &selection, Some(16 << 30)).unwrap_err();
+        let message = error.to_string();
+        assert!(
+            message.contains("all_pairs") && message.contains("200000 responses"),
+            "{message}"
+        );
+        assert!(message.contains("19999900000 candidate pairs"), "{message}");
+        // The same group under a linear strategy, a cap, or no known limit passes.
+        let linear = options(Strategy::BestVsAll).selection();
+        assert!(check_result_fits(&groups, &linear, Some(16 << 30)).is_ok());
+        assert!(check_result_fits(&groups, &selection, None).is_ok());
+        assert_eq!(selection.candidates(4), 6);
+        let mut top = options(Strategy::TopKVsBottomK).selection();
+        top.k = 3;
+        assert_eq!(top.candidates(5), 4);
     }
 
     #[test]
