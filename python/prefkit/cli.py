@@ -733,6 +733,18 @@ def _model_names(folders: list[str]) -> dict[str, str]:
     return names
 
 
+def _eval_report(args: argparse.Namespace, verb: str, result) -> None:
+    """With ``--report DIR``, the report of ``prefkit eval VERB`` (report.md and its plots)."""
+    if args.report is None:
+        return
+    from prefkit.eval import report
+
+    write = {"rewards": report.write_rewards_report, "ranking": report.write_ranking_report}[verb]
+    with _step(f"writing the report into {args.report}", args.quiet):
+        path = write(result, args.report, title=args.title or f"prefkit eval {verb}: {args.input}")
+    _wrote_report(path)
+
+
 def _eval_rewards(args: argparse.Namespace) -> int:
     from prefkit.eval import evaluate_rewards
 
@@ -754,14 +766,7 @@ def _eval_rewards(args: argparse.Namespace) -> int:
         device=args.device,
         progress=not args.quiet,
     )
-    if args.report is not None:
-        from prefkit.eval.report import write_rewards_report
-
-        with _step(f"writing the report into {args.report}", args.quiet):
-            path = write_rewards_report(
-                result, args.report, title=args.title or f"prefkit eval rewards: {args.input}"
-            )
-        _wrote_report(path)
+    _eval_report(args, "rewards", result)
     _print_json(result.to_pylist(), report_of(result))
     return 0
 
@@ -821,14 +826,7 @@ def _eval_ranking(args: argparse.Namespace) -> int:
         device=args.device,
         progress=not args.quiet,
     )
-    if args.report is not None:
-        from prefkit.eval.report import write_ranking_report
-
-        with _step(f"writing the report into {args.report}", args.quiet):
-            path = write_ranking_report(
-                result, args.report, title=args.title or f"prefkit eval ranking: {args.input}"
-            )
-        _wrote_report(path)
+    _eval_report(args, "ranking", result)
     # Per pair: the figures, not the token ids (the input's text columns stay).
     ids = {"prompt_ids", "chosen_ids", "rejected_ids"}
     rows = result.select([c for c in result.column_names if c not in ids]).to_pylist()
