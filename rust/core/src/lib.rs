@@ -25,6 +25,8 @@
 //! - [`accounting`]: rows in, rows used, rows dropped by reason.
 //! - [`parallel`]: the rayon pool, sized by `PREFKIT_NUM_THREADS` and safe after `fork`.
 //! - [`prefetch`]: software prefetch for loops over many short groups.
+//! - [`winrates`]: pairwise win-probability matrices: win rates, rankings, cycles, pairs.
+//! - [`images`]: image bytes: content hashes and perceptual hashes for dedup.
 
 pub mod accounting;
 pub mod batching;
@@ -32,6 +34,7 @@ pub mod curriculum;
 pub mod dedup;
 pub mod error;
 pub mod grouping;
+pub mod images;
 pub mod key;
 pub mod lists;
 pub mod messages;
@@ -48,6 +51,7 @@ pub mod split_prompt;
 pub mod table;
 pub mod text;
 pub mod trees;
+pub mod winrates;
 
 pub use accounting::Accounting;
 pub use error::{Error, Result};

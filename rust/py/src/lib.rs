@@ -7,6 +7,7 @@ mod batching;
 mod chunked;
 mod dedup;
 mod errors;
+mod images;
 mod lists;
 mod pairs;
 mod pieces;
@@ -14,6 +15,7 @@ mod ragged;
 mod split_prompt;
 mod table;
 mod trees;
+mod winrates;
 
 use pyo3::prelude::*;
 
@@ -53,5 +55,7 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(table::key_ids, module)?)?;
     module.add_function(wrap_pyfunction!(pieces::split_pieces, module)?)?;
     module.add_function(wrap_pyfunction!(ragged::take_ragged, module)?)?;
+    winrates::register(module)?;
+    images::register(module)?;
     Ok(())
 }

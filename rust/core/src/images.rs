@@ -1,0 +1,1 @@
+//! Image bytes (PNG, JPEG, WebP): content hashes and perceptual hashes for dedup.

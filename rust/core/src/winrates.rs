@@ -1,0 +1,1 @@
+//! Pairwise win-probability matrices (one K x K matrix of P(a beats b) per prompt).

@@ -1,0 +1,8 @@
+//! Bindings of `prefkit_core::winrates`.
+
+use pyo3::prelude::*;
+
+/// Adds this module's functions to `prefkit._core`.
+pub fn register(_module: &Bound<'_, PyModule>) -> PyResult<()> {
+    Ok(())
+}
