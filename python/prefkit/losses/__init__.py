@@ -5,6 +5,8 @@
 - :func:`sequence_logps`: per-sequence log-probs from hidden states and the LM head without
   materialising ``[tokens, vocab]`` logits (Triton kernels on CUDA, chunked torch elsewhere).
 - :class:`FusedLinearPreferenceLoss`, :class:`FusedLinearListLoss`: the two combined.
+- :func:`general_preference_loss`, :func:`preference_probability`: general preference models
+  (preference embeddings, GPM).
 
 ``import prefkit`` does not import this subpackage (nor torch); ``import prefkit.losses`` does.
 
@@ -18,6 +20,7 @@ Examples
 """
 
 from .fused import FusedLinearListLoss, FusedLinearPreferenceLoss
+from .gpm import general_preference_loss, preference_probability, preference_score
 from .listwise import list_loss
 from .logps import sequence_logps
 from .preference import preference_loss
@@ -25,7 +28,10 @@ from .preference import preference_loss
 __all__ = [
     "FusedLinearListLoss",
     "FusedLinearPreferenceLoss",
+    "general_preference_loss",
     "list_loss",
     "preference_loss",
+    "preference_probability",
+    "preference_score",
     "sequence_logps",
 ]
