@@ -306,8 +306,9 @@ def test_fused_per_pair_and_target_errors():
 # ---------------------------------------------------------------- JPO: pairs across prompts
 
 
+@pytest.mark.parametrize("kind", ["sigmoid", "jpo"])
 @pytest.mark.parametrize("joint", [False, True])
-def test_cross_prompt_pairs_are_sigmoid(joint):
+def test_cross_prompt_pairs_are_sigmoid(joint, kind):
     """JPO is DPO's loss on two (prompt, response) log-ratios whose prompts differ.
 
     Each chosen row has its own prompt (its own tokens and length) and each rejected row
@@ -327,7 +328,7 @@ def test_cross_prompt_pairs_are_sigmoid(joint):
             labels[i, :n] = IGNORE
         labels[i, t - i :] = IGNORE
     ref = -torch.rand(2 * b, generator=g) * 20 - 5
-    module = FusedLinearPreferenceLoss(kind="sigmoid", beta=0.3)
+    module = FusedLinearPreferenceLoss(kind=kind, beta=0.3)
     w = weight.clone().requires_grad_(True)
     loss, _ = module(hidden, w, labels, ref[:b], ref[b:])
     (grad,) = torch.autograd.grad(loss, w)
@@ -343,3 +344,30 @@ def test_cross_prompt_pairs_are_sigmoid(joint):
     (grad_want,) = torch.autograd.grad(want, w_ref)
     close(loss, want)
     close(grad, grad_want)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("beta", [0.1, 0.7])
+def test_jpo_kind_matches_float64_formula(beta, reduction):
+    """``kind="jpo"``: -log sigma(beta [log-ratio(x_w, y_w) - log-ratio(x_l, y_l)]), written
+    out with each side's own prompt; it is sigmoid's code path, so it equals sigmoid too."""
+    pw, pl, rw, rl, _, _ = batch(seed=12)  # log pi(y_w|x_w), log pi(y_l|x_l), their references
+    inputs = [x.clone().requires_grad_(True) for x in (pw, pl, rw, rl)]
+    loss, metrics = preference_loss(*inputs, kind="jpo", beta=beta, reduction=reduction)
+    ref_inputs = [x.clone().requires_grad_(True) for x in (pw, pl, rw, rl)]
+    a, b, ra, rb = ref_inputs
+    per_pair = -torch.log(torch.sigmoid(beta * (a - ra) - beta * (b - rb)))
+    ref = {"mean": per_pair.mean(), "sum": per_pair.sum(), "none": per_pair}[reduction]
+    torch.testing.assert_close(loss, ref, rtol=RTOL, atol=0)
+    weights = torch.linspace(-1.0, 2.0, loss.numel(), dtype=torch.float64).reshape(loss.shape)
+    grads = torch.autograd.grad((loss * weights).sum(), inputs)
+    ref_grads = torch.autograd.grad((ref * weights).sum(), ref_inputs)
+    for got, want in zip(grads, ref_grads):
+        torch.testing.assert_close(got, want, rtol=RTOL, atol=1e-12)
+    same, same_metrics = preference_loss(pw, pl, rw, rl, kind="sigmoid", beta=beta,
+                                         reduction=reduction)
+    assert torch.equal(loss.detach(), same)
+    for name, value in same_metrics.items():
+        assert torch.equal(metrics[name], value)
+    with pytest.raises(PrefkitError, match="target has no effect"):
+        preference_loss(pw, pl, kind="jpo", target=torch.ones_like(pw))

@@ -35,6 +35,7 @@ REFERENCE_KINDS = frozenset(
         "rpo",
         "sppo",
         "soft_sigmoid",
+        "jpo",
     }
 )
 #: Kinds that never use a reference model (they work on length-normalised log-probs).
@@ -183,6 +184,9 @@ def preference_loss(
       is ``sppo_hard``
     - ``soft_sigmoid`` (soft-label DPO), :math:`t` = ``target``:
       :math:`-t\log\sigma(\beta D) - (1-t)\log\sigma(-\beta D)`; ``target=1`` is ``sigmoid``
+    - ``jpo`` (JPO, Bansal et al. 2024): ``sigmoid``'s :math:`-\log\sigma(\beta D)` where the
+      chosen and rejected responses answer *different* prompts, :math:`c = \log\pi(y_w|x_w) -
+      \log\pi_{ref}(y_w|x_w)`, :math:`r = \log\pi(y_l|x_l) - \log\pi_{ref}(y_l|x_l)`
     - ``simpo``: :math:`z = m_w - m_l - \gamma/\beta` with :math:`m = \log\pi(y)/|y|`;
       :math:`-(1-e)\log\sigma(\beta z) - e\log\sigma(-\beta z)`
     - ``cpo``: as ``simpo`` with :math:`\gamma=0`, plus ``alpha`` * NLL
@@ -310,7 +314,7 @@ def _reference_based(kind, c, r, beta, e, tau, t=None, tl=None):
     """
     d = c - r
     z = beta * d
-    if kind == "sigmoid":
+    if kind in ("sigmoid", "jpo"):  # JPO is DPO's formula on pairs across prompts
         return -F.logsigmoid(z)
     if kind == "hinge":
         return torch.relu(1 - z)
