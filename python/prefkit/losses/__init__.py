@@ -5,6 +5,8 @@
 - :func:`sequence_logps`: per-sequence log-probs from hidden states and the LM head without
   materialising ``[tokens, vocab]`` logits (Triton kernels on CUDA, chunked torch elsewhere).
 - :class:`FusedLinearPreferenceLoss`, :class:`FusedLinearListLoss`: the two combined.
+- :func:`diffusion_dpo_loss`, :func:`smpo_loss`, :func:`mapo_loss`, :func:`d3po_loss`: preference
+  losses on denoising errors for text-to-image diffusion models (``losses.diffusion``).
 - :func:`general_preference_loss`, :func:`preference_probability`: general preference models
   (preference embeddings, GPM).
 
@@ -19,6 +21,14 @@ Examples
 0.1269
 """
 
+from .diffusion import (
+    d3po_loss,
+    denoising_losses,
+    diffusion_dpo_loss,
+    gaussian_step_logprobs,
+    mapo_loss,
+    smpo_loss,
+)
 from .fused import FusedLinearListLoss, FusedLinearPreferenceLoss
 from .gpm import general_preference_loss, preference_probability, preference_score
 from .listwise import list_loss
@@ -28,10 +38,16 @@ from .preference import preference_loss
 __all__ = [
     "FusedLinearListLoss",
     "FusedLinearPreferenceLoss",
+    "d3po_loss",
+    "denoising_losses",
+    "diffusion_dpo_loss",
+    "gaussian_step_logprobs",
     "general_preference_loss",
     "list_loss",
+    "mapo_loss",
     "preference_loss",
     "preference_probability",
     "preference_score",
     "sequence_logps",
+    "smpo_loss",
 ]
