@@ -15,6 +15,7 @@ blocks, logits recomputed in backward).
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from prefkit._errors import PrefkitError
@@ -45,12 +46,17 @@ class _FusedLinearLoss(nn.Module):
     def extra_repr(self) -> str:
         return f"kind={self.kind!r}, beta={self.beta}, reduction={self.reduction!r}"
 
-    def _fused(self, hidden, weight, labels, bias, groups, others, whole_batch_loss):
+    def _fused(
+        self, hidden, weight, labels, bias, groups, others, whole_batch_loss, token_weights=None
+    ):
         """``(loss, metrics, logps)`` by the gradient-in-forward path where it applies.
 
         Elsewhere ``whole_batch_loss(logps, counts)`` is applied to :func:`sequence_logps`;
         ``others`` are the loss's other tensor inputs (reference log-probs, scores).
+        ``token_weights`` (``[N, T]``) weight each token's log-prob; weights that require grad
+        (a learned mask) take the recomputing path, which differentiates them.
         """
+        others = (*others, token_weights)
         if grouped.applies(self.reduction, self.logits_budget, (hidden, weight, bias), others):
             result = grouped.grouped_loss(
                 hidden,
@@ -62,6 +68,7 @@ class _FusedLinearLoss(nn.Module):
                 logits_budget=self.logits_budget,
                 backend=self.backend,
                 token_stats=self.token_stats,
+                token_weights=token_weights,
             )
             if result is not None:
                 return result
@@ -70,6 +77,7 @@ class _FusedLinearLoss(nn.Module):
             weight,
             labels,
             bias,
+            token_weights=token_weights,
             chunk_tokens=self.chunk_tokens,
             chunk_vocab=self.chunk_vocab,
             backend=self.backend,
@@ -146,6 +154,8 @@ class FusedLinearPreferenceLoss(_FusedLinearLoss):
         *,
         target=None,
         rejected_target=None,
+        chosen_token_weights=None,
+        rejected_token_weights=None,
     ):
         """Loss and metrics of ``B`` pairs.
 
@@ -164,6 +174,13 @@ class FusedLinearPreferenceLoss(_FusedLinearLoss):
         target, rejected_target : torch.Tensor, optional
             ``[B]`` per-pair probabilities for ``sppo`` and ``soft_sigmoid``, as in
             :func:`prefkit.losses.preference_loss`.
+        chosen_token_weights, rejected_token_weights : torch.Tensor, optional
+            ``[B, T]`` weights of each chosen / rejected token's log-prob (SparsePO-style
+            token masks; 0 drops a token), as ``token_weights`` of
+            :func:`prefkit.losses.sequence_logps`; a missing one means all ones. The policy
+            log-probs become ``sum_t w_t log pi(y_t)``, so pass reference log-probs weighted
+            the same way (``sum_t w_t log pi_ref(y_t)``) to weight the log-ratio, and the
+            completion lengths are the counts of tokens with a non-zero weight.
 
         Returns
         -------
@@ -187,6 +204,9 @@ class FusedLinearPreferenceLoss(_FusedLinearLoss):
         for name, t in zip(("target", "rejected_target"), targets):
             if t is not None:
                 check_tensor(name, t, (b,))
+        token_weights = _pair_token_weights(
+            chosen_token_weights, rejected_token_weights, (b, hidden.shape[1])
+        )
 
         # Targets go to ``_loss`` only when given, so that subclasses overriding the
         # five-argument hook (prefkit.trl) keep working for the kinds without a target.
@@ -211,6 +231,7 @@ class FusedLinearPreferenceLoss(_FusedLinearLoss):
             lambda logps, counts: self._loss(
                 logps[:b], logps[b:], refs, counts, self.reduction, **with_targets(0, b)
             ),
+            token_weights,
         )
         detached = logps.detach()
         metrics["logps/chosen"] = detached[:b] if self.reduction == "none" else detached[:b].mean()
@@ -238,6 +259,26 @@ class FusedLinearPreferenceLoss(_FusedLinearLoss):
             rejected_target=targets[1],
             reduction=reduction,
         )
+
+
+def _pair_token_weights(chosen, rejected, shape):
+    """``[2B, T]`` token weights of a pair batch (chosen rows first), or None if neither given."""
+    if chosen is None and rejected is None:
+        return None
+    given = [w for w in (chosen, rejected) if w is not None]
+    for name, w in (("chosen_token_weights", chosen), ("rejected_token_weights", rejected)):
+        if w is not None:
+            check_tensor(name, w, shape)
+            if not w.is_floating_point():
+                raise PrefkitError(f"{name} must be a floating-point tensor, got {w.dtype}")
+    if len(given) == 2 and chosen.device != rejected.device:
+        raise PrefkitError(
+            f"rejected_token_weights is on {rejected.device} but chosen_token_weights is on "
+            f"{chosen.device}"
+        )
+    dtype = given[0].dtype if len(given) == 1 else torch.promote_types(*(w.dtype for w in given))
+    ones = torch.ones(shape, dtype=dtype, device=given[0].device)
+    return torch.cat([ones if w is None else w.to(dtype) for w in (chosen, rejected)])
 
 
 class FusedLinearListLoss(_FusedLinearLoss):

@@ -36,9 +36,11 @@ from .logps import (
     check_backend,
     check_inputs,
     labelled_tokens,
+    labelled_weights,
     logps_dtype,
     mm_into,
     pick_blocks,
+    weighted_labels,
 )
 
 #: Most float32 logits one block holds when ``logits_budget`` is None: 1 GiB on CUDA (a pair of
@@ -90,7 +92,17 @@ def applies(reduction: str, logits_budget: int | None, inputs, others) -> bool:
 
 
 def grouped_loss(
-    hidden, weight, labels, bias, groups, *, reduction, logits_budget, backend, token_stats=None
+    hidden,
+    weight,
+    labels,
+    bias,
+    groups,
+    *,
+    reduction,
+    logits_budget,
+    backend,
+    token_stats=None,
+    token_weights=None,
 ):
     """Loss, metrics and log-probs of ``groups``, with gradients formed in the forward pass.
 
@@ -110,6 +122,10 @@ def grouped_loss(
         before they are turned into gradients (the only moment they exist), for per-token
         statistics such as entropy; ``tokens`` index the labelled tokens in the flat order of
         ``labels``, ``lse`` and ``targets`` are theirs. It must not modify ``logits``.
+    token_weights : torch.Tensor, optional
+        ``[N, T]`` weights of the token log-probs, as in
+        :func:`prefkit.losses.sequence_logps` (weight-0 tokens are dropped); the weights get no
+        gradient on this path (callers send weights that require grad elsewhere).
 
     Returns
     -------
@@ -121,6 +137,8 @@ def grouped_loss(
     """
     check_backend(backend)
     check_inputs(hidden, weight, labels, bias)
+    if token_weights is not None:
+        labels = weighted_labels(labels, token_weights)
     index, targets, _, counts = labelled_tokens(labels, weight.shape[0])
     vocab, width = weight.shape
     if logits_budget is None:
@@ -143,6 +161,9 @@ def grouped_loss(
     block = torch.empty(max(tokens for *_, tokens in chunks) * vocab, dtype=acc, device=device)
     logps = torch.zeros(hidden.shape[0], dtype=logps_dtype(hidden.dtype), device=device)
     scale = 1.0 / groups.count if reduction == "mean" else 1.0
+    # Per labelled token; a token's log-prob enters its sequence's sum times its weight, so the
+    # gradient of its logits is scaled by the same weight.
+    weights = None if token_weights is None else labelled_weights(token_weights.detach(), index, acc)
     losses, metrics = [], []
     with torch.no_grad():
         for g0, g1, n_tokens in chunks:
@@ -159,12 +180,16 @@ def grouped_loss(
             token_index = index.index_select(0, picked)
             chunk_targets = targets.index_select(0, picked)
             x = flat_hidden.index_select(0, token_index)
+            chunk_weights = None if weights is None else weights.index_select(0, picked)
             chunk_logps = torch.zeros(len(chunk_rows), dtype=logps.dtype, device=device)
             if n_tokens:
                 logits = block[: n_tokens * vocab].view(n_tokens, vocab)
                 xg = blocks.gemm_operand(x)
                 lse, target = blocks.full_logits(xg, w, b, chunk_targets, logits)
-                chunk_logps.index_add_(0, local, (target - lse).to(logps.dtype))
+                token = target - lse
+                if chunk_weights is not None:
+                    token = token * chunk_weights.to(token.dtype)
+                chunk_logps.index_add_(0, local, token.to(logps.dtype))
                 if token_stats is not None:
                     token_stats(picked, logits, lse, chunk_targets)
             with torch.enable_grad():
@@ -173,6 +198,8 @@ def grouped_loss(
                 (grad_logps,) = torch.autograd.grad(group_losses.sum() * scale, leaf)
             if n_tokens:
                 g = grad_logps.index_select(0, local).to(lse.dtype)
+                if chunk_weights is not None:
+                    g = g * chunk_weights.to(g.dtype)
                 d = blocks.dlogits_in_place(logits, lse, g, chunk_targets, w.dtype)
                 if need_x:
                     grad_hidden.index_copy_(0, token_index, torch.mm(d, w).to(hidden.dtype))

@@ -301,12 +301,73 @@ def check_inputs(hidden, weight, labels, bias):
             raise PrefkitError(f"{name} is on {other.device} but hidden is on {hidden.device}")
 
 
+def weighted_labels(labels, token_weights, name: str = "token_weights"):
+    """Checked ``token_weights`` and ``labels`` with every weight-0 token set to ``-100``.
+
+    A token of weight 0 is dropped, not computed: it costs nothing and does not count in the
+    completion lengths. Weights must be finite, ``>= 0``, floating-point, shaped like
+    ``labels`` and on its device; a bad one is a PrefkitError naming its position.
+    """
+    check_tensor(name, token_weights, labels.shape)
+    if not token_weights.is_floating_point():
+        raise PrefkitError(f"{name} must be a floating-point tensor, got {token_weights.dtype}")
+    if token_weights.device != labels.device:
+        raise PrefkitError(f"{name} is on {token_weights.device} but labels are on {labels.device}")
+    w = token_weights.detach()
+    bad = ~(torch.isfinite(w) & (w >= 0))
+    if bool(bad.any()):
+        row, col = (int(i) for i in bad.nonzero()[0])
+        raise PrefkitError(
+            f"{name}[{row}, {col}] = {w[row, col].item()}: token weights must be finite and >= 0"
+        )
+    return labels.masked_fill(w == 0, IGNORE_INDEX)
+
+
+def labelled_weights(token_weights, index, dtype):
+    """The weights of the labelled tokens at flat positions ``index``, in ``dtype``."""
+    return token_weights.reshape(-1).index_select(0, index).to(dtype)
+
+
+def _labelled_logps(hidden, weight, labels, bias, chunk_tokens, chunk_vocab, backend):
+    """Log-probs of the labelled tokens of checked inputs: ``(token_logps, index, rows, counts)``.
+
+    ``token_logps`` is ``None`` when no token is labelled; ``index``, ``rows`` and ``counts``
+    are :func:`labelled_tokens`'.
+    """
+    default_t, default_v = _DEFAULT_CHUNKS["cuda" if hidden.is_cuda else "cpu"]
+    chunk_tokens = int(chunk_tokens or default_t)
+    chunk_vocab = int(chunk_vocab or default_v)
+    if chunk_tokens < 1 or chunk_vocab < 1:
+        raise PrefkitError(f"chunk sizes must be >= 1, got {chunk_tokens} x {chunk_vocab}")
+    index, targets, rows, counts = labelled_tokens(labels, weight.shape[0])
+    if targets.numel() == 0:
+        return None, index, rows, counts
+    blocks = pick_blocks(backend, hidden.device)
+    inputs = (hidden, weight, bias)
+    if torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in inputs):
+        token_logps = _TokenLogps.apply(
+            hidden, weight, bias, index, targets, blocks, chunk_tokens, chunk_vocab
+        )
+    else:
+        x = hidden.reshape(-1, hidden.shape[-1]).index_select(0, index)
+        lse, target = blocks.forward(x, weight, bias, targets, chunk_tokens, chunk_vocab)
+        token_logps = target - lse
+    return token_logps, index, rows, counts
+
+
+def _zero_like_graph(hidden, weight, shape, dtype):
+    """Zeros of ``shape`` still connected to the graph, so that backward() works."""
+    zero = (hidden.sum() * 0 + weight.sum() * 0).to(dtype)
+    return zero.expand(shape).clone()
+
+
 def sequence_logps(
     hidden,
     weight,
     labels,
     bias=None,
     *,
+    token_weights=None,
     chunk_tokens: int | None = None,
     chunk_vocab: int | None = None,
     backend: str = "auto",
@@ -327,6 +388,12 @@ def sequence_logps(
         caller shifts), ``-100`` marks tokens to ignore (prompt, padding).
     bias : torch.Tensor, optional
         ``[V]`` LM head bias.
+    token_weights : torch.Tensor, optional
+        ``[N, T]`` finite weights ``>= 0``: the result is ``sum_t w[b, t] * log p(labels[b, t])``
+        (token-level weights or masks, as in SparsePO). A weight of 0 drops the token (it is
+        not counted, and not computed unless the weights require grad); weights on ``-100``
+        positions are ignored. Gradients flow into the weights when they require grad
+        (learned masks).
     chunk_tokens, chunk_vocab : int, optional
         Block size over labelled tokens and over the vocabulary; ``None`` picks a default for
         the device (CPU 1024 x 16384, CUDA 4096 x 16384). Peak extra memory is about one block of
@@ -339,20 +406,22 @@ def sequence_logps(
     logps : torch.Tensor
         ``[N]`` float32 (float64 for float64 inputs) sums of label log-probs.
     counts : torch.Tensor
-        ``[N]`` int64 number of labelled tokens per sequence.
+        ``[N]`` int64 number of labelled tokens per sequence (with ``token_weights``: those
+        whose weight is not 0).
 
     Notes
     -----
     Logits and sums are accumulated in float32 for bf16/fp16 inputs. With gradients off
     (``torch.no_grad()`` or no input requiring grad) nothing is saved for backward and no
-    gradient work is done. Gradients flow to ``hidden``, ``weight`` and ``bias``, never to
-    ``labels``; double backward is not supported.
+    gradient work is done. Gradients flow to ``hidden``, ``weight`` and ``bias`` (and
+    ``token_weights``), never to ``labels``; double backward is not supported.
 
     Raises
     ------
     PrefkitError
         Wrong shapes or dtypes, tensors on different devices, a label outside ``[0, V)`` other
-        than ``-100``, or ``backend="triton"`` where Triton cannot run.
+        than ``-100``, a negative or non-finite token weight, or ``backend="triton"`` where
+        Triton cannot run.
 
     Examples
     --------
@@ -369,33 +438,81 @@ def sequence_logps(
     >>> torch.allclose(logps, ref, atol=1e-5)
     True
     >>> logps.sum().backward()
+    >>> mask = torch.tensor([[0.0, 1.0, 0.0, 0.5, 0.0], [1.0, 1.0, 1.0, 1.0, 1.0]])
+    >>> _, counts = sequence_logps(hidden, weight, labels, token_weights=mask)
+    >>> counts.tolist()
+    [2, 3]
     """
     check_backend(backend)
     check_inputs(hidden, weight, labels, bias)
+    kept = None
+    if token_weights is not None:
+        kept = weighted_labels(labels, token_weights)
+        # A weight that wants its gradient (log p of its token) needs its token computed, even
+        # at 0; otherwise weight-0 tokens are dropped before any work.
+        if not (torch.is_grad_enabled() and token_weights.requires_grad):
+            labels = kept
     n = hidden.shape[0]
-    default_t, default_v = _DEFAULT_CHUNKS["cuda" if hidden.is_cuda else "cpu"]
-    chunk_tokens = int(chunk_tokens or default_t)
-    chunk_vocab = int(chunk_vocab or default_v)
-    if chunk_tokens < 1 or chunk_vocab < 1:
-        raise PrefkitError(f"chunk sizes must be >= 1, got {chunk_tokens} x {chunk_vocab}")
-
-    index, targets, rows, counts = labelled_tokens(labels, weight.shape[0])
+    token_logps, index, rows, counts = _labelled_logps(
+        hidden, weight, labels, bias, chunk_tokens, chunk_vocab, backend
+    )
+    if kept is not None:
+        counts = (kept != IGNORE_INDEX).sum(1)
     out_dtype = logps_dtype(hidden.dtype)
-    if targets.numel() == 0:
-        # Nothing labelled: zeros, still connected to the graph so backward() works.
-        zero = (hidden.sum() * 0 + weight.sum() * 0).to(out_dtype)
-        return zero.expand(n).clone(), counts
-
-    blocks = pick_blocks(backend, hidden.device)
-    inputs = (hidden, weight, bias)
-    if torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in inputs):
-        token_logps = _TokenLogps.apply(
-            hidden, weight, bias, index, targets, blocks, chunk_tokens, chunk_vocab
-        )
-    else:
-        x = hidden.reshape(-1, hidden.shape[-1]).index_select(0, index)
-        lse, target = blocks.forward(x, weight, bias, targets, chunk_tokens, chunk_vocab)
-        token_logps = target - lse
+    if token_logps is None:
+        return _zero_like_graph(hidden, weight, (n,), out_dtype), counts
+    token_logps = token_logps.to(out_dtype)
+    if token_weights is not None:
+        token_logps = token_logps * labelled_weights(token_weights, index, out_dtype)
     logps = torch.zeros(n, dtype=out_dtype, device=hidden.device)
-    logps = logps.index_add(0, rows, token_logps.to(out_dtype))
+    logps = logps.index_add(0, rows, token_logps)
     return logps, counts
+
+
+def token_logps(
+    hidden,
+    weight,
+    labels,
+    bias=None,
+    *,
+    chunk_tokens: int | None = None,
+    chunk_vocab: int | None = None,
+    backend: str = "auto",
+):
+    """Log-prob of every labelled token, ``[N, T]``, without ``[tokens, vocab]`` logits.
+
+    The per-token counterpart of :func:`sequence_logps` (same blocks, kernels and gradients):
+    what token-level methods need before the loss, e.g. the policy and reference token
+    log-probs from which :func:`prefkit.losses.sparse_token_weights` builds a mask.
+
+    Parameters
+    ----------
+    hidden, weight, labels, bias, chunk_tokens, chunk_vocab, backend
+        As in :func:`sequence_logps`.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[N, T]`` float32 (float64 for float64 inputs): ``log p(labels[b, t])``, 0 where
+        ``labels`` is ``-100``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from prefkit.losses import sequence_logps, token_logps
+    >>> hidden, weight = torch.randn(2, 4, 8), torch.randn(30, 8)
+    >>> labels = torch.tensor([[-100, 3, 7, 9], [-100, -100, 1, 2]])
+    >>> per_token = token_logps(hidden, weight, labels)
+    >>> torch.allclose(per_token.sum(1), sequence_logps(hidden, weight, labels)[0])
+    True
+    """
+    check_backend(backend)
+    check_inputs(hidden, weight, labels, bias)
+    values, index, _, _ = _labelled_logps(
+        hidden, weight, labels, bias, chunk_tokens, chunk_vocab, backend
+    )
+    out_dtype = logps_dtype(hidden.dtype)
+    if values is None:
+        return _zero_like_graph(hidden, weight, labels.shape, out_dtype)
+    out = torch.zeros(labels.numel(), dtype=out_dtype, device=hidden.device)
+    return out.index_put((index,), values.to(out_dtype)).view(labels.shape)
