@@ -5,6 +5,8 @@
 - :func:`sequence_logps`: per-sequence log-probs from hidden states and the LM head without
   materialising ``[tokens, vocab]`` logits (Triton kernels on CUDA, chunked torch elsewhere).
 - :class:`FusedLinearPreferenceLoss`, :class:`FusedLinearListLoss`: the two combined.
+- :func:`token_logps`, :func:`sparse_token_weights`: per-token log-probs and token masks for
+  token-level weighting (``token_weights=`` of :func:`sequence_logps` and the fused modules).
 - :func:`diffusion_dpo_loss`, :func:`smpo_loss`, :func:`mapo_loss`, :func:`d3po_loss`: preference
   losses on denoising errors for text-to-image diffusion models (``losses.diffusion``).
 - :func:`general_preference_loss`, :func:`preference_probability`: general preference models
@@ -32,8 +34,9 @@ from .diffusion import (
 from .fused import FusedLinearListLoss, FusedLinearPreferenceLoss
 from .gpm import general_preference_loss, preference_probability, preference_score
 from .listwise import list_loss
-from .logps import sequence_logps
+from .logps import sequence_logps, token_logps
 from .preference import preference_loss
+from .tokens import sparse_token_weights
 
 __all__ = [
     "FusedLinearListLoss",
@@ -50,4 +53,6 @@ __all__ = [
     "preference_score",
     "sequence_logps",
     "smpo_loss",
+    "sparse_token_weights",
+    "token_logps",
 ]
