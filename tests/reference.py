@@ -1481,3 +1481,82 @@ def judge_bias(rows: Sequence[dict], *, judge: str | None = None, center: float 
             result[f"{key}_high"] = (_quantile(values, 1 - (1 - confidence) / 2) if defined
                                      else math.nan)
     return result, dropped
+
+
+# --------------------------------------------------------------------------------------------
+# Pairwise judges (docs/pairwise.md): score_pairwise with a callable judge, and GPM's product
+# --------------------------------------------------------------------------------------------
+
+
+def score_pairwise(
+    rows: Sequence[dict],
+    judge: Any,
+    *,
+    prompt: str = "prompt",
+    response: str = "response",
+    group: str | None = None,
+    k: int | None = None,
+    both_orders: bool = True,
+) -> tuple[list[dict], dict]:
+    """Return ``(wide rows, accounting)``; ``judge(prompt, a, b) -> P(a beats b)`` is called
+    on one pair at a time (the prompt of row a)."""
+    key_column = group if group is not None else prompt
+    dropped: dict[str, int] = {}
+    groups: dict[bytes, list[int]] = {}
+    group_key: dict[bytes, Any] = {}
+    for index, row in enumerate(rows):
+        if row[response] is None:
+            raise ValueError(f"null response at row {index}")
+        key = row[key_column]
+        if key is None:
+            dropped["null_key"] = dropped.get("null_key", 0) + 1
+            continue
+        canonical = key_bytes(key)
+        groups.setdefault(canonical, []).append(index)
+        group_key.setdefault(canonical, key)
+    out: list[dict] = []
+    for canonical, members in groups.items():
+        if k is not None and len(members) > k:
+            dropped["beyond_k"] = dropped.get("beyond_k", 0) + len(members) - k
+            members = members[:k]
+        if len(members) < 2:
+            dropped["group_too_small"] = dropped.get("group_too_small", 0) + len(members)
+            continue
+        size = len(members)
+        matrix = [[0.5] * size for _ in range(size)]
+        for i in range(size):
+            for j in range(i + 1, size):
+                a, b = rows[members[i]], rows[members[j]]
+                p_ab = judge(a[prompt], a[response], b[response])
+                if both_orders:
+                    p_ba = judge(b[prompt], b[response], a[response])
+                    p_ab = (p_ab + 1.0 - p_ba) / 2.0
+                matrix[i][j] = p_ab
+                matrix[j][i] = 1.0 - p_ab
+        out.append({
+            "prompt": rows[members[0]][prompt],
+            "responses": [rows[m][response] for m in members],
+            "rows": list(members),
+            "win_prob": matrix,
+            "group_id": group_id(group_key[canonical]),
+        })
+    used = sum(len(r["rows"]) for r in out)
+    return out, {"rows_in": len(rows), "rows_used": used, "dropped": dropped}
+
+
+def gpm_win_prob(v_a: Sequence[float], v_b: Sequence[float], tau: float = 1.0) -> float:
+    """GPM (arXiv 2410.02197): sigmoid(<R v_a, v_b> / tau) of L2-normalised embeddings, R
+    block-diagonal with blocks [[0, -1], [1, 0]], written out as a matrix product."""
+    def unit(v):
+        norm = math.sqrt(sum(x * x for x in v))
+        return [x / norm for x in v] if norm > 0 else [0.0 for _ in v]
+
+    a, b = unit(v_a), unit(v_b)
+    n = len(a)
+    r = [[0.0] * n for _ in range(n)]
+    for i in range(0, n, 2):
+        r[i][i + 1] = -1.0
+        r[i + 1][i] = 1.0
+    r_a = [sum(r[row][col] * a[col] for col in range(n)) for row in range(n)]
+    x = sum(r_a[i] * b[i] for i in range(n)) / tau
+    return 1.0 / (1.0 + math.exp(-x))

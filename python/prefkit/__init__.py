@@ -38,6 +38,7 @@ from prefkit.tokenize import tokenize_lists, tokenize_pairs
 from prefkit.trees import build_trees, tree_lists, tree_pairs
 
 __all__ = [
+from prefkit.pairwise import EmbeddingJudge, score_pairwise
     "ListCollator",
     "PairCollator",
     "PrefkitError",
@@ -47,6 +48,7 @@ __all__ = [
     "dedup",
     "evaluate_rewards",
     "filter_pairs",
+    "EmbeddingJudge",
     "find_contamination",
     "find_duplicates",
     "gather_hidden",
@@ -77,3 +79,4 @@ __all__ = [
     "unpair",
     "write_table",
 ]
+    "score_pairwise",

@@ -117,6 +117,15 @@ examples:
   prefkit eval rewards bench.jsonl --model ./rm --bootstrap 2000 --seed 1 > result.json
   prefkit eval ranking pairs.parquet --model ./policy --ref ./sft --alpha 0.9 --report out/
   prefkit eval ranking pairs.parquet --model ./policy --normalize --packed
+EPILOG_PAIRWISE = """\
+examples:
+  prefkit pairwise samples.parquet -o win.parquet --judge ./pairwise-rm
+  prefkit pairwise samples.parquet -o win.parquet --judge ./gpm --embedding --tau 0.1
+  prefkit pairwise samples.jsonl -o pairs.parquet --judge ./rm --one-order --k 8 --form long \\
+      --checkpoint /scratch/ckpt --batch-size 64
+"""
+
+
 """
 
 
@@ -484,6 +493,47 @@ def _lists(args: argparse.Namespace) -> int:
         args,
         operation,
         None if args.completions else rank_lists,
+
+
+def _pairwise(args: argparse.Namespace) -> int:
+    from prefkit.pairwise import EmbeddingJudge, score_pairwise
+
+    if args.embedding:
+        judge = EmbeddingJudge(args.judge, args.tokenizer, tau=args.tau)
+    elif args.tau != 1.0:
+        raise PrefkitError("--tau is the temperature of an --embedding judge")
+    else:
+        judge = args.judge
+    table = _read(args.input, args.quiet)
+    result = score_pairwise(
+        table,
+        judge,
+        prompt=args.prompt,
+        response=args.response,
+        group=args.group,
+        k=args.k,
+        both_orders=args.both_orders,
+        template=args.template,
+        tokenizer=None if args.embedding else args.tokenizer,
+        batch_size=args.batch_size,
+        max_tokens_per_batch=args.max_tokens_per_batch,
+        max_length=args.max_length,
+        device=args.device if len(args.device) > 1 else args.device[0],
+        dtype=args.dtype,
+        checkpoint=args.checkpoint,
+        progress=not args.quiet,
+        form=args.form,
+    )
+    with _step(f"writing {args.output}", args.quiet):
+        write_table(result, args.output)
+    record = report_of(result)
+    _print_accounting(record, args.output)
+    print(
+        f"prompts: {record['prompts']}, pairs judged: {record['pairs_judged']}, forward "
+        f"sequences: {record['forward_sequences']} in {record.get('batches')} batches, "
+        f"resumed from the checkpoint: {record.get('rows_resumed') or 0}"
+    )
+    return 0
         prompt=args.prompt,
         response=args.response,
         score=args.score,
@@ -1033,6 +1083,54 @@ def build_parser() -> argparse.ArgumentParser:
         help="the input is already a node table (e.g. MCTS output): validate, do not build",
     )
     trees.add_argument("--emit", default="nodes", choices=("nodes", "pairs", "lists"))
+
+    pairwise = _verb(
+        verbs,
+        "pairwise",
+        common=False,
+        help="K x K win probabilities of each prompt's responses from a pairwise judge",
+        description="Judge every pair of responses of each prompt with a cross-encoder (a "
+        "templated (prompt, a, b) input, both orders averaged) or a preference-embedding "
+        "model (GPM, --embedding: one forward per response); resumable with --checkpoint.",
+        epilog=EPILOG_PAIRWISE,
+    )
+    pairwise.add_argument("input", help="input file (.parquet, .jsonl[.gz], .json, .csv, .arrow)")
+    pairwise.add_argument("-o", "--output", required=True, help="output file (.parquet or .jsonl)")
+    pairwise.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    pairwise.add_argument("--judge", required=True, help="judge model folder")
+    pairwise.add_argument(
+        "--embedding", action="store_true", help="the judge gives preference embeddings (GPM)"
+    )
+    pairwise.add_argument("--tau", type=float, default=1.0, help="GPM temperature (--embedding)")
+    pairwise.add_argument("--tokenizer", default=None, help="tokenizer folder (default: judge's)")
+    pairwise.add_argument("--prompt", default="prompt", help="prompt column")
+    pairwise.add_argument("--response", default="response", help="response column")
+    pairwise.add_argument("--group", default=None, help="group by this column instead of prompt")
+    pairwise.add_argument("--k", type=int, default=None, help="first k responses per prompt")
+    orders = pairwise.add_mutually_exclusive_group()
+    orders.add_argument(
+        "--both-orders", dest="both_orders", action="store_true", default=True,
+        help="judge (a, b) and (b, a) and average (default)",
+    )
+    orders.add_argument(
+        "--one-order", dest="both_orders", action="store_false", help="judge (a, b) only"
+    )
+    pairwise.add_argument(
+        "--template", default=None, help="cross-encoder input with {prompt}, {a}, {b}"
+    )
+    pairwise.add_argument("--batch-size", type=int, default=None, help="sequences per forward")
+    pairwise.add_argument("--max-tokens-per-batch", type=int, default=16384)
+    pairwise.add_argument("--max-length", type=int, default=None, help="truncate longer inputs")
+    pairwise.add_argument("--device", nargs="+", default=["auto"], help="auto, cpu, cuda:0 ...")
+    pairwise.add_argument(
+        "--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16")
+    )
+    pairwise.add_argument(
+        "--checkpoint", default=None, metavar="DIR",
+        help="write finished batches here; a rerun with the same folder resumes",
+    )
+    pairwise.add_argument("--form", default="wide", choices=("wide", "long"))
+    pairwise.set_defaults(run=_pairwise)
     trees.add_argument("--strategy", default="best_vs_worst", choices=STRATEGIES)
     trees.add_argument("--k", type=int, default=1)
     trees.add_argument("--min-margin", type=float, default=0.0)

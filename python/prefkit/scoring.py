@@ -468,6 +468,7 @@ def _run_batches(
     return results
 
 
+    max_rows_per_batch: int | None = None,
 def score(
     data: Any,
     model: Any,
@@ -507,6 +508,9 @@ def score(
     prompt, response
         Columns: text, or chat messages (``list<struct<role, content>>``). ``prompt=None``
         scores ``response`` alone (full conversations).
+    max_rows_per_batch
+        At most this many rows in a batch (``None``: the token budget alone decides); short
+        rows under a large budget otherwise make batches of thousands of rows.
     output
         Name of the score column. A head with k > 1 outputs (multi-objective, ArmoRM-style)
         gives ``{output}_0 .. {output}_{k-1}``. An existing column of that name is replaced.
@@ -562,6 +566,13 @@ def score(
         raise PrefkitError(f"output must be a non-empty column name, got {output!r}")
     if chat_template not in ("auto", None):
         raise PrefkitError(f"chat_template must be 'auto' or None, got {chat_template!r}")
+    if max_rows_per_batch is not None and (
+        not isinstance(max_rows_per_batch, int) or isinstance(max_rows_per_batch, bool)
+        or max_rows_per_batch < 1
+    ):
+        raise PrefkitError(
+            f"max_rows_per_batch must be an integer >= 1 or None, got {max_rows_per_batch!r}"
+        )
     if max_length is not None and (
         not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 1
     ):
@@ -595,6 +606,12 @@ def score(
     kind = _head_kind(model)
     pad_id = getattr(tokenizer, "pad_token_id", None)
     if pad_id is None:
+    if max_rows_per_batch is not None:
+        plan = [
+            batch[start : start + max_rows_per_batch]
+            for batch in plan
+            for start in range(0, len(batch), max_rows_per_batch)
+        ]
         pad_id = getattr(tokenizer, "eos_token_id", None) or 0  # any id: the mask hides it
 
     store = None
@@ -666,6 +683,7 @@ def score(
         "tokens": real,
         "padded_tokens": padded,
         "rows_truncated": truncated,
+        "max_rows_per_batch": max_rows_per_batch,
         "rows_resumed": len(done),
         "rows_scored": int(sum(len(rows) for rows, _ in results)),
         "seconds": round(elapsed, 3),
