@@ -193,6 +193,8 @@ def test_bert_cross_encoder_and_chat_message_prompts(models):
                 - sigmoid(forward_one(models["bert"], flipped)[0])) / 2
     assert abs(m[0, 1] - expected) < 1e-5
     assert out.column("prompt").to_pylist() == [messages]
+    text = pk.score_pairwise(samples(1, 2), batch_judge, form="long", progress=False)
+    assert text.schema.field("prompt").type == pa.large_string()
 
 
 # --------------------------------------------------------------------------------------------
@@ -381,6 +383,23 @@ def test_group_ids_are_mine_pairs_group_ids():
     wide = pk.score_pairwise(data, batch_judge, progress=False)
     assert dict(zip(wide.column("prompt").to_pylist(), wide.column("group_id").to_pylist())) == \
         dict(zip(pairs.column("prompt").to_pylist(), pairs.column("group_id").to_pylist()))
+
+
+def test_wide_form_feeds_win_rates():
+    """The contract with pk.win_rates: its per-response win rate is the row mean of P."""
+    winrates = pytest.importorskip("prefkit.winrates")
+    data = samples(3, 4, seed=15)
+    wide = pk.score_pairwise(data, batch_judge, progress=False)
+    rates = winrates.win_rates(wide)
+    expected = {}
+    for w in wide.to_pylist():
+        m = np.array(w["win_prob"])
+        for i, row in enumerate(w["rows"]):
+            expected[row] = (m[i].sum() - 0.5) / (len(m) - 1)
+    got = dict(zip(rates.column("row").to_pylist(), rates.column("win_rate").to_pylist()))
+    assert got.keys() == expected.keys()
+    for row, value in expected.items():
+        assert abs(got[row] - value) < 1e-12
 
 
 def test_k_keeps_the_first_k_responses_in_input_order():

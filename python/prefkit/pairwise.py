@@ -482,8 +482,8 @@ def score_pairwise(
     Returns
     -------
     pyarrow.Table
-        ``form="wide"``: ``prompt`` (of the group's first row), ``responses``
-        (list<large_string>, K items, input order), ``rows`` (list<int64>, input rows),
+        ``form="wide"``: ``prompt`` (of the group's first row; ``large_string`` when text),
+        ``responses`` (list<large_string>, K items, input order), ``rows`` (list<int64>),
         ``win_prob`` (list<list<float64>>, K x K, ``win_prob[a][b]`` = P(a beats b)),
         ``group_id`` (uint64, xxh3 of the key as in ``pk.mine_pairs``).
         ``form="long"``: ``prompt, response_a, response_b, row_a, row_b, win_prob, group_id``.
@@ -616,6 +616,7 @@ def _take(column: pa.ChunkedArray, rows: np.ndarray) -> pa.ChunkedArray:
 
 
 def _text_list(column: pa.ChunkedArray) -> pa.Array:
+    """One array; text as ``large_string`` (the type rank_lists gives), messages as they are."""
     array = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
     return array.cast(pa.large_string()) if _is_text(array.type) else array
 
@@ -631,7 +632,7 @@ def _wide(table, prompt, response, groups, group_ids, matrices) -> pa.Table:
     )
     win_prob = pa.ListArray.from_arrays(offsets, pa.ListArray.from_arrays(inner, values))
     return pa.table({
-        "prompt": _take(table.column(prompt), firsts),
+        "prompt": _text_list(_take(table.column(prompt), firsts)),
         "responses": pa.ListArray.from_arrays(
             offsets, _text_list(_take(table.column(response), used))
         ),
@@ -653,7 +654,7 @@ def _long(table, prompt, response, groups, group_ids, matrices) -> pa.Table:
     a = np.concatenate(rows_a) if rows_a else empty
     b = np.concatenate(rows_b) if rows_b else empty
     return pa.table({
-        "prompt": _take(table.column(prompt), a),
+        "prompt": _text_list(_take(table.column(prompt), a)),
         "response_a": _text_list(_take(table.column(response), a)),
         "response_b": _text_list(_take(table.column(response), b)),
         "row_a": pa.array(a, pa.int64()),
