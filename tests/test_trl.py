@@ -26,6 +26,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 import prefkit as pk
 import prefkit.trl as pktrl
+import pyarrow as pa
 import torch
 import trl
 from datasets import Dataset, load_dataset
@@ -253,3 +254,87 @@ def test_example_script_learns(monkeypatch):
 def test_import_prefkit_does_not_import_trl():
     code = "import sys, prefkit; assert 'trl' not in sys.modules and 'prefkit.trl' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parent)
+
+
+# ---------------------------------------------------------------- per-pair targets (sppo, soft)
+
+
+def target_dataset(tokenizer, target, rejected_target=None):
+    """Tokenised pairs with reference log-probs of the initial policy and target columns."""
+    pairs = pk.mine_pairs(example_long(), strategy="all_pairs")
+    tokenized = pk.tokenize_pairs(pairs, tokenizer, max_length=96)
+    ids = tokenized.select(["prompt_ids", "chosen_ids", "rejected_ids"])
+    table = pk.reference_logps(tiny_llama(len(tokenizer), seed=0), ids, progress=False)
+    columns = table.to_pydict()
+    n = table.num_rows
+    columns["target"] = target(n)
+    if rejected_target is not None:
+        columns["rejected_target"] = rejected_target(n)
+    return Dataset.from_dict(columns)
+
+
+@pytest.mark.parametrize("padding_free", [False, True], ids=["padded", "packed"])
+def test_sppo_targets_from_the_dataset_set_the_first_loss(data, tmp_path, padding_free):
+    """At step 0 the policy is the reference (c = r = 0), so the SPPO loss is the targets'
+    term alone: (eta (P_w - 1/2))^2 + (eta (P_l - 1/2))^2, eta = 1/beta."""
+    tokenizer, _ = data
+    beta, p_w, p_l = 0.5, 0.8, 0.3
+    dataset = target_dataset(tokenizer, lambda n: [p_w] * n, lambda n: [p_l] * n)
+    _, logs = train(pktrl.DPOTrainer, tokenizer, dataset,
+                    config(tmp_path, ["sppo"], steps=2, beta=beta, padding_free=padding_free),
+                    reference=False)
+    eta = 1 / beta
+    assert logs[0]["loss"] == pytest.approx((eta * (p_w - 0.5)) ** 2 + (eta * (p_l - 0.5)) ** 2,
+                                            rel=1e-5)
+    assert len(logs) == 2 and logs[1]["rewards/chosen"] != 0.0  # the policy moved
+
+
+@pytest.mark.parametrize("kind", ["soft_sigmoid", "sppo"])
+def test_per_pair_targets_reach_the_loss_as_the_formula_says(data, tmp_path, kind):
+    """A policy different from the reference: the trainer's loss on a batch equals the formula
+    with that batch's own target values, which differ from pair to pair."""
+    tokenizer, _ = data
+    dataset = target_dataset(tokenizer, lambda n: [(i % 5) / 4 for i in range(n)],
+                             lambda n: [1 - (i % 3) / 2 for i in range(n)])
+    policy = tiny_llama(len(tokenizer), seed=1)
+    trainer = pktrl.DPOTrainer(policy, args=config(tmp_path, [kind], beta=0.3),
+                               train_dataset=dataset, processing_class=tokenizer)
+    rows = [trainer.train_dataset[i] for i in range(5)]
+    batch = trainer.data_collator(rows)
+    assert batch["target"].tolist() == [r["target"] for r in rows]
+    loss = trainer.compute_loss(trainer.model, batch)
+
+    # The policy's own log-probs of the same five rows, computed apart from the trainer.
+    ids = pa.table({name: [row[name] for row in rows]
+                    for name in ("prompt_ids", "chosen_ids", "rejected_ids")})
+    logps = pk.reference_logps(tiny_llama(len(tokenizer), seed=1), ids, progress=False)
+    c = torch.tensor(logps["ref_chosen_logps"].to_pylist(), dtype=torch.float64) - \
+        torch.tensor([r["ref_chosen_logps"] for r in rows], dtype=torch.float64)
+    r = torch.tensor(logps["ref_rejected_logps"].to_pylist(), dtype=torch.float64) - \
+        torch.tensor([r["ref_rejected_logps"] for r in rows], dtype=torch.float64)
+    t = torch.tensor([row["target"] for row in rows], dtype=torch.float64)
+    tl = torch.tensor([row["rejected_target"] for row in rows], dtype=torch.float64)
+    beta = 0.3
+    if kind == "soft_sigmoid":
+        z = beta * (c - r)
+        want = -(t * torch.log(torch.sigmoid(z)) + (1 - t) * torch.log(torch.sigmoid(-z)))
+    else:
+        want = (c - (t - 0.5) / beta) ** 2 + (r - (tl - 0.5) / beta) ** 2
+    assert loss.item() == pytest.approx(want.mean().item(), rel=1e-4)
+    # Another target changes the loss exactly as the formula does.
+    batch["target"] = 1 - batch["target"]
+    flipped = trainer.compute_loss(trainer.model, batch)
+    t = 1 - t
+    if kind == "soft_sigmoid":
+        want = -(t * torch.log(torch.sigmoid(z)) + (1 - t) * torch.log(torch.sigmoid(-z)))
+    else:
+        want = (c - (t - 0.5) / beta) ** 2 + (r - (tl - 0.5) / beta) ** 2
+    assert flipped.item() == pytest.approx(want.mean().item(), rel=1e-4)
+    assert flipped.item() != pytest.approx(loss.item(), rel=1e-3)
+
+
+def test_target_loss_types_need_the_target_column(data, tmp_path):
+    tokenizer, text = data
+    with pytest.raises(pk.PrefkitError, match="'target' column in train_dataset"):
+        pktrl.DPOTrainer(tiny_llama(len(tokenizer)), args=config(tmp_path, ["soft_sigmoid"]),
+                         train_dataset=text, processing_class=tokenizer)

@@ -8,7 +8,9 @@ takes the same ``trl.DPOConfig`` and datasets, and changes three things:
   beyond one bounded block, and each pair's gradient is formed as soon as its loss is known
   (three GEMMs). Every ``loss_type`` TRL and prefkit share, ``loss_weights``, ``beta``,
   ``label_smoothing``, ``discopop_tau`` and ``ld_alpha`` follow TRL's definitions; the options
-  prefkit does not implement raise a :class:`prefkit.PrefkitError` naming them;
+  prefkit does not implement raise a :class:`prefkit.PrefkitError` naming them. prefkit's
+  soft-preference kinds ``sppo`` and ``soft_sigmoid`` are loss types too: they read a per-pair
+  ``target`` column (and ``rejected_target`` for ``sppo``) of the dataset;
 - **the reference**: a dataset with ``ref_chosen_logps`` / ``ref_rejected_logps`` columns (from
   ``pk.reference_logps``) is used as is: no reference model is loaded or run. Datasets already
   tokenised by ``pk.tokenize_pairs`` (``prompt_ids``, ``chosen_ids``, ``rejected_ids``) are not
@@ -43,15 +45,23 @@ from prefkit._errors import PrefkitError
 from prefkit.collate import PairCollator
 from prefkit.losses import FusedLinearPreferenceLoss, sequence_logps
 from prefkit.losses.logps import labelled_tokens
-from prefkit.losses.preference import SMOOTHING_KINDS, preference_loss
+from prefkit.losses.preference import (
+    REJECTED_TARGET_KINDS,
+    SMOOTHING_KINDS,
+    TARGET_KINDS,
+    preference_loss,
+)
 from prefkit.reference import _head
 
 __all__ = ["SUPPORTED_LOSS_TYPES", "DPOTrainer", "PackedPreferenceCollator"]
 
-#: TRL ``loss_type`` values this trainer computes. All are prefkit kinds of the same name;
+#: ``loss_type`` values this trainer computes. All are prefkit kinds of the same name;
 #: ``sft`` is TRL's batch-level token mean (prefkit's own ``sft`` kind averages per sequence).
+#: ``sppo`` and ``soft_sigmoid`` are prefkit's, with the dataset's ``target`` column.
 SUPPORTED_LOSS_TYPES = frozenset(
     {
+        "sppo",
+        "soft_sigmoid",
         "sigmoid",
         "hinge",
         "ipo",
@@ -74,6 +84,9 @@ _UNSUPPORTED_LOSS_TYPES = {
 }
 _REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
 _ID_COLUMNS = ("prompt_ids", "chosen_ids", "rejected_ids")
+#: Per-pair probabilities for the target kinds (``preference_loss``'s ``target`` and
+#: ``rejected_target``), carried from the dataset to the loss.
+_TARGET_COLUMNS = ("target", "rejected_target")
 
 
 def _column_names(dataset: Any) -> set:
@@ -121,6 +134,21 @@ def _check_options(args: Any, compute_metrics: Any) -> None:
         )
 
 
+def _check_target_columns(args: Any, datasets: dict) -> None:
+    """Raise a PrefkitError unless every dataset has the ``target`` column its loss types read."""
+    needing = sorted(TARGET_KINDS & set(args.loss_type))
+    if not needing:
+        return
+    for name, dataset in datasets.items():
+        if isinstance(dataset, dict):  # several eval datasets by name
+            _check_target_columns(args, {f"{name}[{k!r}]": v for k, v in dataset.items()})
+        elif dataset is not None and "target" not in _column_names(dataset):
+            raise PrefkitError(
+                f"loss_type {needing} needs a 'target' column in {name} (per-pair "
+                f"probabilities in [0, 1]; 'rejected_target' too for sppo's two win rates)"
+            )
+
+
 class _TRLPreferenceLoss(FusedLinearPreferenceLoss):
     """FusedLinearPreferenceLoss computing TRL's weighted sum of loss types.
 
@@ -145,7 +173,7 @@ class _TRLPreferenceLoss(FusedLinearPreferenceLoss):
         self.sft_scale = pairs / max(chosen_tokens, 1)
         return self
 
-    def _loss(self, chosen, rejected, refs, counts, reduction):
+    def _loss(self, chosen, rejected, refs, counts, reduction, targets=(None, None)):
         m = chosen.shape[0]
         ref_chosen, ref_rejected = (torch.zeros_like(chosen) if r is None else r for r in refs)
         total = torch.zeros_like(chosen)
@@ -154,8 +182,10 @@ class _TRLPreferenceLoss(FusedLinearPreferenceLoss):
                 losses = -chosen * self.sft_scale
             else:
                 # TRL reads label_smoothing only where the formula has it; prefkit raises
-                # elsewhere, so pass it to those kinds only.
+                # elsewhere, so pass it to those kinds only. Targets likewise.
                 smoothing = self.label_smoothing if loss_type in SMOOTHING_KINDS else 0.0
+                target = targets[0] if loss_type in TARGET_KINDS else None
+                rejected_target = targets[1] if loss_type in REJECTED_TARGET_KINDS else None
                 losses, _ = preference_loss(
                     chosen,
                     rejected,
@@ -167,6 +197,8 @@ class _TRLPreferenceLoss(FusedLinearPreferenceLoss):
                     tau=self.tau,
                     chosen_lengths=counts[:m],
                     rejected_lengths=counts[m:],
+                    target=target,
+                    rejected_target=rejected_target,
                     reduction="none",
                 )
             total = total + weight * losses
@@ -286,6 +318,32 @@ class PackedPreferenceCollator(DataCollatorMixin):
         }
 
 
+@dataclass
+class _WithTargets:
+    """A collator that adds the examples' ``target`` / ``rejected_target`` as ``[B]`` tensors.
+
+    TRL's collators drop columns they do not know; the target kinds need these two, in the
+    batch's pair order, next to the reference log-probs.
+    """
+
+    collate: Any
+
+    def __call__(self, examples):
+        batch = self.collate(examples)
+        for name in _TARGET_COLUMNS:
+            if name in batch or name not in examples[0]:
+                continue
+            values = [example[name] for example in examples]
+            missing = [i for i, v in enumerate(values) if v is None]
+            if missing:
+                raise PrefkitError(
+                    f"column {name!r} is null in example {missing[0]} of a batch; the "
+                    f"soft-preference loss types need a probability for every pair"
+                )
+            batch[name] = torch.tensor(values, dtype=torch.float32)
+        return batch
+
+
 def _add_hidden_forward(model) -> None:
     """Let ``model(..., prefkit_hidden=True)`` return the decoder's last hidden states.
 
@@ -320,6 +378,9 @@ class DPOTrainer(trl.DPOTrainer):
       trained on those ids; text datasets are tokenised by TRL as usual.
     - ``padding_free=True`` trains on :class:`PackedPreferenceCollator` batches (prompt once per
       pair); it needs SDPA or eager attention.
+    - ``loss_type`` ``"sppo"`` / ``"soft_sigmoid"`` (prefkit's kinds) read each pair's
+      ``target`` column, and ``"sppo"`` its ``rejected_target`` column when present, as
+      :func:`prefkit.losses.preference_loss`'s ``target`` / ``rejected_target``.
 
     Raises
     ------
@@ -328,7 +389,8 @@ class DPOTrainer(trl.DPOTrainer):
         ``f_divergence_type`` other than 'reverse_kl', ``use_weighting``, ``compute_metrics``,
         a MoE router auxiliary loss, FSDP or DeepSpeed ZeRO-3, ``padding_free`` with flash
         attention or ``keep_end`` truncation, ``ld_alpha`` with reference columns from
-        elsewhere), or a model whose logits are rescaled or soft-capped.
+        elsewhere, a ``target`` column missing for ``sppo``/``soft_sigmoid``), or a model whose
+        logits are rescaled or soft-capped.
 
     Examples
     --------
@@ -353,6 +415,7 @@ class DPOTrainer(trl.DPOTrainer):
         if args is None:
             args = trl.DPOConfig(output_dir="prefkit-dpo")
         _check_options(args, compute_metrics)
+        _check_target_columns(args, {"train_dataset": train_dataset, "eval_dataset": eval_dataset})
         # A copy: the flags set below must not leak into a config the caller reuses.
         args = copy.copy(args)
         if set(_REF_COLUMNS) <= _column_names(train_dataset):
@@ -403,6 +466,9 @@ class DPOTrainer(trl.DPOTrainer):
         _head(policy)  # a model with rescaled logits fails here, not at the first step
         _add_hidden_forward(policy)
         self._loss_fn = _TRLPreferenceLoss(self.args)
+        self._uses_targets = bool(TARGET_KINDS & set(self.args.loss_type))
+        if self._uses_targets:
+            self.data_collator = _WithTargets(self.data_collator)
 
     # -- data -------------------------------------------------------------------------------
 
@@ -414,6 +480,12 @@ class DPOTrainer(trl.DPOTrainer):
             # As TRL: a prompt filling max_length leaves no completion token to learn from.
             dataset = dataset.filter(lambda row: len(row["prompt_ids"]) < args.max_length)
         return dataset
+
+    def _set_signature_columns_if_needed(self):
+        """TRL's columns, plus the target columns that ``remove_unused_columns`` must keep."""
+        super()._set_signature_columns_if_needed()
+        if TARGET_KINDS & set(self.args.loss_type):
+            self._signature_columns = [*self._signature_columns, *_TARGET_COLUMNS]
 
     def _precompute_ref_logps(self, dataset, name, batch_size):
         """TRL's precompute, skipped for datasets that bring reference log-probs."""
@@ -497,6 +569,11 @@ class DPOTrainer(trl.DPOTrainer):
         else:
             refs = self.compute_ref_log_probs(self.ref_model or model, inputs)
         refs = tuple(r.to(hidden.device, torch.float32) for r in refs)
+        pair_targets = tuple(
+            inputs[name].to(hidden.device, torch.float32)
+            if self._uses_targets and name in inputs else None
+            for name in _TARGET_COLUMNS
+        )
 
         index, targets, rows, counts = labelled_tokens(labels, weight.shape[0])
         b = labels.shape[0] // 2
@@ -507,13 +584,15 @@ class DPOTrainer(trl.DPOTrainer):
         with torch.autocast(hidden.device.type, enabled=False):
             if self.ld_alpha is None:
                 loss_fn.token_stats = stats
-                loss, metrics = loss_fn(hidden, weight, labels, *refs, bias=bias)
+                loss, metrics = loss_fn(hidden, weight, labels, *refs, bias=bias,
+                                        target=pair_targets[0],
+                                        rejected_target=pair_targets[1])
                 loss_fn.token_stats = None
                 logps = (metrics["logps/chosen"], metrics["logps/rejected"])
             else:
                 policy_logps = self._sequence_logps(hidden, weight, bias, labels)
                 loss, metrics = loss_fn._loss(policy_logps[:b], policy_logps[b:], refs,
-                                              counts, "mean")
+                                              counts, "mean", targets=pair_targets)
                 logps = (policy_logps[:b].detach().mean(), policy_logps[b:].detach().mean())
             if not stats.seen:
                 stats.fill(hidden.detach(), weight.detach(),
