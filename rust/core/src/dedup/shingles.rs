@@ -20,7 +20,9 @@ use crate::pairs::splitmix64;
 const BASE: u64 = 0x9FB2_1C65_1E98_DF25;
 
 /// Call `each` with the hash of every word `n`-gram of the prepared `text` (see the module
-/// documentation), in order. `words` is scratch space, reused between calls.
+/// documentation), in order. `words` is scratch space, reused between calls: it holds the
+/// hashes of the window's words only (a ring of `n`), not of every word, so a 1 GB text of
+/// one-letter words needs `8 * n` bytes here rather than 4 GB.
 pub fn for_each_shingle(
     text: &str,
     n: usize,
@@ -32,30 +34,44 @@ pub fn for_each_shingle(
         return;
     }
     words.clear();
+    let finish =
+        |hash: u64, window: usize| splitmix64(hash ^ seed ^ (window as u64).wrapping_mul(BASE));
+    // BASE^(n - 1): the weight of the word leaving a full window.
+    let leaving = (1..n).fold(1u64, |power, _| power.wrapping_mul(BASE));
+    let mut hash = 0u64;
+    // Ring position of the oldest word once the window is full.
+    let mut oldest = 0;
+    let mut add = |word: &[u8]| {
+        let new = XxHash3_64::oneshot(word);
+        if words.len() < n {
+            hash = hash.wrapping_mul(BASE).wrapping_add(new);
+            words.push(new);
+            if words.len() == n {
+                each(finish(hash, n));
+            }
+            return;
+        }
+        let old = std::mem::replace(&mut words[oldest], new);
+        oldest = if oldest + 1 == n { 0 } else { oldest + 1 };
+        hash = hash
+            .wrapping_sub(old.wrapping_mul(leaving))
+            .wrapping_mul(BASE)
+            .wrapping_add(new);
+        each(finish(hash, n));
+    };
     // A plain byte scan: words are short, so a memchr-based `split` costs more per word.
     let bytes = text.as_bytes();
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
         if b == b' ' {
-            words.push(XxHash3_64::oneshot(&bytes[start..i]));
+            add(&bytes[start..i]);
             start = i + 1;
         }
     }
-    words.push(XxHash3_64::oneshot(&bytes[start..]));
-    let window = n.min(words.len());
-    let finish = |hash: u64| splitmix64(hash ^ seed ^ (window as u64).wrapping_mul(BASE));
-    // BASE^(window - 1): the weight of the word leaving the window.
-    let leaving = (1..window).fold(1u64, |power, _| power.wrapping_mul(BASE));
-    let mut hash = words[..window]
-        .iter()
-        .fold(0u64, |h, &w| h.wrapping_mul(BASE).wrapping_add(w));
-    each(finish(hash));
-    for (&old, &new) in words.iter().zip(&words[window..]) {
-        hash = hash
-            .wrapping_sub(old.wrapping_mul(leaving))
-            .wrapping_mul(BASE)
-            .wrapping_add(new);
-        each(finish(hash));
+    add(&bytes[start..]);
+    // Fewer than `n` words: the whole text is the one shingle, hashed with its own length.
+    if words.len() < n {
+        each(finish(hash, words.len()));
     }
 }
 
