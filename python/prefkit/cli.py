@@ -1318,6 +1318,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _prepare_outputs(args: argparse.Namespace) -> None:
+    """Check the verb's -o file and --out-dir folder before any work (a read-only folder
+    fails at once, not after an hour of scoring) and remove what killed runs left there.
+    On Ray, --out-dir is the cluster's to check (it may be remote storage)."""
+    from prefkit.io import prepare_output
+
+    if getattr(args, "output", None) is not None:
+        prepare_output(args.output)
+    if getattr(args, "out_dir", None) is not None and getattr(args, "ray", None) is None:
+        prepare_output(args.out_dir, folder=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``prefkit`` command; returns the exit status."""
     parser = build_parser()
@@ -1334,6 +1346,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "ray", None) is not None and args.verb not in RAY_VERBS:
         parser.error(f"--ray runs {', '.join(RAY_VERBS)}, not {args.verb}")
     try:
+        _prepare_outputs(args)
         return args.run(args)
     except PrefkitError as error:
         verb = " ".join(filter(None, (args.verb, getattr(args, "target", None))))

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import re
+import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -196,23 +201,31 @@ def write_table(table: pa.Table, path: str | os.PathLike) -> Path:
     folder is written first and renamed over ``path``, so a reader never sees half a file.
 
     Provenance metadata survives Parquet. JSONL holds data only.
+
+    Raises
+    ------
+    PrefkitError
+        When the file cannot be written (naming it; "no space left on device" when the disk
+        is full); nothing is left at ``path`` then.
+
+    Examples
+    --------
+    >>> import os, tempfile, pyarrow as pa
+    >>> from prefkit.io import read_table, write_table
+    >>> path = write_table(pa.table({"x": [1]}), os.path.join(tempfile.mkdtemp(), "x.parquet"))
+    >>> read_table(path).num_rows
+    1
     """
     path = Path(path)
     suffix = _suffix(path, WRITE_SUFFIXES, "write")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
+    _make_folder(path.parent, path)
+    with replacing(path) as temp:
         if suffix == ".parquet":
             import pyarrow.parquet as pq
 
             pq.write_table(table, temp)
         else:
             _write_jsonl(table, temp)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
     return path
 
 
@@ -224,3 +237,166 @@ def _write_jsonl(table: pa.Table, path: str) -> None:
             for record in batch.to_pylist():
                 handle.write(json.dumps(record, ensure_ascii=False))
                 handle.write("\n")
+
+
+# --------------------------------------------------------------------------------------------
+# Output paths: checked before the work, written under temporary names, never seen half-done
+# --------------------------------------------------------------------------------------------
+
+#: Name prefix of a result being written (a file or an ``out=`` folder), next to its final
+#: path: ``.prefkit-tmp-<pid>-<random>-<name>.tmp``. The dot hides it from folder and dataset
+#: readers (prefkit's, pyarrow's), and the suffix from anything that picks files by suffix.
+TEMP_PREFIX = ".prefkit-tmp-"
+#: Name prefix of the spill folders of out-of-core runs in the temporary folder
+#: (``tempfile.gettempdir()``, i.e. ``$TMPDIR``): ``prefkit-spill-<pid>-<random>``.
+SPILL_PREFIX = "prefkit-spill-"
+
+
+def temp_path(folder: str | os.PathLike, name: str = "", *, prefix: str = TEMP_PREFIX,
+              directory: bool = False) -> Path:
+    """Create a new temporary file (or folder) in ``folder`` for a result called ``name``,
+    named with this process's id so that :func:`remove_stale` can tell a dead run's leftovers
+    from a live run's.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from prefkit.io import temp_path
+    >>> temp_path(tempfile.mkdtemp(), "pairs.parquet").name.startswith(".prefkit-tmp-")
+    True
+    """
+    suffix = f"-{name}.tmp" if name else ""
+    if directory:
+        return Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", suffix=suffix, dir=folder))
+    handle, temp = tempfile.mkstemp(prefix=f"{prefix}{os.getpid()}-", suffix=suffix, dir=folder)
+    os.close(handle)
+    return Path(temp)
+
+
+def remove_stale(folder: str | os.PathLike, prefix: str = TEMP_PREFIX) -> list[Path]:
+    """Remove the temporary files and folders (named by :func:`temp_path`) that runs left in
+    ``folder`` when they were killed (``kill -9``, out of memory, power loss): those whose
+    process no longer exists. Returns what was removed.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from prefkit.io import remove_stale, temp_path
+    >>> folder = tempfile.mkdtemp()
+    >>> live = temp_path(folder, "x.parquet")  # this process is alive: kept
+    >>> remove_stale(folder)
+    []
+    """
+    pattern = re.compile(re.escape(prefix) + r"(\d+)-")
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = pattern.match(entry.name)
+        if match is None or _alive(int(match.group(1))):
+            continue
+        path = Path(entry.path)
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's live process
+    return True
+
+
+def write_error(error: OSError, path: str | os.PathLike) -> PrefkitError:
+    """The ``PrefkitError`` for a failed write of ``path``: "no space left on device" for a
+    full disk (errno ENOSPC, or EDQUOT for a quota), the OS's reason otherwise."""
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        reason = "no space left on device"
+    elif error.errno == errno.EROFS:
+        reason = "read-only file system"
+    else:
+        reason = error.strerror or str(error)
+    return PrefkitError(f"cannot write '{path}': {reason}")
+
+
+@contextmanager
+def replacing(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary file next to ``path`` to write, renamed over ``path`` when the block
+    succeeds and removed when it fails, so ``path`` is always either absent (or its old
+    content) or whole. An ``OSError`` becomes :func:`write_error`.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from prefkit.io import replacing
+    >>> path = os.path.join(tempfile.mkdtemp(), "manifest.json")
+    >>> with replacing(path) as temp:
+    ...     _ = temp.write_text("{}")
+    >>> open(path).read()
+    '{}'
+    """
+    path = Path(path)
+    try:
+        temp = temp_path(path.parent, path.name)
+    except OSError as error:
+        raise write_error(error, path) from error
+    try:
+        yield temp
+        os.replace(temp, path)
+    except OSError as error:
+        raise write_error(error, path) from error
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+def prepare_output(path: str | os.PathLike, *, folder: bool = False) -> Path:
+    """Check, before any work is done, that the result can be written at ``path``: its
+    parent folder exists (or is created) and takes a new file, and for a ``folder`` result
+    ``path`` is a new or empty folder. Leftovers of killed runs in the parent folder
+    (:func:`remove_stale`) are removed.
+
+    Raises
+    ------
+    PrefkitError
+        Naming ``path`` and the reason (read-only, permission denied, no space, not empty).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from prefkit.io import prepare_output
+    >>> prepare_output(os.path.join(tempfile.mkdtemp(), "out"), folder=True).name
+    'out'
+    """
+    path = Path(path)
+    if folder and path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise PrefkitError(f"out='{path}' must be a new or empty folder")
+    if not folder and path.is_dir():
+        raise PrefkitError(f"cannot write '{path}': it is a folder")
+    parent = path.absolute().parent
+    _make_folder(parent, path)
+    remove_stale(parent)
+    # Root ignores permission bits and os.access misses some mounts: creating a file is the
+    # one check that answers for every case.
+    try:
+        temp_path(parent, path.name).unlink()
+    except OSError as error:
+        raise write_error(error, path) from error
+    return path
+
+
+def _make_folder(folder: Path, path: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise write_error(error, path) from error

@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Mapping
@@ -26,7 +25,7 @@ import pyarrow.compute as pc
 from prefkit._errors import PrefkitError
 from prefkit._provenance import attach
 from prefkit.batches import plan_batches
-from prefkit.io import as_table, plain_unless_views
+from prefkit.io import as_table, plain_unless_views, remove_stale, replacing, write_error
 
 #: Version of the checkpoint folder layout; a folder written by another layout is refused.
 CHECKPOINT_FORMAT = 1
@@ -328,7 +327,10 @@ class _Checkpoint:
 
     def __init__(self, path: str | os.PathLike, fingerprint: dict):
         self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise write_error(error, self.path) from error
         manifest = self.path / _MANIFEST
         if manifest.exists():
             stored = json.loads(manifest.read_text())
@@ -342,10 +344,10 @@ class _Checkpoint:
                     f"{', '.join(differs)}); use a new folder or delete this one"
                 )
         else:
-            _atomic_write(manifest, json.dumps(fingerprint, indent=1).encode())
+            with replacing(manifest) as temp:
+                temp.write_text(json.dumps(fingerprint, indent=1))
         # A run killed while writing leaves a temporary file behind; it never became a shard.
-        for leftover in self.path.glob(f".{_SHARD_PREFIX}*.tmp"):
-            leftover.unlink(missing_ok=True)
+        remove_stale(self.path)
 
     def load(self) -> tuple[np.ndarray, np.ndarray | None]:
         """Rows already scored and their scores [rows, k]."""
@@ -375,21 +377,8 @@ class _Checkpoint:
         columns = {"row": pa.array(rows, pa.int64())}
         columns.update({f"s{j}": pa.array(scores[:, j], pa.float64()) for j in range(scores.shape[1])})
         target = self.path / f"{_SHARD_PREFIX}{int(rows.min()):012d}.parquet"
-        handle, temp = tempfile.mkstemp(prefix=f".{_SHARD_PREFIX}", suffix=".tmp", dir=self.path)
-        os.close(handle)
-        try:
+        with replacing(target) as temp:  # atomic: a shard is either whole or absent
             pq.write_table(pa.table(columns), temp)
-            os.replace(temp, target)  # atomic: a shard is either whole or absent
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(handle, "wb") as out:
-        out.write(data)
-    os.replace(temp, path)
 
 
 def _fingerprint(texts: list[str], model_name: str, tokenizer: Any, max_length: Any) -> dict:

@@ -21,12 +21,15 @@ the order and the accounting.
 
 from __future__ import annotations
 
+import errno
 import glob
 import math
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +40,17 @@ import pyarrow as pa
 from prefkit import _core
 from prefkit._errors import PrefkitError
 from prefkit._provenance import METADATA_KEY, attach, report_of
-from prefkit.io import READ_SUFFIXES, as_table, read_table, write_table
+from prefkit.io import (
+    READ_SUFFIXES,
+    SPILL_PREFIX,
+    as_table,
+    prepare_output,
+    read_table,
+    remove_stale,
+    temp_path,
+    write_error,
+    write_table,
+)
 
 #: The global input row number of every row, carried through the spill.
 ROW = "__prefkit_row"
@@ -358,18 +371,19 @@ class _NotContiguous(Exception):
 
 
 class _Sink:
-    """Where results go: a list of tables, or numbered Parquet files under ``out``."""
+    """Where results go: a list of tables, or numbered Parquet files under ``out``.
+
+    The files are written into a hidden temporary folder next to ``out`` and the folder is
+    renamed to ``out`` when the result is complete, so ``out`` never holds part of a result
+    (a run killed half-way leaves only the temporary folder, which the next run removes).
+    """
 
     def __init__(self, out: str | os.PathLike | None) -> None:
-        self.out = Path(out) if out is not None else None
+        # Checked before any work: a read-only or non-empty ``out`` fails at once.
+        self.out = prepare_output(out, folder=True) if out is not None else None
         self.tables: list[pa.Table] = []
         self.written: list[Path] = []
-        if (
-            self.out is not None
-            and self.out.exists()
-            and (not self.out.is_dir() or any(self.out.iterdir()))
-        ):
-            raise PrefkitError(f"out='{self.out}' must be a new or empty folder")
+        self.folder: Path | None = None
 
     def add(self, table: pa.Table) -> None:
         # Each chunk's own record counts only its rows; the whole record is attached at the end.
@@ -378,7 +392,9 @@ class _Sink:
         if self.out is None:
             self.tables.append(table)
         elif table.num_rows or not self.written:
-            path = self.out / f"part-{len(self.written):05d}.parquet"
+            if self.folder is None:
+                self.folder = temp_path(self.out.absolute().parent, self.out.name, directory=True)
+            path = self.folder / f"part-{len(self.written):05d}.parquet"
             self.written.append(write_table(table, path))
 
     def finish(self, name: str, parameters: dict, record: dict) -> Any:
@@ -394,16 +410,56 @@ class _Sink:
         rows = sum(pq.ParquetFile(p).metadata.num_rows for p in self.written)
         record.setdefault("rows_out", rows)
         schema = attach(schema.empty_table(), name, parameters, record).schema
-        # The Parquet convention for a dataset's common schema: pyarrow, Spark and others read
-        # it, and dataset discovery skips names starting with "_".
-        pq.write_metadata(schema, self.out / "_common_metadata")
+        try:
+            # The Parquet convention for a dataset's common schema: pyarrow, Spark and others
+            # read it, and dataset discovery skips names starting with "_".
+            pq.write_metadata(schema, self.folder / "_common_metadata")
+            # rename(2) replaces an empty folder: ``out`` appears whole, in one step.
+            os.replace(self.folder, self.out)
+        except OSError as error:
+            raise write_error(error, self.out) from error
+        self.folder = None
+        self.written = [self.out / path.name for path in self.written]
         return ds.dataset(self.written, format="parquet", schema=schema)
 
     def discard(self) -> None:
         self.tables.clear()
-        for path in self.written:
-            path.unlink(missing_ok=True)
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self.folder = None
         self.written.clear()
+
+
+@contextmanager
+def spill_folder() -> Iterator[str]:
+    """A new spill folder ``prefkit-spill-<pid>-...`` in the temporary folder (``$TMPDIR``),
+    removed on success, error or KeyboardInterrupt. The spill folders of killed runs (whose
+    process is gone) are removed first; a full disk is an error naming the folder.
+
+    Examples
+    --------
+    >>> import os
+    >>> from prefkit.stream import spill_folder
+    >>> with spill_folder() as spill:
+    ...     os.path.isdir(spill)
+    True
+    >>> os.path.exists(spill)
+    False
+    """
+    base = tempfile.gettempdir()
+    remove_stale(base, SPILL_PREFIX)
+    try:
+        folder = temp_path(base, prefix=SPILL_PREFIX, directory=True)
+    except OSError as error:
+        raise write_error(error, base) from error
+    try:
+        yield str(folder)
+    except OSError as error:
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise write_error(error, folder) from error
+        raise
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def merge_records(total: dict, part: dict) -> None:
@@ -562,8 +618,8 @@ def run(
     limit = parse_size(memory_limit) if memory_limit is not None else None
     if contiguous not in (None, True, False):
         raise PrefkitError(f"contiguous must be True, False or None, got {contiguous!r}")
-    source = open_source(data)
     sink = _Sink(out)
+    source = open_source(data)
     job = _Job(
         op, name, parameters, row_columns, sink, record={}, record_rows=record_rows, merge=merge
     )
@@ -773,7 +829,7 @@ def _two_pass(
 ) -> int:
     """Hash-partition the rows by group key id into IPC spill files, then process the buckets,
     packed into chunks within ``budget``. Returns the number of chunks."""
-    with tempfile.TemporaryDirectory(prefix="prefkit-spill-") as spill:
+    with spill_folder() as spill:
         with Partitions(spill, "bucket", buckets) as partitions:
             for batch in batches:
                 ids, valid = _key_ids(batch, key)

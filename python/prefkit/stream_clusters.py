@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -57,6 +56,7 @@ from prefkit.stream import (
     oversized,
     parse_size,
     rereadable,
+    spill_folder,
 )
 
 #: Bytes of one exact record: the hash's two halves, the row, and for split the group id.
@@ -331,8 +331,10 @@ def _run(data: Any, memory_limit: Any, sinks: list[_Sink], work: Callable) -> An
     limit = parse_size(memory_limit) if memory_limit is not None else None
     budget = limit // WORKING_SET if limit is not None else None
     try:
-        with tempfile.TemporaryDirectory(prefix="prefkit-spill-") as spill:
+        with spill_folder() as spill:
             source = open_source(data)
+            for sink in sinks:
+                sink.skipped = source.skipped
             if not _fits(source, budget):
                 source = rereadable(source, spill)
             return work(source, spill, limit, budget)

@@ -27,6 +27,13 @@ use pyo3::prelude::*;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Threads of prefkit's pool in this process: `PREFKIT_NUM_THREADS`, or the cores it may use
+/// capped by its cgroup's CPU quota.
+#[pyfunction]
+fn num_threads() -> usize {
+    prefkit_core::parallel::num_threads()
+}
+
 /// The native module behind `prefkit`; use the functions of the `prefkit` package instead.
 #[pymodule]
 fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -55,6 +62,7 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(table::key_ids, module)?)?;
     module.add_function(wrap_pyfunction!(pieces::split_pieces, module)?)?;
     module.add_function(wrap_pyfunction!(ragged::take_ragged, module)?)?;
+    module.add_function(wrap_pyfunction!(num_threads, module)?)?;
     winrates::register(module)?;
     images::register(module)?;
     Ok(())
