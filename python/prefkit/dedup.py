@@ -17,7 +17,7 @@ import pyarrow as pa
 from prefkit import _core, stream, stream_clusters
 from prefkit._errors import PrefkitError
 from prefkit._provenance import attach
-from prefkit.io import as_table, plain_unless_views
+from prefkit.io import as_table, check_nesting, plain_unless_views
 from prefkit.pairs import _check_int, _names
 
 METHODS = ("exact", "minhash")
@@ -165,6 +165,8 @@ def dedup(
     if stream.is_streaming(data, out, memory_limit):
         return _stream_exact(dedup, "dedup", data, arguments, (), out, memory_limit, contiguous)
     table = as_table(data)
+    # The kept rows come back whole: every column must be able to.
+    check_nesting(table, table.column_names, "dedup")
     kept, accounting = _core.dedup_rows(table, **arguments)
     result = plain_unless_views(pa.table(_core.take(table, kept, views=views)), views)
     return attach(result, "dedup", arguments, accounting, source=table)

@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import tempfile
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -144,6 +145,15 @@ def read_table(path: str | os.PathLike) -> pa.Table:
     if not path.exists():
         raise PrefkitError(f"input file '{path}' does not exist")
     suffix = _suffix(path, READ_SUFFIXES, "read")
+    try:
+        return _read_file(path, suffix)
+    except UNREADABLE as error:
+        if isinstance(error, PrefkitError):
+            raise
+        raise bad_file(path, error) from error
+
+
+def _read_file(path: Path, suffix: str) -> pa.Table:
     if suffix == ".parquet":
         import pyarrow.parquet as pq
 
@@ -194,6 +204,214 @@ def _read_json_document(path: Path) -> pa.Table:
     with opener(path, "rt", encoding="utf-8") as handle:
         records = json.load(handle)
     return pa.Table.from_pylist(records)
+
+
+# --------------------------------------------------------------------------------------------
+# Unreadable files: where a truncated or corrupt file goes wrong
+# --------------------------------------------------------------------------------------------
+
+#: What the readers raise on a truncated or corrupt file (gzip: EOFError, zlib.error).
+UNREADABLE = (pa.ArrowException, OSError, ValueError, EOFError, zlib.error)
+
+
+class BadFileError(PrefkitError):
+    """A file that cannot be read, truncated or corrupt: a :class:`PrefkitError` whose message
+    names the file and where it goes wrong; the streaming readers' ``skip_bad_files=True``
+    skips such files (``docs/stream.md``).
+
+    Attributes
+    ----------
+    path, reason
+        The file and what is wrong with it (the message less the file's name).
+    offset
+        Byte offset of the bad part (the bad line, the footer, the row group), None if unknown.
+    rows
+        Rows of the file that were not read, where the file says (Parquet metadata, JSONL
+        lines), else None.
+    """
+
+    def __init__(self, path: Path, reason: str, offset: int | None, rows: int | None) -> None:
+        super().__init__(f"cannot read input file '{path}': {reason}")
+        self.path, self.reason, self.offset, self.rows = path, reason, offset, rows
+
+
+def bad_file(path: Path, error: BaseException) -> BadFileError:
+    """The :class:`BadFileError` of a file whose reader raised ``error``: for JSON lines, the
+    first bad line (its number and byte offset); for Parquet, the footer (its offset and the
+    file's size); for others, the reader's message.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "x.jsonl"
+    >>> _ = path.write_text('{"a": 1}\\n{"a": \\n')
+    >>> bad_file(path, ValueError("parse error")).reason  # doctest: +ELLIPSIS
+    'line 2 (byte offset 9) is not a JSON object: ...'
+    """
+    name = path.name.lower()
+    if name.endswith((".jsonl", ".jsonl.gz", ".json", ".json.gz")):
+        where = _bad_json_line(path)
+        if where is not None:
+            return BadFileError(path, *where)
+    if name.endswith(".parquet"):
+        return BadFileError(path, f"{_parquet_footer(path)}: {error}", path.stat().st_size, None)
+    return BadFileError(path, str(error), None, None)
+
+
+def _bad_json_line(path: Path) -> tuple[str, int, int] | None:
+    """(reason, byte offset, lines not read) of the first line of a JSON lines file that is
+    not a JSON object, or of where its gzip stream breaks; None when every line parses (the
+    reader failed on something else, e.g. a type that changes between lines). Offsets of a
+    gzipped file are in its decompressed text. A JSON array document is parsed whole: its
+    error's offset is reported."""
+    import gzip
+    import json
+
+    gz = path.name.lower().endswith(".gz")
+    text = " of the decompressed text" if gz else ""
+    opener = gzip.open if gz else open
+    offset = 0
+    number = lines = 0
+    bad: tuple[str, int] | None = None
+    with opener(path, "rb") as handle:
+        try:
+            head = handle.read(64).lstrip()[:1]
+            handle.seek(0)
+            if head == b"[":
+                try:
+                    json.loads(handle.read())
+                except ValueError as error:
+                    at = getattr(error, "pos", None)
+                    return f"the JSON document does not parse{text}: {error}", at, None
+                return None
+            for number, line in enumerate(handle, 1):
+                if bad is None and line.strip():
+                    try:
+                        record = json.loads(line)
+                        problem = None if isinstance(record, dict) else "is not an object"
+                    except ValueError as error:
+                        problem = f"is not a JSON object: {error}"
+                    if problem is not None:
+                        bad = (f"line {number} (byte offset {offset}{text}) {problem}", offset)
+                lines += bool(line.strip())
+                offset += len(line)
+        except (EOFError, OSError, zlib.error) as error:
+            where = f"after line {number} (byte offset {offset}{text})"
+            return f"the gzip stream is truncated or corrupt {where}: {error}", offset, None
+    if bad is None:
+        return None
+    return bad[0], bad[1], lines
+
+
+def _parquet_footer(path: Path) -> str:
+    """What is wrong with a Parquet file's footer: the last 8 bytes hold the footer's length
+    and the magic ``PAR1``, the footer (the file's metadata) lies just before them."""
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        handle.seek(max(size - 8, 0))
+        tail = handle.read(8)
+    if size < 12 or tail[4:] != b"PAR1":
+        return (f"the file ({size} bytes) does not end with the Parquet magic 'PAR1' at byte "
+                f"offset {max(size - 4, 0)}: truncated, or not Parquet")
+    length = int.from_bytes(tail[:4], "little")
+    start = size - 8 - length
+    if start < 4:
+        return (f"its footer claims {length} bytes before byte offset {size - 8}, more than "
+                f"the file's {size} bytes: truncated or corrupt")
+    return f"its footer ({length} bytes at byte offset {start}, file size {size}) is corrupt"
+
+
+def parquet_batches(path: Path, batch_rows: int) -> Iterator[pa.RecordBatch]:
+    """The batches of a Parquet file, row group by row group (a file is never held whole).
+
+    Raises
+    ------
+    BadFileError
+        When the footer cannot be read (naming its offset and the file's size), or a row
+        group cannot be decoded (naming the row group and its byte offset from the metadata,
+        and counting the rows of it and the row groups after it as not read).
+    """
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(path)
+    except UNREADABLE as error:
+        raise bad_file(path, error) from error
+    meta = parquet.metadata
+    for group in range(meta.num_row_groups):
+        try:
+            yield from parquet.iter_batches(batch_size=batch_rows, row_groups=[group])
+        except UNREADABLE as error:
+            info = meta.row_group(group)
+            columns = [info.column(c) for c in range(info.num_columns)]
+            offset = min(
+                (c.dictionary_page_offset if c.has_dictionary_page else c.data_page_offset)
+                for c in columns
+            ) if columns else None
+            rows = sum(meta.row_group(g).num_rows for g in range(group, meta.num_row_groups))
+            size = sum(c.total_compressed_size for c in columns)
+            reason = (f"row group {group} of {meta.num_row_groups} ({info.num_rows} rows, "
+                      f"{size} bytes at byte offset {offset}) is corrupt: {error}")
+            raise BadFileError(path, reason, offset, rows) from error
+
+
+# --------------------------------------------------------------------------------------------
+# Nesting: how deep a column's type may be to come back from Rust
+# --------------------------------------------------------------------------------------------
+
+#: The deepest column type a result can hold, in levels (``string`` is 1, ``list<string>``
+#: 2). Results come back from the Rust core through the Arrow C data interface, and pyarrow's
+#: importer stops at 64 levels of ``ArrowSchema``, of which the table's schema is one.
+MAX_NESTING = 63
+
+
+def nesting(data_type: pa.DataType) -> int:
+    """Levels of ``data_type``: 1 for a flat type, 1 + its deepest child's for nested ones.
+
+    Examples
+    --------
+    >>> import pyarrow as pa
+    >>> nesting(pa.list_(pa.struct({"role": pa.string()})))
+    3
+    """
+    depth, level = 0, [data_type]
+    # Level by level, not recursively: a hostile type can be deeper than Python's stack.
+    while level:
+        depth += 1
+        level = [t.field(i).type for t in level for i in range(t.num_fields)] + [
+            t.value_type for t in level if pa.types.is_dictionary(t)
+        ]
+    return depth
+
+
+def check_nesting(table: pa.Table, columns: Iterator[str] | list[str], op: str) -> None:
+    """Fail before any work when a column that ``op``'s result would hold is nested deeper
+    than :data:`MAX_NESTING` levels (the result could not come back to pyarrow).
+
+    Raises
+    ------
+    PrefkitError
+        Naming the column, its depth and the limit.
+
+    Examples
+    --------
+    >>> import pyarrow as pa
+    >>> check_nesting(pa.table({"p": [[["x"]]]}), ["p"], "mine_pairs")
+    """
+    for name in columns:
+        index = table.schema.get_field_index(name) if isinstance(name, str) else -1
+        if index < 0:
+            continue  # a missing column is the operation's error to report
+        data_type = table.schema.field(index).type
+        depth = nesting(data_type)
+        if depth > MAX_NESTING:
+            raise PrefkitError(
+                f"column '{name}' is nested {depth} levels deep ({str(data_type)[:40]}...), "
+                f"but the result of {op} would hold it and a result's columns may nest at "
+                f"most {MAX_NESTING} levels (pyarrow imports no deeper schema through the "
+                "Arrow C data interface); flatten or serialise the column, or group by "
+                "another column (group=...) and leave it out of the result"
+            )
 
 
 def write_table(table: pa.Table, path: str | os.PathLike) -> Path:

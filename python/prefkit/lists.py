@@ -10,7 +10,7 @@ import pyarrow as pa
 from prefkit import _core, stream
 from prefkit._errors import PrefkitError
 from prefkit._provenance import attach
-from prefkit.io import as_table, plain_unless_views
+from prefkit.io import as_table, check_nesting, plain_unless_views
 from prefkit.pairs import _check_int
 
 
@@ -120,6 +120,7 @@ def rank_lists(
             row_columns=("rows",), out=out, memory_limit=memory_limit, contiguous=contiguous,
         )
     table = as_table(data)
+    check_nesting(table, [prompt], "rank_lists")
     result, accounting = _core.rank_lists(table, **parameters)
     result = plain_unless_views(as_table(result), views)
     return attach(result, "rank_lists", parameters, accounting, source=table)

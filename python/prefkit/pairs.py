@@ -12,7 +12,7 @@ import pyarrow.compute as pc
 from prefkit import _core, stream
 from prefkit._errors import PrefkitError
 from prefkit._provenance import attach
-from prefkit.io import as_table, plain_unless_views, without_views
+from prefkit.io import as_table, check_nesting, plain_unless_views, without_views
 
 STRATEGIES = (
     "best_vs_worst",
@@ -171,6 +171,7 @@ def mine_pairs(
             contiguous=contiguous,
         )
     table = as_table(data)
+    check_nesting(table, [prompt, *carry], "mine_pairs")
     result, accounting = _core.mine_pairs(table, **without_views(parameters))
     result = plain_unless_views(as_table(result), views)
     return attach(result, "mine_pairs", parameters, accounting, source=table)

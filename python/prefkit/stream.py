@@ -21,6 +21,7 @@ the order and the accounting.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import glob
 import math
@@ -43,7 +44,11 @@ from prefkit._provenance import METADATA_KEY, attach, report_of
 from prefkit.io import (
     READ_SUFFIXES,
     SPILL_PREFIX,
+    UNREADABLE,
+    BadFileError,
     as_table,
+    bad_file,
+    parquet_batches,
     prepare_output,
     read_table,
     remove_stale,
@@ -138,6 +143,71 @@ class _Source:
     #: Estimated in-memory bytes, None when unknown.
     nbytes: int | None
     rows: int | None
+    #: Files skipped by ``skip_bad_files=True``: path -> its ``skipped_files`` entry.
+    skipped: dict = dataclasses.field(default_factory=dict)
+
+
+class InputFiles(os.PathLike):
+    """A path, glob or folder of input files and how to read them: pass it wherever the
+    operations take a path (``docs/stream.md``).
+
+    Parameters
+    ----------
+    path
+        A file, a glob (``"data/*.parquet"``, ``**`` allowed) or a folder.
+    skip_bad_files
+        ``False`` (default): a truncated or corrupt file is a ``PrefkitError`` naming it and
+        where it goes wrong (the JSON line and its byte offset, the Parquet footer's offset
+        and the file's size, the corrupt row group's byte offset). ``True``: such a file is
+        skipped (a Parquet file from its corrupt row group on: the row groups before it were
+        read) and listed in the result's provenance under ``skipped_files`` (file, reason,
+        byte offset, rows not read), its rows counted as dropped (``bad_file``) where the file
+        says how many. A file whose schema does not fit is an error either way.
+
+    Examples
+    --------
+    >>> import prefkit as pk
+    >>> from prefkit.stream import InputFiles
+    >>> pairs = pk.mine_pairs(InputFiles("data/", skip_bad_files=True))  # doctest: +SKIP
+    >>> pk.report_of(pairs)["skipped_files"]  # doctest: +SKIP
+    [{'file': 'data/2.jsonl', 'reason': 'line 7 (byte offset 512) is not a JSON object: ...',
+      'offset': 512, 'rows': 9}]
+    """
+
+    def __init__(self, path: str | os.PathLike, *, skip_bad_files: bool = False) -> None:
+        if not isinstance(skip_bad_files, bool):
+            raise PrefkitError(f"skip_bad_files must be True or False, got {skip_bad_files!r}")
+        self.path = os.fspath(path)
+        self.skip_bad_files = skip_bad_files
+
+    def __fspath__(self) -> str:
+        return self.path
+
+    def __repr__(self) -> str:
+        return f"InputFiles({self.path!r}, skip_bad_files={self.skip_bad_files})"
+
+
+def _skip(skipped: dict, error: BadFileError) -> None:
+    """Remember a skipped file (once: a multi-pass run meets it on every pass)."""
+    skipped.setdefault(str(error.path), {
+        "file": str(error.path), "reason": error.reason, "offset": error.offset,
+        "rows": error.rows,
+    })
+
+
+def count_skipped(record: dict, skipped: dict | None) -> None:
+    """Add the files that ``skip_bad_files`` skipped to a result's provenance ``record``:
+    ``skipped_files`` lists them; the rows they held that were not read (where known) are
+    ``dropped["bad_file"]`` and part of ``rows_in``, so that every row stays accounted for."""
+    if not skipped:
+        return
+    entries = list(skipped.values())
+    record["skipped_files"] = entries
+    rows = sum(entry["rows"] or 0 for entry in entries)
+    if rows:
+        record["rows_in"] = record.get("rows_in", 0) + rows
+        dropped = record.setdefault("dropped", {})
+        dropped["bad_file"] = dropped.get("bad_file", 0) + rows
 
 
 def _files(path: str | os.PathLike) -> list[Path]:
@@ -161,27 +231,34 @@ def _files(path: str | os.PathLike) -> list[Path]:
     return files
 
 
-def _file_batches(files: Sequence[Path]) -> Iterator[pa.RecordBatch]:
+def _file_batches(files: Sequence[Path], skipped: dict | None = None) -> Iterator[pa.RecordBatch]:
     """The batches of every file in order, each conformed to the first file's schema, so that
-    a file that does not fit is an error naming it and the column, not a mix of types."""
-    import pyarrow.parquet as pq
-
+    a file that does not fit is an error naming it and the column, not a mix of types. A
+    truncated or corrupt file is a :class:`BadFileError` naming it and where, or, given
+    ``skipped`` (``skip_bad_files=True``), is recorded there and skipped."""
     schema = None
     for path in files:
+        if skipped is not None and str(path) in skipped:
+            continue  # found bad on an earlier pass
         try:
             if path.name.lower().endswith(".parquet"):
                 # Row group by row group: a file is never held whole.
-                batches = pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS)
+                batches = parquet_batches(path, BATCH_ROWS)
             else:
                 batches = read_table(path).to_batches(max_chunksize=BATCH_ROWS)
             for batch in batches:
                 if schema is None:
                     schema, first = batch.schema, path
                 yield _conformed(batch, schema, path, first)
-        except (pa.ArrowException, OSError, ValueError) as error:
-            if isinstance(error, PrefkitError):
-                raise
-            raise PrefkitError(f"cannot read input file '{path}': {error}") from error
+        except UNREADABLE as error:
+            if isinstance(error, PrefkitError) and not isinstance(error, BadFileError):
+                raise  # a schema that does not fit: not a bad file
+            bad = error if isinstance(error, BadFileError) else bad_file(path, error)
+            if skipped is None:
+                if bad is error:
+                    raise
+                raise bad from error
+            _skip(skipped, bad)
 
 
 def _conformed(batch: pa.RecordBatch, schema: pa.Schema, path: Path, first: Path):
@@ -234,19 +311,29 @@ def open_source(data: Any) -> _Source:
         import pyarrow.parquet as pq
 
         files = _files(data)
+        skip = isinstance(data, InputFiles) and data.skip_bad_files
+        skipped: dict = {}
         nbytes, rows = 0, 0
         for path in files:
             if path.name.lower().endswith(".parquet"):
                 try:
                     meta = pq.ParquetFile(path).metadata
-                except (pa.ArrowException, OSError) as error:
-                    raise PrefkitError(f"cannot read input file '{path}': {error}") from error
+                except UNREADABLE as error:
+                    # A bad footer: found before any row is read.
+                    if not skip:
+                        raise bad_file(path, error) from error
+                    _skip(skipped, bad_file(path, error))
+                    continue
                 rows += meta.num_rows
                 nbytes += sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
             else:
                 # Text formats are about as large in memory as on disk.
                 nbytes += path.stat().st_size
-        return _Source(lambda: _file_batches(files), True, nbytes, rows or None)
+        files = [path for path in files if str(path) not in skipped]
+        return _Source(
+            lambda: _file_batches(files, skipped if skip else None),
+            True, nbytes, rows or None, skipped,
+        )
     if _is_dataset(data):
         files = getattr(data, "files", None) or []
         nbytes = sum(os.path.getsize(f) for f in files if os.path.exists(f)) or None
@@ -384,6 +471,8 @@ class _Sink:
         self.tables: list[pa.Table] = []
         self.written: list[Path] = []
         self.folder: Path | None = None
+        #: The input's skipped bad files (``_Source.skipped``), counted into the record.
+        self.skipped: dict | None = None
 
     def add(self, table: pa.Table) -> None:
         # Each chunk's own record counts only its rows; the whole record is attached at the end.
@@ -400,6 +489,7 @@ class _Sink:
     def finish(self, name: str, parameters: dict, record: dict) -> Any:
         """The result with its provenance: a table, or a Dataset over the written parts whose
         ``_common_metadata`` holds the record."""
+        count_skipped(record, self.skipped)
         if self.out is None:
             result = pa.concat_tables(self.tables, promote_options="permissive")
             return attach(result, name, parameters, record)
@@ -522,6 +612,7 @@ class _Job:
         else:
             merge_records(self.record, own)
         self.sink.add(self._renumber(result, table.column(ROW)))
+        release_memory()
 
     def _renumber(self, result: pa.Table, rows: pa.ChunkedArray) -> pa.Table:
         """Chunk row numbers -> global input row numbers; drop the row number column."""
@@ -620,6 +711,7 @@ def run(
         raise PrefkitError(f"contiguous must be True, False or None, got {contiguous!r}")
     sink = _Sink(out)
     source = open_source(data)
+    sink.skipped = source.skipped
     job = _Job(
         op, name, parameters, row_columns, sink, record={}, record_rows=record_rows, merge=merge
     )
@@ -645,7 +737,7 @@ def run(
             elif contiguous is True or (contiguous is None and source.rereadable):
                 mode = "contiguous"
                 try:
-                    _one_pass(job, batches, column, budget or DEFAULT_CHUNK_BYTES)
+                    _one_pass(job, batches, column, budget)
                 except _NotContiguous as err:
                     if contiguous is True:
                         raise PrefkitError(
@@ -698,8 +790,27 @@ def _chunks(job: _Job, batches: Iterator[pa.RecordBatch], chunk_bytes: int) -> N
     job.process(pa.Table.from_batches(ready, schema=job.empty.schema))
 
 
-def _one_pass(job: _Job, batches: Iterator[pa.RecordBatch], key: str, chunk_bytes: int) -> None:
-    """Contiguous groups: process chunks of whole groups, carrying the trailing group over."""
+def release_memory() -> None:
+    """Hand the memory pyarrow's pool holds but no longer uses back to the OS after a step:
+    its allocator keeps freed blocks for reuse, which costs a third of the peak RSS of a
+    streaming run and would count against ``memory_limit`` (``benches/bench_memory.py``)."""
+    pa.default_memory_pool().release_unused()
+
+
+def _one_pass(
+    job: _Job, batches: Iterator[pa.RecordBatch], key: str, budget: int | None
+) -> None:
+    """Contiguous groups: process chunks of whole groups, carrying the trailing group over.
+    A group larger than ``budget`` is processed whole and reported as ``oversized``."""
+    chunk_bytes = budget or DEFAULT_CHUNK_BYTES
+    groups_over: list[int] = []
+
+    def take_carry() -> list[pa.RecordBatch]:
+        size = sum(b.nbytes for b in carry)
+        if budget is not None and size > budget:
+            groups_over.append(size)
+        return carry
+
     finished: set[int] = set()
     carry: list[pa.RecordBatch] = []
     carry_id: int | None = None
@@ -730,14 +841,21 @@ def _one_pass(job: _Job, batches: Iterator[pa.RecordBatch], key: str, chunk_byte
             carry.append(batch.slice(split))
         else:
             finished.update(run_ids[:-1])
-            ready.extend(carry)
+            ready.extend(take_carry())
             ready.append(batch.slice(0, split))
-            carry, carry_id = [batch.slice(split)], run_ids[-1]
+            # The trailing group is copied out: a slice would keep the whole batch (and its
+            # bytes) alive until the group ends, a batch more of memory per step.
+            tail = _take(batch, np.arange(split, batch.num_rows)).to_batches()
+            carry, carry_id = tail, run_ids[-1]
         ready_bytes = sum(b.nbytes for b in ready)
         if ready_bytes >= chunk_bytes:
             job.process(pa.Table.from_batches(ready))
             ready = []
-    job.process(pa.Table.from_batches(ready + carry, schema=job.empty.schema))
+    job.process(pa.Table.from_batches(ready + take_carry(), schema=job.empty.schema))
+    if groups_over:
+        job.oversized = oversized(
+            [[i] for i in range(len(groups_over))], np.asarray(groups_over), budget, job.name
+        )
 
 
 class Partitions:
@@ -777,6 +895,7 @@ class Partitions:
                 self._writers[b] = ipc.new_file(self._path(b), part.schema, options=options)
             self._writers[b].write_table(part)
             self.sizes[b] += part.nbytes
+        release_memory()
 
     def chunks(self, budget: int | None) -> list[list[int]]:
         """The written buckets packed into chunks of at most ``budget`` bytes (``_pack``)."""
