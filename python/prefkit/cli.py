@@ -150,6 +150,8 @@ def _print_accounting(record: dict, output: str) -> None:
     print(f"rows in: {rows_in}" + (f", used: {used}" if used is not None else ""))
     for reason, count in sorted(record.get("dropped", {}).items()):
         print(f"  dropped ({reason}): {count}")
+    for skipped in record.get("skipped_files", []):
+        print(f"  skipped bad file {skipped['file']}: {skipped['reason']}")
     for name in (
         "groups_in",
         "groups_with_pairs",
@@ -205,6 +207,15 @@ def _read(path: str, quiet: bool):
     return pa.Table.from_batches(batches, schema=source.schema_arrow)
 
 
+def _input(args: argparse.Namespace) -> Any:
+    """The streaming input: the path, or with --skip-bad-files the path with that option."""
+    if not getattr(args, "skip_bad_files", False):
+        return args.input
+    from prefkit.stream import InputFiles
+
+    return InputFiles(args.input, skip_bad_files=True)
+
+
 def _is_many(path: str) -> bool:
     """A glob or a folder of files (not a saved ``datasets`` folder)."""
     if any(c in path for c in "*?["):
@@ -233,7 +244,7 @@ def _run(
         target = args.out_dir or args.output
         with _step(f"{args.verb} on {args.input} (streaming)", args.quiet):
             result = streamed(
-                args.input, out=args.out_dir, memory_limit=args.memory_limit, **options
+                _input(args), out=args.out_dir, memory_limit=args.memory_limit, **options
             )
         if args.out_dir is None:
             with _step(f"writing {args.output}", args.quiet):
@@ -916,6 +927,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="SIZE",
         help="out-of-core: bound each in-memory step, e.g. 2GB (spills to a temp folder)",
+    )
+    parser.add_argument(
+        "--skip-bad-files",
+        action="store_true",
+        help="with a glob or folder (verbs that stream): skip truncated or corrupt files, "
+        "listed in the accounting, instead of stopping at the first",
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
 

@@ -1,1 +1,0 @@
-//! Image bytes (PNG, JPEG, WebP): content hashes and perceptual hashes for dedup.
