@@ -1560,3 +1560,137 @@ def gpm_win_prob(v_a: Sequence[float], v_b: Sequence[float], tau: float = 1.0) -
     r_a = [sum(r[row][col] * a[col] for col in range(n)) for row in range(n)]
     x = sum(r_a[i] * b[i] for i in range(n)) / tau
     return 1.0 / (1.0 + math.exp(-x))
+
+
+# --------------------------------------------------------------------------------------------
+# Images: pk.image_pairs (both layouts), image hashes and their near-duplicate clusters
+# (docs/images.md)
+# --------------------------------------------------------------------------------------------
+
+
+def image_pairs_pickapic(
+    rows: Sequence[dict],
+    *,
+    caption: str = "caption",
+    images: Sequence[str] = ("jpg_0", "jpg_1"),
+    labels: Sequence[str] = ("label_0", "label_1"),
+    ties: str = "drop",
+    carry: Sequence[str] = (),
+) -> tuple[list[dict], dict]:
+    """Pick-a-Pic rows -> ``(pairs, dropped)``: the image with the larger label is chosen;
+    rows with a null image, a null/NaN label or two equal images are dropped (first reason
+    that applies), ties too unless ``ties="soft"`` (then label 0.5, first image chosen)."""
+    pairs, dropped = [], {}
+
+    def drop(reason: str) -> None:
+        dropped[reason] = dropped.get(reason, 0) + 1
+
+    for index, row in enumerate(rows):
+        first, second = row[images[0]], row[images[1]]
+        l0, l1 = row[labels[0]], row[labels[1]]
+        if first is None or second is None:
+            drop("null_image")
+            continue
+        if l0 is None or l1 is None or math.isnan(l0 - l1):
+            drop("null_label")
+            continue
+        if first == second:
+            drop("identical_images")
+            continue
+        if l0 == l1 and ties == "drop":
+            drop("tie")
+            continue
+        second_wins = l1 > l0
+        pair = {
+            caption: row[caption],
+            "chosen": second if second_wins else first,
+            "rejected": first if second_wins else second,
+            "label": 0.5 if l0 == l1 else 1.0,
+            "score_chosen": float(l1 if second_wins else l0),
+            "score_rejected": float(l0 if second_wins else l1),
+            "group_id": group_id(row[caption]),
+            "row": index,
+            "chosen_index": int(second_wins),
+        }
+        pair.update({name: row[name] for name in carry})
+        pairs.append(pair)
+    return pairs, dropped
+
+
+def image_pairs_long(
+    rows: Sequence[dict],
+    *,
+    caption: str = "caption",
+    image: str = "image",
+    score: str = "score",
+    ties: str = "drop",
+    **mining: Any,
+) -> tuple[list[dict], dict]:
+    """The long layout: ``mine_pairs`` over the image column (``ties="soft"`` mines with
+    ``ties="keep"``), the prompt named ``caption`` and ``label`` 1.0, or 0.5 for margin 0."""
+    pairs, accounting = mine_pairs(
+        rows,
+        prompt=caption,
+        response=image,
+        score=score,
+        ties="keep" if ties == "soft" else "drop",
+        **mining,
+    )
+    out = []
+    for pair in pairs:
+        renamed = {}
+        for key, value in pair.items():
+            renamed[caption if key == "prompt" else key] = value
+            if key == "rejected":
+                renamed["label"] = 1.0 if pair["margin"] > 0 else 0.5
+        out.append(renamed)
+    return out, accounting
+
+
+def hamming_clusters(hashes: Sequence[int | None], threshold: int) -> list[int]:
+    """For every row, the smallest row of its cluster: rows whose 64-bit hashes differ in at
+    most ``threshold`` bits are joined, transitively; a None hash is alone. Every pair is
+    compared."""
+    parent = list(range(len(hashes)))
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            x = parent[x]
+        return x
+
+    for a in range(len(hashes)):
+        for b in range(a + 1, len(hashes)):
+            if hashes[a] is None or hashes[b] is None:
+                continue
+            if (hashes[a] ^ hashes[b]).bit_count() <= threshold:
+                ra, rb = find(a), find(b)
+                parent[max(ra, rb)] = min(ra, rb)
+    return [find(x) for x in range(len(hashes))]
+
+
+def bits_to_int(bits) -> int:
+    """Row-major bits, the first the most significant: ``int(str(imagehash_hash), 16)``."""
+    value = 0
+    for bit in bits:
+        value = (value << 1) | int(bool(bit))
+    return value
+
+
+def dhash(grey_thumbnail_9x8) -> int:
+    """dHash of a 9-wide, 8-high grey thumbnail (rows of pixel values)."""
+    return bits_to_int(
+        row[x + 1] > row[x] for row in grey_thumbnail_9x8 for x in range(8)
+    )
+
+
+def phash(grey_thumbnail_32x32) -> int:
+    """pHash of a 32 x 32 grey thumbnail: DCT-II along columns then rows (the sums written
+    out), its 8 x 8 lowest frequencies compared with their median."""
+    n = 32
+    cos = [[math.cos(math.pi * k * (2 * i + 1) / (2 * n)) for i in range(n)] for k in range(8)]
+    pixels = grey_thumbnail_32x32
+    columns = [[sum(pixels[i][j] * cos[k][i] for i in range(n)) for j in range(n)] for k in range(8)]
+    low = [sum(columns[k][j] * cos[m][j] for j in range(n)) for k in range(8) for m in range(8)]
+    ordered = sorted(low)
+    median = (ordered[31] + ordered[32]) / 2
+    return bits_to_int(value > median for value in low)

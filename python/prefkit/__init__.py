@@ -27,6 +27,13 @@ from prefkit.dedup import (
 )
 from prefkit.eval import evaluate_rewards, judge_bias, list_ranking, ranking_accuracy
 from prefkit.formats import unpair
+from prefkit.images import (
+    dedup_images,
+    find_image_duplicates,
+    image_hashes,
+    image_pairs,
+    split_images,
+)
 from prefkit.io import materialize, read_table, write_table
 from prefkit.lists import rank_lists
 from prefkit.pairs import mine_pairs, split_prompt, unnest
@@ -49,11 +56,16 @@ from prefkit.pairwise import EmbeddingJudge, score_pairwise
     "evaluate_rewards",
     "filter_pairs",
     "EmbeddingJudge",
+    "dedup_images",
     "find_contamination",
     "find_duplicates",
     "gather_hidden",
     "judge_bias",
+    "find_image_duplicates",
     "length_stats",
+    "image_hashes",
+    "image_pairs",
+    "intransitivity",
     "list_ranking",
     "materialize",
     "mine_pairs",
@@ -74,6 +86,7 @@ from prefkit.pairwise import EmbeddingJudge, score_pairwise
     "tokenize_lists",
     "tokenize_pairs",
     "tree_lists",
+    "split_images",
     "tree_pairs",
     "unnest",
     "unpair",

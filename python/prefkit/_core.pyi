@@ -227,3 +227,17 @@ def choose_test_clusters(sizes: Any, test_rows: int, seed: int) -> tuple[Any, in
 
 def num_threads() -> int:
     """Threads of prefkit's pool: PREFKIT_NUM_THREADS, else cores capped by the cgroup quota."""
+
+def image_hashes(
+    table: Any, *, column: str, method: str, paths: bool | None, bad: str
+) -> tuple[Any, Any, Any]:
+    """Per row of an image column (bytes or paths): the method's hash and the xxh3-64 of the
+    bytes (uint64, null where not hashed) and a status (uint8: 0 hashed, 1 null, 2 bad)."""
+
+def hamming_clusters(hashes: Any, threshold: int) -> Any:
+    """For every row, the first row of its cluster of uint64 hashes within ``threshold`` bits
+    (int64); a null hash is alone."""
+
+def gather_images(table: Any, *, columns: list[str], which: Any, rows: Any) -> Any:
+    """Entry ``i``: row ``rows[i]`` of binary column ``columns[which[i]]`` (int64 arrays), as a
+    binary_view array sharing the input's buffers."""

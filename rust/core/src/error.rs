@@ -46,6 +46,13 @@ pub enum Error {
         row: usize,
         why: &'static str,
     },
+    /// An image that cannot be read or decoded, and the caller asked for an error.
+    #[error("column '{column}' row {row}: {why}; pass bad=\"drop\" to drop such rows")]
+    BadImage {
+        column: String,
+        row: usize,
+        why: String,
+    },
     /// The input has a column that the result writes itself.
     #[error(
         "the input already has a column '{0}', which the result writes; rename or drop it first"

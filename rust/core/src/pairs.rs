@@ -18,7 +18,7 @@ use crate::grouping::{group_rows, GroupRows, Groups};
 use crate::key::KeyColumn;
 use crate::parallel;
 use crate::table::{Column, Table};
-use crate::text::{is_text, TextColumn};
+use crate::text::{is_binary, is_text, BinaryColumn, TextColumn, Views};
 
 /// How the pairs of a group are chosen among its ranked responses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -209,6 +209,57 @@ struct Rows<'a> {
     has_response: &'a [bool],
 }
 
+/// The response column: text, or bytes (images, `pk.image_pairs`) whose pairs are
+/// binary_view arrays sharing the input's buffers.
+enum Responses {
+    Text(TextColumn),
+    Bytes(BinaryColumn),
+}
+
+impl Responses {
+    fn new(column: &Column) -> Result<Self> {
+        if is_binary(column.decoded()?.field.data_type()) {
+            Ok(Responses::Bytes(BinaryColumn::new(column)?))
+        } else {
+            Ok(Responses::Text(TextColumn::new(column)?))
+        }
+    }
+
+    /// The text, for the length penalty (which has no meaning for bytes).
+    fn text(&self, options: &PairOptions) -> Result<&TextColumn> {
+        match self {
+            Responses::Text(text) => Ok(text),
+            Responses::Bytes(_) => Err(Error::argument(
+                "length_penalty",
+                "0 when the response column holds bytes",
+                options.length_penalty,
+            )),
+        }
+    }
+
+    fn valid(&self) -> Vec<bool> {
+        match self {
+            Responses::Text(text) => text.valid(),
+            Responses::Bytes(bytes) => bytes.valid(),
+        }
+    }
+
+    fn views(&self) -> Views {
+        match self {
+            Responses::Text(text) => text.views(),
+            Responses::Bytes(bytes) => bytes.views(),
+        }
+    }
+
+    /// The result column of `values` (views of valid rows of `views`).
+    fn array(&self, views: &Views, values: Vec<u128>) -> ArrayRef {
+        match self {
+            Responses::Text(_) => Arc::new(views.array(values, None)),
+            Responses::Bytes(_) => Arc::new(views.binary_array(values, None)),
+        }
+    }
+}
+
 /// splitmix64: a small, well-mixed, reproducible generator step (docs/pairs.md).
 pub fn splitmix64(x: u64) -> u64 {
     let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -224,7 +275,7 @@ pub fn splitmix64(x: u64) -> u64 {
 pub fn mine_pairs(table: &Table, options: &PairOptions) -> Result<(RecordBatch, Accounting)> {
     options.validate()?;
     let prompt = table.column(&options.prompt)?;
-    let response = TextColumn::new(&table.column(&options.response)?)?;
+    let response = Responses::new(&table.column(&options.response)?)?;
     let score_columns = options
         .scores
         .iter()
@@ -260,7 +311,7 @@ pub fn mine_pairs(table: &Table, options: &PairOptions) -> Result<(RecordBatch, 
     } else {
         score
             .iter()
-            .zip(response.strs())
+            .zip(response.text(options)?.strs())
             .map(|(s, r)| s - options.length_penalty * r.map_or(0, |r| r.chars().count()) as f64)
             .collect()
     };
@@ -808,7 +859,7 @@ fn per_pair<T: Copy + Default + Send + Sync>(
 fn build_batch(
     parts: &[Vec<Pair>],
     prompt: &Column,
-    response: &TextColumn,
+    response: &Responses,
     score: &[f64],
     per_column: &[ScalarBuffer<f64>],
     group_ids: &[u64],
@@ -842,7 +893,7 @@ fn build_batch(
             false,
             Box::new(move || {
                 let values = per_pair(parts, |p| responses.view(p.chosen));
-                Ok(Arc::new(responses.array(values, None)) as ArrayRef)
+                Ok(response.array(responses, values))
             }),
         ),
         (
@@ -850,7 +901,7 @@ fn build_batch(
             false,
             Box::new(move || {
                 let values = per_pair(parts, |p| responses.view(p.rejected));
-                Ok(Arc::new(responses.array(values, None)) as ArrayRef)
+                Ok(response.array(responses, values))
             }),
         ),
         (

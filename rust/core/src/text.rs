@@ -5,11 +5,11 @@
 //! text itself.
 
 use arrow_array::builder::make_view;
+use arrow_array::types::ByteArrayType;
 use arrow_array::{
-    Array, ArrayAccessor, GenericStringArray, LargeStringArray, OffsetSizeTrait, StringArray,
-    StringViewArray,
+    Array, ArrayAccessor, GenericByteArray, LargeStringArray, StringArray, StringViewArray,
 };
-use arrow_buffer::{Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
+use arrow_buffer::{ArrowNativeType, Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
 use arrow_schema::DataType;
 use rayon::prelude::*;
 
@@ -17,6 +17,9 @@ use crate::error::{Error, Result};
 use crate::output_bytes::OutputBytes;
 use crate::prefetch::{prefetch_element, prefetch_read};
 use crate::table::{type_name, Column};
+
+mod binary;
+pub use binary::{is_binary, BinaryColumn};
 
 /// The widest window of a large buffer that one view can address (its offset is a u32).
 const WINDOW_STEP: usize = 1 << 31;
@@ -161,50 +164,75 @@ impl TextColumn {
             };
         }
         let len = self.chunks.iter().map(TextChunk::len).sum();
-        let mut views = Vec::with_capacity(len);
-        let mut buffers = Vec::new();
-        let mut validity = Vec::with_capacity(len);
+        let mut parts = ViewParts::with_capacity(len);
         for chunk in &self.chunks {
             match chunk {
-                TextChunk::Utf8(a) => {
-                    let base = buffers.len() as u32;
-                    buffers.push(a.values().clone());
-                    offset_views(a, &mut views, |start| (base, start as u32));
-                    validity.extend((0..a.len()).map(|i| a.is_valid(i)));
-                }
-                TextChunk::LargeUtf8(a) => {
-                    let base = buffers.len();
-                    push_windows(a.values(), &mut buffers);
-                    offset_views(a, &mut views, |start| {
-                        let window = start / WINDOW_STEP;
-                        (
-                            (base + window) as u32,
-                            (start - window * WINDOW_STEP) as u32,
-                        )
-                    });
-                    validity.extend((0..a.len()).map(|i| a.is_valid(i)));
-                }
-                TextChunk::Utf8View(a) => {
-                    let base = buffers.len() as u32;
-                    buffers.extend(a.data_buffers().iter().cloned());
-                    for (i, &view) in a.views().iter().enumerate() {
-                        let valid = a.is_valid(i);
-                        validity.push(valid);
-                        views.push(if !valid {
-                            0
-                        } else if (view as u32) <= 12 {
-                            view // inline: no buffer index to move
-                        } else {
-                            view + ((base as u128) << 64)
-                        });
-                    }
-                }
+                TextChunk::Utf8(a) => parts.push_offsets(a),
+                TextChunk::LargeUtf8(a) => parts.push_offsets(a),
+                TextChunk::Utf8View(a) => parts.push_views(a.views(), a.data_buffers(), a.nulls()),
             }
         }
-        let nulls = NullBuffer::from(validity);
+        parts.finish()
+    }
+}
+
+/// The views, buffers and validity of a column being gathered chunk by chunk into one
+/// [`Views`] (text or binary chunks alike: their layouts are the same).
+struct ViewParts {
+    views: Vec<u128>,
+    buffers: Vec<Buffer>,
+    validity: Vec<bool>,
+}
+
+impl ViewParts {
+    fn with_capacity(len: usize) -> Self {
+        Self {
+            views: Vec::with_capacity(len),
+            buffers: Vec::new(),
+            validity: Vec::with_capacity(len),
+        }
+    }
+
+    /// A chunk with offsets (32- or 64-bit): its values buffer is registered (in windows when
+    /// over 4 GiB, [`push_windows`]) and a view made for every row.
+    fn push_offsets<T: ByteArrayType>(&mut self, a: &GenericByteArray<T>) {
+        let base = self.buffers.len();
+        let windowed = a.values().len() > u32::MAX as usize;
+        push_windows(a.values(), &mut self.buffers);
+        offset_views(a, &mut self.views, |start| {
+            // One buffer up to 4 GiB: a view's u32 offset reaches all of it.
+            let window = if windowed { start / WINDOW_STEP } else { 0 };
+            (
+                (base + window) as u32,
+                (start - window * WINDOW_STEP) as u32,
+            )
+        });
+        self.validity.extend((0..a.len()).map(|i| a.is_valid(i)));
+    }
+
+    /// A view chunk: its views are kept, their buffer indices moved past the buffers taken
+    /// so far.
+    fn push_views(&mut self, views: &[u128], buffers: &[Buffer], nulls: Option<&NullBuffer>) {
+        let base = self.buffers.len() as u32;
+        self.buffers.extend(buffers.iter().cloned());
+        for (i, &view) in views.iter().enumerate() {
+            let valid = nulls.is_none_or(|n| n.is_valid(i));
+            self.validity.push(valid);
+            self.views.push(if !valid {
+                0
+            } else if (view as u32) <= 12 {
+                view // inline: no buffer index to move
+            } else {
+                view + ((base as u128) << 64)
+            });
+        }
+    }
+
+    fn finish(self) -> Views {
+        let nulls = NullBuffer::from(self.validity);
         Views {
-            views: views.into(),
-            buffers,
+            views: self.views.into(),
+            buffers: self.buffers,
             nulls: (nulls.null_count() > 0).then_some(nulls),
         }
     }
@@ -213,8 +241,8 @@ impl TextColumn {
 /// Append the views of every row of `array` to `views`, in parallel: making a view reads the
 /// first bytes of each string, a cache miss per row. `locate(start)` gives the buffer index
 /// and offset in it of a string starting at byte `start` of the values.
-fn offset_views<O: OffsetSizeTrait>(
-    array: &GenericStringArray<O>,
+fn offset_views<T: ByteArrayType>(
+    array: &GenericByteArray<T>,
     views: &mut Vec<u128>,
     locate: impl Fn(usize) -> (u32, u32) + Sync,
 ) {

@@ -1,0 +1,173 @@
+//! Pillow's Lanczos resampling of an 8-bit grey image (`Image.resize(size, LANCZOS)`), as
+//! Pillow's `libImaging/Resample.c` computes it, so that a thumbnail, and the hashes made
+//! from it, are the ones the `imagehash` package computes.
+//!
+//! Two separable passes, horizontal then vertical, each rounding to 8 bits. The weights of an
+//! output pixel are the Lanczos-3 kernel, stretched by the downscale factor (antialiasing),
+//! over the input pixels whose centres lie within its support, normalised to sum to one and
+//! then quantised to 22-bit fixed point, exactly as Pillow does.
+
+use std::f64::consts::PI;
+
+/// Fixed-point fraction bits of the weights (Pillow: `32 - 8 - 2`).
+const PRECISION_BITS: u32 = 32 - 8 - 2;
+
+/// Support of the Lanczos-3 kernel.
+const SUPPORT: f64 = 3.0;
+
+fn sinc(x: f64) -> f64 {
+    if x == 0.0 {
+        1.0
+    } else {
+        let x = x * PI;
+        x.sin() / x
+    }
+}
+
+fn lanczos(x: f64) -> f64 {
+    if (-SUPPORT..SUPPORT).contains(&x) {
+        sinc(x) * sinc(x / 3.0)
+    } else {
+        0.0
+    }
+}
+
+/// The weights of one pass: output pixel `o` reads `len[o]` input pixels from `start[o]`,
+/// with weights `weights[o * width..][..len[o]]`.
+struct Weights {
+    start: Vec<usize>,
+    len: Vec<usize>,
+    width: usize,
+    weights: Vec<i32>,
+}
+
+/// Pillow's `precompute_coeffs` and `normalize_coeffs_8bpc` for `input` pixels into
+/// `output` pixels (the whole image: no crop box).
+fn weights(input: usize, output: usize) -> Weights {
+    let scale = input as f64 / output as f64;
+    let filter_scale = scale.max(1.0);
+    let support = SUPPORT * filter_scale;
+    let width = support.ceil() as usize * 2 + 1;
+    let mut out = Weights {
+        start: Vec::with_capacity(output),
+        len: Vec::with_capacity(output),
+        width,
+        weights: vec![0; output * width],
+    };
+    let mut k = vec![0.0f64; width];
+    for o in 0..output {
+        let center = (o as f64 + 0.5) * scale;
+        let inverse = 1.0 / filter_scale;
+        // Pillow truncates `center -/+ support + 0.5` toward zero ((int) casts).
+        let xmin = ((center - support + 0.5) as i64).max(0) as usize;
+        let xmax = ((center + support + 0.5) as i64).min(input as i64) as usize;
+        let n = xmax.saturating_sub(xmin);
+        let mut total = 0.0;
+        for (x, w) in k.iter_mut().enumerate().take(n) {
+            *w = lanczos((x as f64 + xmin as f64 - center + 0.5) * inverse);
+            total += *w;
+        }
+        let row = &mut out.weights[o * width..(o + 1) * width];
+        for x in 0..n {
+            let w = if total != 0.0 { k[x] / total } else { k[x] };
+            let fixed = w * f64::from(1u32 << PRECISION_BITS);
+            row[x] = if w < 0.0 {
+                (-0.5 + fixed) as i32
+            } else {
+                (0.5 + fixed) as i32
+            };
+        }
+        out.start.push(xmin);
+        out.len.push(n);
+    }
+    out
+}
+
+/// Pillow's `clip8`: a fixed-point sum back to a byte.
+#[inline]
+fn clip8(sum: i64) -> u8 {
+    (sum >> PRECISION_BITS).clamp(0, 255) as u8
+}
+
+#[inline]
+fn convolve(pixels: impl Iterator<Item = u8>, weights: &[i32]) -> u8 {
+    let mut sum: i64 = 1 << (PRECISION_BITS - 1);
+    for (p, &w) in pixels.zip(weights) {
+        sum += i64::from(p) * i64::from(w);
+    }
+    clip8(sum)
+}
+
+/// `grey` (row-major, `width` x `height`) resized to `out_width` x `out_height` as Pillow's
+/// `resize(..., Image.LANCZOS)` does on an "L" image.
+pub fn resize(
+    grey: &[u8],
+    width: usize,
+    height: usize,
+    out_width: usize,
+    out_height: usize,
+) -> Vec<u8> {
+    debug_assert_eq!(grey.len(), width * height);
+    let horizontal = weights(width, out_width);
+    let vertical = weights(height, out_height);
+    // Pillow only runs a pass whose size changes, and the horizontal one only over the input
+    // rows that the vertical pass reads.
+    let (first_row, last_row) = if out_height == height {
+        (0, height)
+    } else {
+        let last = out_height - 1;
+        (vertical.start[0], vertical.start[last] + vertical.len[last])
+    };
+    let (temp, temp_width) = if out_width == width {
+        (grey[first_row * width..last_row * width].to_vec(), width)
+    } else {
+        let mut temp = Vec::with_capacity((last_row - first_row) * out_width);
+        for y in first_row..last_row {
+            let row = &grey[y * width..(y + 1) * width];
+            for o in 0..out_width {
+                let (start, n) = (horizontal.start[o], horizontal.len[o]);
+                let w = &horizontal.weights[o * horizontal.width..][..n];
+                temp.push(convolve(row[start..start + n].iter().copied(), w));
+            }
+        }
+        (temp, out_width)
+    };
+    if out_height == height {
+        return temp;
+    }
+    let mut out = Vec::with_capacity(out_width * out_height);
+    for o in 0..out_height {
+        let (start, n) = (vertical.start[o] - first_row, vertical.len[o]);
+        let w = &vertical.weights[o * vertical.width..][..n];
+        for x in 0..temp_width {
+            let column = (start..start + n).map(|y| temp[y * temp_width + x]);
+            out.push(convolve(column, w));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flat_image_stays_flat_and_weights_sum_to_one() {
+        let grey = vec![200u8; 50 * 40];
+        assert!(resize(&grey, 50, 40, 9, 8).iter().all(|&p| p == 200));
+        let w = weights(64, 9);
+        for o in 0..9 {
+            let sum: i64 = w.weights[o * w.width..][..w.len[o]]
+                .iter()
+                .map(|&x| i64::from(x))
+                .sum();
+            assert!((sum - (1 << PRECISION_BITS)).abs() < 16, "{sum}");
+        }
+    }
+
+    #[test]
+    fn the_same_size_is_a_copy() {
+        let grey: Vec<u8> = (0..=255).collect();
+        assert_eq!(resize(&grey, 16, 16, 16, 16), grey);
+    }
+}
