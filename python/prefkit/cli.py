@@ -89,6 +89,14 @@ EPILOG_DECONTAMINATE = """\
 examples:
   prefkit decontaminate train.parquet --reference gsm8k_test.jsonl --reference-column question \\
       -o clean.parquet
+  prefkit dedup generations.parquet -o unique.parquet --images image --method phash --threshold 10
+"""
+
+EPILOG_IMAGE_PAIRS = """\
+examples:
+  prefkit image-pairs pickapic.parquet -o pairs.parquet              # caption, jpg_0, jpg_1, label_0/1
+  prefkit image-pairs pickapic.parquet -o pairs.parquet --ties soft  # ties kept with label 0.5
+  prefkit image-pairs generations.parquet -o pairs.parquet --layout long --strategy all_pairs
 """
 
 EPILOG_SPLIT = """\
@@ -626,6 +634,12 @@ def _decontaminate(args: argparse.Namespace) -> int:
         args,
         decontaminate,
         decontaminate,
+    if args.images is not None:
+        return _dedup_images(args)
+    if args.method in ("dhash", "phash"):
+        raise PrefkitError(f"--method {args.method} compares images: pass --images COLUMN")
+    args.method = args.method or "exact"
+    args.threshold = 0.8 if args.threshold is None else args.threshold
         reference=reference,
         column=args.column,
         reference_column=args.reference_column,
@@ -642,6 +656,40 @@ def _split(args: argparse.Namespace) -> int:
             "--test-output is required (or --out-dir, which writes train/ and test/)"
         )
     parts: dict = {}
+
+def _dedup_images(args: argparse.Namespace) -> int:
+    """``dedup --images COLUMN``: ``pk.dedup_images`` (in memory)."""
+    from prefkit.images import dedup_images
+
+    if args.method == "minhash":
+        raise PrefkitError("--images compares images: --method is exact, dhash or phash")
+    threshold = args.threshold
+    if threshold is not None and threshold != int(threshold):
+        raise PrefkitError(f"--threshold with --images is a number of bits, got {threshold}")
+    return _run(
+        args,
+        dedup_images,
+        column=args.images,
+        method=args.method or "phash",
+        threshold=None if threshold is None else int(threshold),
+        bad=args.bad,
+    )
+
+
+def _image_pairs(args: argparse.Namespace) -> int:
+    from prefkit.images import image_pairs
+
+    options = {"layout": args.layout, "caption": args.caption, "ties": args.ties}
+    if args.layout == "pickapic":
+        options.update(images=args.images, labels=args.labels)
+    else:
+        options.update(
+            image=args.image, score=args.score, strategy=args.strategy, seed=args.seed
+        )
+    if args.carry is not None:
+        options["carry"] = args.carry
+    return _run(args, image_pairs, **options)
+
 
     def operation(data, **options):
         parts["train"], parts["test"] = split(data, **options)
@@ -1169,7 +1217,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG_DEDUP,
     )
     dedup.add_argument("--columns", nargs="+", default=["prompt"], help="compared column(s)")
-    dedup.add_argument("--method", default="exact", choices=("exact", "minhash"))
+    dedup.add_argument(
+        "--method", default=None, choices=("exact", "minhash", "dhash", "phash"),
+        help="text: exact (default) or minhash; --images: phash (default), dhash or exact",
+    )
     dedup.add_argument("--group", default=None, help="keep or drop rows sharing this column")
     dedup.add_argument("--no-normalize", action="store_true", help="compare raw text")
     _minhash_options(dedup)
@@ -1218,8 +1269,36 @@ def build_parser() -> argparse.ArgumentParser:
         "two completions (docs/split_prompt.md).",
         epilog=EPILOG_SPLIT,
     )
+    dedup.set_defaults(threshold=None)  # 0.8 (Jaccard) for text; image default in bits
+    dedup.add_argument(
+        "--images", default=None, metavar="COLUMN",
+        help="dedup images (bytes or paths) of COLUMN by perceptual hash; --threshold in bits",
+    )
+    dedup.add_argument(
+        "--bad", default="error", choices=("error", "drop"),
+        help="--images: an undecodable image is an error (default) or dropped and counted",
+    )
     split_prompt.add_argument("--chosen", default="chosen", help="chosen conversation column")
     split_prompt.add_argument("--rejected", default="rejected", help="rejected conversation column")
+    image_pairs = _verb(
+        verbs,
+        "image-pairs",
+        help="image preference pairs from Pick-a-Pic-style or long (caption, image, score) tables",
+        description="Pairs caption, chosen, rejected, label from image comparisons or scores.",
+        epilog=EPILOG_IMAGE_PAIRS,
+    )
+    image_pairs.add_argument("--layout", default="pickapic", choices=("pickapic", "long"))
+    image_pairs.add_argument("--caption", default="caption")
+    image_pairs.add_argument("--images", nargs=2, default=["jpg_0", "jpg_1"], help="pickapic")
+    image_pairs.add_argument("--labels", nargs=2, default=["label_0", "label_1"], help="pickapic")
+    image_pairs.add_argument("--image", default="image", help="long layout")
+    image_pairs.add_argument("--score", nargs="+", default=["score"], help="long layout")
+    image_pairs.add_argument("--strategy", default="best_vs_worst", help="long layout")
+    image_pairs.add_argument("--seed", type=int, default=0)
+    image_pairs.add_argument("--ties", default="drop", choices=("drop", "soft"))
+    image_pairs.add_argument("--carry", nargs="*", default=None, help="columns carried along")
+    image_pairs.set_defaults(run=_image_pairs)
+
     split_prompt.add_argument(
         "--boundary",
         default=None,
