@@ -83,13 +83,7 @@ examples:
   prefkit dedup 'data/*.parquet' --columns response --method minhash --memory-limit 2GB \\
       --out-dir unique/         # out of core (no --group)
   prefkit dedup 'data/*.parquet' --out-dir unique/ --method minhash --ray auto --row row
-"""
-
-EPILOG_DECONTAMINATE = """\
-examples:
-  prefkit decontaminate train.parquet --reference gsm8k_test.jsonl --reference-column question \\
-      -o clean.parquet
-  prefkit dedup generations.parquet -o unique.parquet --images image --method phash --threshold 10
+  prefkit dedup generations.parquet -o unique.parquet --images image --method phash --threshold 8
 """
 
 EPILOG_IMAGE_PAIRS = """\
