@@ -93,6 +93,12 @@ examples:
   prefkit image-pairs generations.parquet -o pairs.parquet --layout long --strategy all_pairs
 """
 
+EPILOG_DECONTAMINATE = """\
+examples:
+  prefkit decontaminate train.parquet --reference gsm8k_test.jsonl --reference-column question \\
+      -o clean.parquet
+"""
+
 EPILOG_SPLIT = """\
 examples:
   prefkit split pairs.parquet --test-size 0.1 -o train.parquet --test-output test.parquet
@@ -603,6 +609,12 @@ def _trees(args: argparse.Namespace) -> int:
 def _dedup(args: argparse.Namespace) -> int:
     from prefkit.dedup import dedup
 
+    if args.images is not None:
+        return _dedup_images(args)
+    if args.method in ("dhash", "phash"):
+        raise PrefkitError(f"--method {args.method} compares images: pass --images COLUMN")
+    args.method = args.method or "exact"
+    args.threshold = 0.8 if args.threshold is None else args.threshold
     return _run(
         args,
         dedup,
@@ -619,37 +631,6 @@ def _dedup(args: argparse.Namespace) -> int:
         group=args.group,
     )
 
-
-def _decontaminate(args: argparse.Namespace) -> int:
-    from prefkit.dedup import decontaminate
-
-    reference = read_table(args.reference)
-    return _run(
-        args,
-        decontaminate,
-        decontaminate,
-    if args.images is not None:
-        return _dedup_images(args)
-    if args.method in ("dhash", "phash"):
-        raise PrefkitError(f"--method {args.method} compares images: pass --images COLUMN")
-    args.method = args.method or "exact"
-    args.threshold = 0.8 if args.threshold is None else args.threshold
-        reference=reference,
-        column=args.column,
-        reference_column=args.reference_column,
-        ngram=args.ngram,
-        normalize=not args.no_normalize,
-    )
-
-
-def _split(args: argparse.Namespace) -> int:
-    from prefkit.dedup import split
-
-    if args.out_dir is None and args.test_output is None:
-        raise PrefkitError(
-            "--test-output is required (or --out-dir, which writes train/ and test/)"
-        )
-    parts: dict = {}
 
 def _dedup_images(args: argparse.Namespace) -> int:
     """``dedup --images COLUMN``: ``pk.dedup_images`` (in memory)."""
@@ -684,6 +665,31 @@ def _image_pairs(args: argparse.Namespace) -> int:
         options["carry"] = args.carry
     return _run(args, image_pairs, **options)
 
+
+def _decontaminate(args: argparse.Namespace) -> int:
+    from prefkit.dedup import decontaminate
+
+    reference = read_table(args.reference)
+    return _run(
+        args,
+        decontaminate,
+        decontaminate,
+        reference=reference,
+        column=args.column,
+        reference_column=args.reference_column,
+        ngram=args.ngram,
+        normalize=not args.no_normalize,
+    )
+
+
+def _split(args: argparse.Namespace) -> int:
+    from prefkit.dedup import split
+
+    if args.out_dir is None and args.test_output is None:
+        raise PrefkitError(
+            "--test-output is required (or --out-dir, which writes train/ and test/)"
+        )
+    parts: dict = {}
 
     def operation(data, **options):
         parts["train"], parts["test"] = split(data, **options)
@@ -1218,7 +1224,35 @@ def build_parser() -> argparse.ArgumentParser:
     dedup.add_argument("--group", default=None, help="keep or drop rows sharing this column")
     dedup.add_argument("--no-normalize", action="store_true", help="compare raw text")
     _minhash_options(dedup)
+    dedup.set_defaults(threshold=None)  # 0.8 (Jaccard) for text; image default in bits
+    dedup.add_argument(
+        "--images", default=None, metavar="COLUMN",
+        help="dedup images (bytes or paths) of COLUMN by perceptual hash; --threshold in bits",
+    )
+    dedup.add_argument(
+        "--bad", default="error", choices=("error", "drop"),
+        help="--images: an undecodable image is an error (default) or dropped and counted",
+    )
     dedup.set_defaults(run=_dedup)
+
+    image_pairs = _verb(
+        verbs,
+        "image-pairs",
+        help="image preference pairs from Pick-a-Pic-style or long (caption, image, score) tables",
+        description="Pairs caption, chosen, rejected, label from image comparisons or scores.",
+        epilog=EPILOG_IMAGE_PAIRS,
+    )
+    image_pairs.add_argument("--layout", default="pickapic", choices=("pickapic", "long"))
+    image_pairs.add_argument("--caption", default="caption")
+    image_pairs.add_argument("--images", nargs=2, default=["jpg_0", "jpg_1"], help="pickapic")
+    image_pairs.add_argument("--labels", nargs=2, default=["label_0", "label_1"], help="pickapic")
+    image_pairs.add_argument("--image", default="image", help="long layout")
+    image_pairs.add_argument("--score", nargs="+", default=["score"], help="long layout")
+    image_pairs.add_argument("--strategy", default="best_vs_worst", help="long layout")
+    image_pairs.add_argument("--seed", type=int, default=0)
+    image_pairs.add_argument("--ties", default="drop", choices=("drop", "soft"))
+    image_pairs.add_argument("--carry", nargs="*", default=None, help="columns carried along")
+    image_pairs.set_defaults(run=_image_pairs)
 
     decontaminate = _verb(
         verbs,
@@ -1263,36 +1297,8 @@ def build_parser() -> argparse.ArgumentParser:
         "two completions (docs/split_prompt.md).",
         epilog=EPILOG_SPLIT,
     )
-    dedup.set_defaults(threshold=None)  # 0.8 (Jaccard) for text; image default in bits
-    dedup.add_argument(
-        "--images", default=None, metavar="COLUMN",
-        help="dedup images (bytes or paths) of COLUMN by perceptual hash; --threshold in bits",
-    )
-    dedup.add_argument(
-        "--bad", default="error", choices=("error", "drop"),
-        help="--images: an undecodable image is an error (default) or dropped and counted",
-    )
     split_prompt.add_argument("--chosen", default="chosen", help="chosen conversation column")
     split_prompt.add_argument("--rejected", default="rejected", help="rejected conversation column")
-    image_pairs = _verb(
-        verbs,
-        "image-pairs",
-        help="image preference pairs from Pick-a-Pic-style or long (caption, image, score) tables",
-        description="Pairs caption, chosen, rejected, label from image comparisons or scores.",
-        epilog=EPILOG_IMAGE_PAIRS,
-    )
-    image_pairs.add_argument("--layout", default="pickapic", choices=("pickapic", "long"))
-    image_pairs.add_argument("--caption", default="caption")
-    image_pairs.add_argument("--images", nargs=2, default=["jpg_0", "jpg_1"], help="pickapic")
-    image_pairs.add_argument("--labels", nargs=2, default=["label_0", "label_1"], help="pickapic")
-    image_pairs.add_argument("--image", default="image", help="long layout")
-    image_pairs.add_argument("--score", nargs="+", default=["score"], help="long layout")
-    image_pairs.add_argument("--strategy", default="best_vs_worst", help="long layout")
-    image_pairs.add_argument("--seed", type=int, default=0)
-    image_pairs.add_argument("--ties", default="drop", choices=("drop", "soft"))
-    image_pairs.add_argument("--carry", nargs="*", default=None, help="columns carried along")
-    image_pairs.set_defaults(run=_image_pairs)
-
     split_prompt.add_argument(
         "--boundary",
         default=None,
