@@ -336,3 +336,35 @@ def test_split_images_keeps_captions_and_image_clusters_on_one_side():
         origin[[images.index(b) for b in t.column("jpg_1").to_pylist()]]
     )
     assert not origins(train) & origins(test)
+
+
+# --- CLI ---------------------------------------------------------------------------------------
+
+
+def test_cli_image_pairs_and_dedup_images(tmp_path, capsys):
+    import pyarrow.parquet as pq
+    from prefkit.cli import main
+
+    pickapic = pa.table(
+        {
+            "caption": ["a", "b", "c"],
+            "jpg_0": [b"x", b"y", b"u"],
+            "jpg_1": [b"z", b"y", b"v"],
+            "label_0": [1.0, 0.5, 0.5],
+            "label_1": [0.0, 0.5, 0.5],
+        }
+    )
+    pq.write_table(pickapic, tmp_path / "pp.parquet")
+    out = tmp_path / "pairs.parquet"
+    assert main(["image-pairs", str(tmp_path / "pp.parquet"), "-o", str(out), "--ties", "soft"]) == 0
+    assert pq.read_table(out).column("label").to_pylist() == [1.0, 0.5]
+    assert "identical_images" in capsys.readouterr().out
+    images, _ = planted(originals=20, copies=10, seed=9)
+    pq.write_table(pa.table({"image": images}), tmp_path / "im.parquet")
+    out = tmp_path / "unique.parquet"
+    argv = ["dedup", str(tmp_path / "im.parquet"), "-o", str(out), "--images", "image"]
+    assert main([*argv, "--threshold", "8"]) == 0
+    assert pq.read_table(out).num_rows == 20
+    capsys.readouterr()
+    assert main(["dedup", str(tmp_path / "im.parquet"), "-o", str(out), "--method", "phash"]) != 0
+    assert "pass --images COLUMN" in capsys.readouterr().err
