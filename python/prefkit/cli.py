@@ -28,6 +28,12 @@ examples:
   prefkit pairs rated.parquet -o pairs.parquet --strategy best_vs_random --seed 7 --carry source
 """
 
+EPILOG_JOINT_PAIRS = """\
+examples:
+  prefkit joint-pairs rated.parquet -o joint.parquet
+  prefkit joint-pairs rated.parquet -o joint.jsonl --strategy random --pairs-per-prompt 4 --seed 7
+"""
+
 EPILOG_SPLIT = """\
 examples:
   prefkit split-prompt hh.jsonl -o split.parquet --hh
@@ -364,6 +370,25 @@ def _pairs(args: argparse.Namespace) -> int:
         nan=args.nan,
         max_pairs_per_prompt=args.max_pairs_per_prompt,
         length_penalty=args.length_penalty,
+        seed=args.seed,
+        carry=args.carry,
+    )
+
+
+def _joint_pairs(args: argparse.Namespace) -> int:
+    from prefkit.joint_pairs import mine_joint_pairs
+
+    return _run(
+        args,
+        mine_joint_pairs,
+        prompt=args.prompt,
+        response=args.response,
+        score=args.score if len(args.score) > 1 else args.score[0],
+        group=args.group,
+        strategy=args.strategy,
+        pairs_per_prompt=args.pairs_per_prompt,
+        min_margin=args.min_margin,
+        nan=args.nan,
         seed=args.seed,
         carry=args.carry,
     )
@@ -1031,6 +1056,26 @@ def build_parser() -> argparse.ArgumentParser:
     pairs.add_argument("--seed", type=int, default=0)
     pairs.add_argument("--carry", nargs="*", default=[], help="columns copied from chosen rows")
     pairs.set_defaults(run=_pairs)
+
+    joint = _verb(
+        verbs,
+        "joint-pairs",
+        help="pairs across prompts (JPO) from rated single responses",
+        description="Mine joint pairs: a response to one prompt chosen over a response to "
+        "another prompt (docs/joint_pairs.md).",
+        epilog=EPILOG_JOINT_PAIRS,
+    )
+    joint.add_argument("--prompt", default="prompt", help="prompt column (default: prompt)")
+    joint.add_argument("--response", default="response", help="response column")
+    joint.add_argument("--score", nargs="+", default=["score"], help="score column(s)")
+    joint.add_argument("--group", default=None, help="group by this column instead of prompt")
+    joint.add_argument("--strategy", default="best_vs_worst", choices=("best_vs_worst", "random"))
+    joint.add_argument("--pairs-per-prompt", type=int, default=1, help="draws per prompt")
+    joint.add_argument("--min-margin", type=float, default=0.0)
+    joint.add_argument("--nan", default="drop", choices=("drop", "error"))
+    joint.add_argument("--seed", type=int, default=0)
+    joint.add_argument("--carry", nargs="*", default=[], help="columns copied from chosen rows")
+    joint.set_defaults(run=_joint_pairs)
 
     unnest = _verb(
         verbs,

@@ -10,6 +10,7 @@
 //! - [`key`]: canonical bytes of a grouping key (text, integers, chat messages) and its xxh3 id.
 //! - [`grouping`]: rows grouped by key, with a fast path for contiguous groups.
 //! - [`pairs`]: chosen/rejected pair mining, and the pair selection shared with trees.
+//! - [`joint_pairs`]: pairs across prompts (JPO): a response of one prompt over one of another.
 //! - [`curriculum`]: curriculum stages and order of pairs.
 //! - [`lists`]: ranked lists of responses per prompt.
 //! - [`trees`]: preference trees (tries of steps), node-table validation, sibling pairs/lists.
@@ -35,6 +36,7 @@ pub mod dedup;
 pub mod error;
 pub mod grouping;
 pub mod images;
+pub mod joint_pairs;
 pub mod key;
 pub mod lists;
 pub mod messages;

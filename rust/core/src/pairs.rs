@@ -501,7 +501,7 @@ pub(crate) fn check_no_nan(columns: &[Column], values: &[ScalarBuffer<f64>]) -> 
 }
 
 /// The mean of several score columns; NaN where any of them is.
-fn ensemble(columns: &[ScalarBuffer<f64>]) -> ScalarBuffer<f64> {
+pub(crate) fn ensemble(columns: &[ScalarBuffer<f64>]) -> ScalarBuffer<f64> {
     if columns.len() == 1 {
         return columns[0].clone();
     }

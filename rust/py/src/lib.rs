@@ -8,6 +8,7 @@ mod chunked;
 mod dedup;
 mod errors;
 mod images;
+mod joint_pairs;
 mod lists;
 mod pairs;
 mod pieces;
@@ -39,6 +40,7 @@ fn num_threads() -> usize {
 fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(batching::plan_batches, module)?)?;
     module.add_function(wrap_pyfunction!(pairs::mine_pairs, module)?)?;
+    module.add_function(wrap_pyfunction!(joint_pairs::mine_joint_pairs, module)?)?;
     module.add_function(wrap_pyfunction!(lists::rank_lists, module)?)?;
     module.add_function(wrap_pyfunction!(lists::order_curriculum, module)?)?;
     module.add_function(wrap_pyfunction!(trees::build_trees, module)?)?;
