@@ -1697,139 +1697,186 @@ def phash(grey_thumbnail_32x32) -> int:
 
 
 # --------------------------------------------------------------------------------------------
-# Joint pairs across prompts (docs/joint_pairs.md)
+# Win-probability matrices (docs/winrates.md)
 # --------------------------------------------------------------------------------------------
 
 
-def _below(bits: int, n: int) -> int:
-    """A uniform integer in range(n) from 64 random bits (multiply-shift)."""
-    return (bits * n) >> 64
+def _beats(p: list[list[float]], a: int, b: int) -> bool:
+    """``a`` beats ``b``: P[a][b] > P[b][a] (P[a][b] > 1/2 on an exactly consistent matrix)."""
+    return p[a][b] > p[b][a]
 
 
-def joint_permutation(n: int, seed: int, draw: int) -> list[int]:
-    """The seeded permutation of range(n) of one draw: Fisher-Yates over splitmix64."""
-    order = list(range(n))
-    state = splitmix64((seed ^ splitmix64(draw)) & MASK64)
-    for i in range(n - 1, 0, -1):
-        state = splitmix64(state)
-        j = _below(state, i + 1)
-        order[i], order[j] = order[j], order[i]
-    return order
+def _check_matrix(row: dict, index: int, columns: dict, tolerance: float) -> int:
+    """Validate one wide row as docs/winrates.md says; return K. Raises ValueError naming the
+    column, the row and, for a cell, (a, b)."""
+    texts = row[columns["responses"]]
+    if texts is None or any(t is None for t in texts):
+        raise ValueError(f"column '{columns['responses']}': a null at row {index}")
+    k = len(texts)
+    for name in ("rows", "scores"):
+        column = columns[name]
+        if column is None:
+            continue
+        values = row[column]
+        if values is None or len(values) != k or not all(_is_valid_number(v) for v in values):
+            raise ValueError(f"column '{column}': not one value per response at row {index}")
+    p = row[columns["win_prob"]]
+    if p is None or len(p) != k or any(line is None or len(line) != k for line in p):
+        raise ValueError(f"column '{columns['win_prob']}': not K x K at row {index}")
+    for a in range(k):
+        for b in range(k):
+            if a == b:
+                continue
+            value = p[a][b]
+            if value is None or math.isnan(value) or not 0.0 <= value <= 1.0:
+                raise ValueError(f"win_prob: {value} at row {index}, cell ({a}, {b})")
+            reverse = p[b][a]
+            checked = a < b and reverse is not None and 0.0 <= reverse <= 1.0
+            if checked and abs(value + reverse - 1.0) > tolerance:
+                raise ValueError(f"win_prob: inconsistent at row {index}, cell ({a}, {b})")
+    return k
 
 
-def mine_joint_pairs(
-    rows: Sequence[dict],
+def _matrices(matrices: Sequence[dict], columns: dict, tolerance: float):
+    """Every wide row validated, as (index, row, K, group id, position of its first response
+    in the exploded table); then the accounting shared by the matrix operations."""
+    out = []
+    position = 0
+    seen: dict[int, int] = {}
+    for index, row in enumerate(matrices):
+        gid = row[columns["group_id"]] if columns["group_id"] else group_id(row[columns["prompt"]])
+        if gid is None or gid in seen:
+            raise ValueError(f"group_id {gid} at rows {seen.get(gid)} and {index}")
+        seen[gid] = index
+    for index, row in enumerate(matrices):
+        k = _check_matrix(row, index, columns, tolerance)
+        gid = row[columns["group_id"]] if columns["group_id"] else group_id(row[columns["prompt"]])
+        out.append((index, row, k, gid, position))
+        position += k
+    small = sum(k for _, _, k, _, _ in out if k < 2)
+    accounting = {
+        "rows_in": position,
+        "rows_used": position - small,
+        "dropped": {"group_too_small": small} if small else {},
+        "matrices_in": len(out),
+        "matrices_used": sum(1 for _, _, k, _, _ in out if k >= 2),
+    }
+    return out, accounting
+
+
+def win_rates(
+    matrices: Sequence[dict],
     *,
     prompt: str = "prompt",
-    response: str = "response",
-    score: str | Sequence[str] = "score",
-    group: str | None = None,
-    strategy: str = "best_vs_worst",
-    pairs_per_prompt: int = 1,
-    min_margin: float = 0.0,
-    nan: str = "drop",
-    seed: int = 0,
-    carry: Sequence[str] = (),
+    responses: str = "responses",
+    win_prob: str = "win_prob",
+    rows: str | None = "rows",
+    group_id: str | None = "group_id",
+    scores: str | None = None,
+    tolerance: float = 1e-6,
 ) -> tuple[list[dict], dict]:
-    """Return ``(pairs, accounting)`` of ``pk.mine_joint_pairs`` (rows_in, rows_used, dropped,
-    draws, draws_without_pair, draws_repeated, pairs_out)."""
-    scores = [score] if isinstance(score, str) else list(score)
-    key_column = group if group is not None else prompt
-    if nan == "error":
-        for index, row in enumerate(rows):
-            for name in scores:
-                if not _is_valid_number(row[name]):
-                    raise ValueError(f"column '{name}' has a null or NaN score at row {index}")
-    dropped: dict[str, int] = {}
+    """Return ``(long rows, accounting)``: one row per response of every matrix with K >= 2."""
+    columns = {"prompt": prompt, "responses": responses, "win_prob": win_prob, "rows": rows,
+               "group_id": group_id, "scores": scores}
+    checked, accounting = _matrices(matrices, columns, tolerance)
+    out: list[dict] = []
+    for _, row, k, gid, position in checked:
+        if k < 2:
+            continue
+        p = row[win_prob]
+        borda = [sum(p[a][b] for b in range(k) if b != a) for a in range(k)]
+        rate = [borda[a] / (k - 1) for a in range(k)]
+        order = sorted(range(k), key=lambda a: -rate[a])  # stable: list order among ties
+        rank = {a: place + 1 for place, a in enumerate(order)}
+        for a in range(k):
+            record = {
+                "prompt": row[prompt],
+                "response": row[responses][a],
+                "row": row[rows][a] if rows else position + a,
+                "win_rate": rate[a],
+                "borda": borda[a],
+                "copeland": sum(_beats(p, a, b) - _beats(p, b, a) for b in range(k) if b != a),
+                "rank": rank[a],
+                "group_id": gid,
+            }
+            if scores:
+                record["score"] = float(row[scores][a])
+            out.append(record)
+    return out, {**accounting, "responses_out": len(out)}
 
-    def drop(reason: str, n: int = 1) -> None:
-        if n:
-            dropped[reason] = dropped.get(reason, 0) + n
 
-    value: dict[int, float] = {}
-    groups: dict[bytes, list[int]] = {}  # first-appearance order, usable rows in input order
-    group_ids: dict[bytes, int] = {}
-    for index, row in enumerate(rows):
-        key = row[key_column]
-        if key is None:
-            drop("null_key")
-            continue
-        canonical = key_bytes(key)
-        groups.setdefault(canonical, [])
-        group_ids.setdefault(canonical, group_id(key))
-        if row[response] is None:
-            drop("null_response")
-            continue
-        values = [row[name] for name in scores]
-        if not all(_is_valid_number(v) for v in values):
-            drop("nan_score")
-            continue
-        total = 0.0
-        for v in values:
-            total += float(v)
-        value[index] = total / len(values) if len(values) > 1 else float(values[0])
-        groups[canonical].append(index)
-    # Best first; among equal scores the earlier row first.
-    sides = [
-        (group_ids[k], sorted(members, key=lambda i: -value[i]))
-        for k, members in groups.items()
-        if members
+def win_rate_pairs(matrices: Sequence[dict], *, strategy: str = "best_vs_worst", **options):
+    """``mine_pairs`` over the win rates, rows and group ids mapped back to the matrices'."""
+    matrix_options = {k: options.pop(k) for k in list(options) if k in _MATRIX_OPTIONS}
+    long, _ = win_rates(matrices, **matrix_options)
+    pairs, _ = mine_pairs(long, score="win_rate", group="group_id", strategy=strategy, **options)
+    return [
+        {
+            **pair,
+            "group_id": long[pair["chosen_row"]]["group_id"],
+            "chosen_row": long[pair["chosen_row"]]["row"],
+            "rejected_row": long[pair["rejected_row"]]["row"],
+        }
+        for pair in pairs
     ]
-    usable = sum(len(members) for _, members in sides)
-    pairs: list[dict] = []
-    seen: set[tuple[int, int]] = set()
-    without_pair = repeated = 0
-    n = len(sides)
-    if n >= 2:
-        for draw in range(pairs_per_prompt):
-            order = joint_permutation(n, seed, draw)
-            for i in range(n):
-                (gid_a, a_rows), (gid_b, b_rows) = sides[order[i]], sides[order[(i + 1) % n]]
-                if strategy == "best_vs_worst":
-                    a, b = a_rows[0], b_rows[-1]
-                else:
-                    bits = splitmix64((seed ^ gid_a ^ splitmix64(~draw & MASK64)) & MASK64)
-                    a = a_rows[_below(bits, len(a_rows))]
-                    b = b_rows[_below(splitmix64(bits), len(b_rows))]
-                (c, c_gid), (r, r_gid) = ((a, gid_a), (b, gid_b))
-                if value[a] < value[b]:
-                    (c, c_gid), (r, r_gid) = (b, gid_b), (a, gid_a)
-                margin = 0.0 if value[c] == value[r] else value[c] - value[r]
-                if not margin > min_margin:
-                    without_pair += 1
-                    continue
-                if (c, r) in seen:
-                    repeated += 1
-                    continue
-                seen.add((c, r))
-                pair = {
-                    "prompt": rows[c][prompt],
-                    "chosen": rows[c][response],
-                    "rejected_prompt": rows[r][prompt],
-                    "rejected": rows[r][response],
-                    "score_chosen": value[c],
-                    "score_rejected": value[r],
-                    "margin": margin,
-                    "group_id": c_gid,
-                    "rejected_group_id": r_gid,
-                    "chosen_row": c,
-                    "rejected_row": r,
-                }
-                for name in carry:
-                    pair[name] = rows[c][name]
-                pairs.append(pair)
-    used = {p["chosen_row"] for p in pairs} | {p["rejected_row"] for p in pairs}
-    if n < 2:
-        drop("too_few_prompts", usable)
-    else:
-        drop("not_selected", usable - len(used))
-    accounting = {
-        "rows_in": len(rows),
-        "rows_used": len(used),
-        "dropped": dropped,
-        "draws": n * pairs_per_prompt if n >= 2 else 0,
-        "draws_without_pair": without_pair,
-        "draws_repeated": repeated,
-        "pairs_out": len(pairs),
-    }
-    return pairs, accounting
+
+
+_MATRIX_OPTIONS = {"prompt", "responses", "win_prob", "rows", "group_id", "scores", "tolerance"}
+
+
+def intransitivity(
+    matrices: Sequence[dict],
+    *,
+    prompt: str = "prompt",
+    responses: str = "responses",
+    win_prob: str = "win_prob",
+    group_id: str | None = "group_id",
+    scores: str | None = None,
+    tolerance: float = 1e-6,
+) -> tuple[list[dict], dict]:
+    """Per matrix with K >= 2: 3-cycles over every triad, and with ``scores`` the votes of the
+    unordered pairs (agree, disagree, tie: either side indifferent)."""
+    columns = {"prompt": prompt, "responses": responses, "win_prob": win_prob, "rows": None,
+               "group_id": group_id, "scores": scores}
+    checked, accounting = _matrices(matrices, columns, tolerance)
+    out: list[dict] = []
+    for _, row, k, gid, _ in checked:
+        if k < 2:
+            continue
+        p = row[win_prob]
+        cycles = 0
+        for a in range(k):
+            for b in range(a + 1, k):
+                for c in range(b + 1, k):
+                    forward = _beats(p, a, b) and _beats(p, b, c) and _beats(p, c, a)
+                    backward = _beats(p, a, c) and _beats(p, c, b) and _beats(p, b, a)
+                    cycles += forward or backward
+        record = {
+            "prompt": row[prompt],
+            "group_id": gid,
+            "responses_count": k,
+            "cycles": cycles,
+            "triads": math.comb(k, 3),
+        }
+        if scores:
+            s = row[scores]
+            agreed = disagreed = tied = 0
+            for a in range(k):
+                for b in range(a + 1, k):
+                    judge = (p[a][b] > p[b][a]) - (p[a][b] < p[b][a])
+                    score = (s[a] > s[b]) - (s[a] < s[b])
+                    if judge == 0 or score == 0:
+                        tied += 1
+                    elif judge == score:
+                        agreed += 1
+                    else:
+                        disagreed += 1
+            untied = agreed + disagreed
+            record.update(
+                agreement=agreed / untied if untied else None,
+                agreed_pairs=agreed,
+                disagreed_pairs=disagreed,
+                tied_pairs=tied,
+            )
+        out.append(record)
+    return out, {**accounting, "matrices_out": len(out)}

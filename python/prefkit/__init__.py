@@ -35,7 +35,6 @@ from prefkit.images import (
     split_images,
 )
 from prefkit.io import materialize, read_table, write_table
-from prefkit.joint_pairs import mine_joint_pairs
 from prefkit.lists import rank_lists
 from prefkit.pairs import mine_pairs, split_prompt, unnest
 from prefkit.reference import reference_logps
@@ -44,6 +43,7 @@ from prefkit.scoring import score, score_pairs
 from prefkit.strength import filter_pairs, length_stats, preference_strength
 from prefkit.tokenize import tokenize_lists, tokenize_pairs
 from prefkit.trees import build_trees, tree_lists, tree_pairs
+from prefkit.winrates import intransitivity, win_rate_lists, win_rate_pairs, win_rates
 
 __all__ = [
 from prefkit.pairwise import EmbeddingJudge, score_pairwise
@@ -61,6 +61,7 @@ from prefkit.pairwise import EmbeddingJudge, score_pairwise
     "find_contamination",
     "find_duplicates",
     "gather_hidden",
+    "intransitivity",
     "judge_bias",
     "find_image_duplicates",
     "length_stats",
@@ -69,7 +70,6 @@ from prefkit.pairwise import EmbeddingJudge, score_pairwise
     "intransitivity",
     "list_ranking",
     "materialize",
-    "mine_joint_pairs",
     "mine_pairs",
     "normalize_text",
     "order_curriculum",
@@ -92,6 +92,9 @@ from prefkit.pairwise import EmbeddingJudge, score_pairwise
     "tree_pairs",
     "unnest",
     "unpair",
+    "win_rate_lists",
+    "win_rate_pairs",
+    "win_rates",
     "write_table",
 ]
     "score_pairwise",

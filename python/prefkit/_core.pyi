@@ -25,22 +25,6 @@ def mine_pairs(
 ) -> tuple[Any, dict[str, Any]]:
     """Mine pairs; returns an Arrow table (PyCapsule) and the row accounting."""
 
-def mine_joint_pairs(
-    table: Any,
-    *,
-    prompt: str,
-    response: str,
-    score: list[str],
-    group: str | None,
-    strategy: str,
-    pairs_per_prompt: int,
-    min_margin: float,
-    nan: str,
-    seed: int,
-    carry: list[str],
-) -> tuple[Any, dict[str, Any]]:
-    """Mine joint pairs across prompts; returns an Arrow table and the row accounting."""
-
 def plan_batches(
     lengths: Any, *, max_tokens: int, packed: bool, shuffle: bool, seed: int
 ) -> tuple[Any, Any]:
@@ -60,6 +44,33 @@ def rank_lists(
     views: bool,
 ) -> tuple[Any, dict[str, Any]]:
     """Ranked lists; returns an Arrow table (PyCapsule) and the row accounting."""
+
+def win_rates(
+    table: Any,
+    *,
+    prompt: str,
+    responses: str,
+    win_prob: str,
+    rows: str | None,
+    group_id: str | None,
+    scores: str | None,
+    tolerance: float,
+    views: bool,
+) -> tuple[Any, dict[str, Any]]:
+    """Long form of win-probability matrices; returns an Arrow table and the accounting."""
+
+def intransitivity(
+    table: Any,
+    *,
+    prompt: str,
+    responses: str,
+    win_prob: str,
+    rows: str | None,
+    group_id: str | None,
+    scores: str | None,
+    tolerance: float,
+) -> tuple[Any, dict[str, Any]]:
+    """3-cycles (and agreement) per win matrix; returns an Arrow table and the accounting."""
 
 def order_curriculum(
     table: Any,
