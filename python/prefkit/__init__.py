@@ -35,6 +35,7 @@ from prefkit.images import (
     split_images,
 )
 from prefkit.io import materialize, read_table, write_table
+from prefkit.joint_pairs import mine_joint_pairs
 from prefkit.lists import rank_lists
 from prefkit.pairs import mine_pairs, split_prompt, unnest
 from prefkit.reference import reference_logps
@@ -61,7 +62,6 @@ from prefkit.pairwise import EmbeddingJudge, score_pairwise
     "find_contamination",
     "find_duplicates",
     "gather_hidden",
-    "intransitivity",
     "judge_bias",
     "find_image_duplicates",
     "length_stats",
@@ -70,6 +70,7 @@ from prefkit.pairwise import EmbeddingJudge, score_pairwise
     "intransitivity",
     "list_ranking",
     "materialize",
+    "mine_joint_pairs",
     "mine_pairs",
     "normalize_text",
     "order_curriculum",

@@ -25,6 +25,22 @@ def mine_pairs(
 ) -> tuple[Any, dict[str, Any]]:
     """Mine pairs; returns an Arrow table (PyCapsule) and the row accounting."""
 
+def mine_joint_pairs(
+    table: Any,
+    *,
+    prompt: str,
+    response: str,
+    score: list[str],
+    group: str | None,
+    strategy: str,
+    pairs_per_prompt: int,
+    min_margin: float,
+    nan: str,
+    seed: int,
+    carry: list[str],
+) -> tuple[Any, dict[str, Any]]:
+    """Mine joint pairs across prompts; returns an Arrow table and the row accounting."""
+
 def plan_batches(
     lengths: Any, *, max_tokens: int, packed: bool, shuffle: bool, seed: int
 ) -> tuple[Any, Any]:
