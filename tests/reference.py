@@ -1484,6 +1484,145 @@ def judge_bias(rows: Sequence[dict], *, judge: str | None = None, center: float 
 
 
 # --------------------------------------------------------------------------------------------
+# Joint pairs across prompts (docs/joint_pairs.md)
+# --------------------------------------------------------------------------------------------
+
+
+def _below(bits: int, n: int) -> int:
+    """A uniform integer in range(n) from 64 random bits (multiply-shift)."""
+    return (bits * n) >> 64
+
+
+def joint_permutation(n: int, seed: int, draw: int) -> list[int]:
+    """The seeded permutation of range(n) of one draw: Fisher-Yates over splitmix64."""
+    order = list(range(n))
+    state = splitmix64((seed ^ splitmix64(draw)) & MASK64)
+    for i in range(n - 1, 0, -1):
+        state = splitmix64(state)
+        j = _below(state, i + 1)
+        order[i], order[j] = order[j], order[i]
+    return order
+
+
+def mine_joint_pairs(
+    rows: Sequence[dict],
+    *,
+    prompt: str = "prompt",
+    response: str = "response",
+    score: str | Sequence[str] = "score",
+    group: str | None = None,
+    strategy: str = "best_vs_worst",
+    pairs_per_prompt: int = 1,
+    min_margin: float = 0.0,
+    nan: str = "drop",
+    seed: int = 0,
+    carry: Sequence[str] = (),
+) -> tuple[list[dict], dict]:
+    """Return ``(pairs, accounting)`` of ``pk.mine_joint_pairs`` (rows_in, rows_used, dropped,
+    draws, draws_without_pair, draws_repeated, pairs_out)."""
+    scores = [score] if isinstance(score, str) else list(score)
+    key_column = group if group is not None else prompt
+    if nan == "error":
+        for index, row in enumerate(rows):
+            for name in scores:
+                if not _is_valid_number(row[name]):
+                    raise ValueError(f"column '{name}' has a null or NaN score at row {index}")
+    dropped: dict[str, int] = {}
+
+    def drop(reason: str, n: int = 1) -> None:
+        if n:
+            dropped[reason] = dropped.get(reason, 0) + n
+
+    value: dict[int, float] = {}
+    groups: dict[bytes, list[int]] = {}  # first-appearance order, usable rows in input order
+    group_ids: dict[bytes, int] = {}
+    for index, row in enumerate(rows):
+        key = row[key_column]
+        if key is None:
+            drop("null_key")
+            continue
+        canonical = key_bytes(key)
+        groups.setdefault(canonical, [])
+        group_ids.setdefault(canonical, group_id(key))
+        if row[response] is None:
+            drop("null_response")
+            continue
+        values = [row[name] for name in scores]
+        if not all(_is_valid_number(v) for v in values):
+            drop("nan_score")
+            continue
+        total = 0.0
+        for v in values:
+            total += float(v)
+        value[index] = total / len(values) if len(values) > 1 else float(values[0])
+        groups[canonical].append(index)
+    # Best first; among equal scores the earlier row first.
+    sides = [
+        (group_ids[k], sorted(members, key=lambda i: -value[i]))
+        for k, members in groups.items()
+        if members
+    ]
+    usable = sum(len(members) for _, members in sides)
+    pairs: list[dict] = []
+    seen: set[tuple[int, int]] = set()
+    without_pair = repeated = 0
+    n = len(sides)
+    if n >= 2:
+        for draw in range(pairs_per_prompt):
+            order = joint_permutation(n, seed, draw)
+            for i in range(n):
+                (gid_a, a_rows), (gid_b, b_rows) = sides[order[i]], sides[order[(i + 1) % n]]
+                if strategy == "best_vs_worst":
+                    a, b = a_rows[0], b_rows[-1]
+                else:
+                    bits = splitmix64((seed ^ gid_a ^ splitmix64(~draw & MASK64)) & MASK64)
+                    a = a_rows[_below(bits, len(a_rows))]
+                    b = b_rows[_below(splitmix64(bits), len(b_rows))]
+                (c, c_gid), (r, r_gid) = ((a, gid_a), (b, gid_b))
+                if value[a] < value[b]:
+                    (c, c_gid), (r, r_gid) = (b, gid_b), (a, gid_a)
+                margin = 0.0 if value[c] == value[r] else value[c] - value[r]
+                if not margin > min_margin:
+                    without_pair += 1
+                    continue
+                if (c, r) in seen:
+                    repeated += 1
+                    continue
+                seen.add((c, r))
+                pair = {
+                    "prompt": rows[c][prompt],
+                    "chosen": rows[c][response],
+                    "rejected_prompt": rows[r][prompt],
+                    "rejected": rows[r][response],
+                    "score_chosen": value[c],
+                    "score_rejected": value[r],
+                    "margin": margin,
+                    "group_id": c_gid,
+                    "rejected_group_id": r_gid,
+                    "chosen_row": c,
+                    "rejected_row": r,
+                }
+                for name in carry:
+                    pair[name] = rows[c][name]
+                pairs.append(pair)
+    used = {p["chosen_row"] for p in pairs} | {p["rejected_row"] for p in pairs}
+    if n < 2:
+        drop("too_few_prompts", usable)
+    else:
+        drop("not_selected", usable - len(used))
+    accounting = {
+        "rows_in": len(rows),
+        "rows_used": len(used),
+        "dropped": dropped,
+        "draws": n * pairs_per_prompt if n >= 2 else 0,
+        "draws_without_pair": without_pair,
+        "draws_repeated": repeated,
+        "pairs_out": len(pairs),
+    }
+    return pairs, accounting
+
+
+# --------------------------------------------------------------------------------------------
 # Pairwise judges (docs/pairwise.md): score_pairwise with a callable judge, and GPM's product
 # --------------------------------------------------------------------------------------------
 
@@ -1694,145 +1833,6 @@ def phash(grey_thumbnail_32x32) -> int:
     ordered = sorted(low)
     median = (ordered[31] + ordered[32]) / 2
     return bits_to_int(value > median for value in low)
-
-
-# --------------------------------------------------------------------------------------------
-# Joint pairs across prompts (docs/joint_pairs.md)
-# --------------------------------------------------------------------------------------------
-
-
-def _below(bits: int, n: int) -> int:
-    """A uniform integer in range(n) from 64 random bits (multiply-shift)."""
-    return (bits * n) >> 64
-
-
-def joint_permutation(n: int, seed: int, draw: int) -> list[int]:
-    """The seeded permutation of range(n) of one draw: Fisher-Yates over splitmix64."""
-    order = list(range(n))
-    state = splitmix64((seed ^ splitmix64(draw)) & MASK64)
-    for i in range(n - 1, 0, -1):
-        state = splitmix64(state)
-        j = _below(state, i + 1)
-        order[i], order[j] = order[j], order[i]
-    return order
-
-
-def mine_joint_pairs(
-    rows: Sequence[dict],
-    *,
-    prompt: str = "prompt",
-    response: str = "response",
-    score: str | Sequence[str] = "score",
-    group: str | None = None,
-    strategy: str = "best_vs_worst",
-    pairs_per_prompt: int = 1,
-    min_margin: float = 0.0,
-    nan: str = "drop",
-    seed: int = 0,
-    carry: Sequence[str] = (),
-) -> tuple[list[dict], dict]:
-    """Return ``(pairs, accounting)`` of ``pk.mine_joint_pairs`` (rows_in, rows_used, dropped,
-    draws, draws_without_pair, draws_repeated, pairs_out)."""
-    scores = [score] if isinstance(score, str) else list(score)
-    key_column = group if group is not None else prompt
-    if nan == "error":
-        for index, row in enumerate(rows):
-            for name in scores:
-                if not _is_valid_number(row[name]):
-                    raise ValueError(f"column '{name}' has a null or NaN score at row {index}")
-    dropped: dict[str, int] = {}
-
-    def drop(reason: str, n: int = 1) -> None:
-        if n:
-            dropped[reason] = dropped.get(reason, 0) + n
-
-    value: dict[int, float] = {}
-    groups: dict[bytes, list[int]] = {}  # first-appearance order, usable rows in input order
-    group_ids: dict[bytes, int] = {}
-    for index, row in enumerate(rows):
-        key = row[key_column]
-        if key is None:
-            drop("null_key")
-            continue
-        canonical = key_bytes(key)
-        groups.setdefault(canonical, [])
-        group_ids.setdefault(canonical, group_id(key))
-        if row[response] is None:
-            drop("null_response")
-            continue
-        values = [row[name] for name in scores]
-        if not all(_is_valid_number(v) for v in values):
-            drop("nan_score")
-            continue
-        total = 0.0
-        for v in values:
-            total += float(v)
-        value[index] = total / len(values) if len(values) > 1 else float(values[0])
-        groups[canonical].append(index)
-    # Best first; among equal scores the earlier row first.
-    sides = [
-        (group_ids[k], sorted(members, key=lambda i: -value[i]))
-        for k, members in groups.items()
-        if members
-    ]
-    usable = sum(len(members) for _, members in sides)
-    pairs: list[dict] = []
-    seen: set[tuple[int, int]] = set()
-    without_pair = repeated = 0
-    n = len(sides)
-    if n >= 2:
-        for draw in range(pairs_per_prompt):
-            order = joint_permutation(n, seed, draw)
-            for i in range(n):
-                (gid_a, a_rows), (gid_b, b_rows) = sides[order[i]], sides[order[(i + 1) % n]]
-                if strategy == "best_vs_worst":
-                    a, b = a_rows[0], b_rows[-1]
-                else:
-                    bits = splitmix64((seed ^ gid_a ^ splitmix64(~draw & MASK64)) & MASK64)
-                    a = a_rows[_below(bits, len(a_rows))]
-                    b = b_rows[_below(splitmix64(bits), len(b_rows))]
-                (c, c_gid), (r, r_gid) = ((a, gid_a), (b, gid_b))
-                if value[a] < value[b]:
-                    (c, c_gid), (r, r_gid) = (b, gid_b), (a, gid_a)
-                margin = 0.0 if value[c] == value[r] else value[c] - value[r]
-                if not margin > min_margin:
-                    without_pair += 1
-                    continue
-                if (c, r) in seen:
-                    repeated += 1
-                    continue
-                seen.add((c, r))
-                pair = {
-                    "prompt": rows[c][prompt],
-                    "chosen": rows[c][response],
-                    "rejected_prompt": rows[r][prompt],
-                    "rejected": rows[r][response],
-                    "score_chosen": value[c],
-                    "score_rejected": value[r],
-                    "margin": margin,
-                    "group_id": c_gid,
-                    "rejected_group_id": r_gid,
-                    "chosen_row": c,
-                    "rejected_row": r,
-                }
-                for name in carry:
-                    pair[name] = rows[c][name]
-                pairs.append(pair)
-    used = {p["chosen_row"] for p in pairs} | {p["rejected_row"] for p in pairs}
-    if n < 2:
-        drop("too_few_prompts", usable)
-    else:
-        drop("not_selected", usable - len(used))
-    accounting = {
-        "rows_in": len(rows),
-        "rows_used": len(used),
-        "dropped": dropped,
-        "draws": n * pairs_per_prompt if n >= 2 else 0,
-        "draws_without_pair": without_pair,
-        "draws_repeated": repeated,
-        "pairs_out": len(pairs),
-    }
-    return pairs, accounting
 
 
 # --------------------------------------------------------------------------------------------

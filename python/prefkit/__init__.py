@@ -38,6 +38,7 @@ from prefkit.io import materialize, read_table, write_table
 from prefkit.joint_pairs import mine_joint_pairs
 from prefkit.lists import rank_lists
 from prefkit.pairs import mine_pairs, split_prompt, unnest
+from prefkit.pairwise import EmbeddingJudge, score_pairwise
 from prefkit.reference import reference_logps
 from prefkit.report import report
 from prefkit.scoring import score, score_pairs
@@ -47,7 +48,7 @@ from prefkit.trees import build_trees, tree_lists, tree_pairs
 from prefkit.winrates import intransitivity, win_rate_lists, win_rate_pairs, win_rates
 
 __all__ = [
-from prefkit.pairwise import EmbeddingJudge, score_pairwise
+    "EmbeddingJudge",
     "ListCollator",
     "PairCollator",
     "PrefkitError",
@@ -55,19 +56,18 @@ from prefkit.pairwise import EmbeddingJudge, score_pairwise
     "build_trees",
     "decontaminate",
     "dedup",
+    "dedup_images",
     "evaluate_rewards",
     "filter_pairs",
-    "EmbeddingJudge",
-    "dedup_images",
     "find_contamination",
     "find_duplicates",
-    "gather_hidden",
-    "judge_bias",
     "find_image_duplicates",
-    "length_stats",
+    "gather_hidden",
     "image_hashes",
     "image_pairs",
     "intransitivity",
+    "judge_bias",
+    "length_stats",
     "list_ranking",
     "materialize",
     "mine_joint_pairs",
@@ -84,12 +84,13 @@ from prefkit.pairwise import EmbeddingJudge, score_pairwise
     "report_of",
     "score",
     "score_pairs",
+    "score_pairwise",
     "split",
+    "split_images",
     "split_prompt",
     "tokenize_lists",
     "tokenize_pairs",
     "tree_lists",
-    "split_images",
     "tree_pairs",
     "unnest",
     "unpair",
@@ -98,4 +99,3 @@ from prefkit.pairwise import EmbeddingJudge, score_pairwise
     "win_rates",
     "write_table",
 ]
-    "score_pairwise",

@@ -125,12 +125,6 @@ examples:
 """
 
 
-EPILOG_EVAL = """\
-examples:
-  prefkit eval rewards pairs.parquet --model ./rm-a ./rm-b --subset-column subset --report out/
-  prefkit eval rewards bench.jsonl --model ./rm --bootstrap 2000 --seed 1 > result.json
-  prefkit eval ranking pairs.parquet --model ./policy --ref ./sft --alpha 0.9 --report out/
-  prefkit eval ranking pairs.parquet --model ./policy --normalize --packed
 EPILOG_PAIRWISE = """\
 examples:
   prefkit pairwise samples.parquet -o win.parquet --judge ./pairwise-rm
@@ -140,6 +134,12 @@ examples:
 """
 
 
+EPILOG_EVAL = """\
+examples:
+  prefkit eval rewards pairs.parquet --model ./rm-a ./rm-b --subset-column subset --report out/
+  prefkit eval rewards bench.jsonl --model ./rm --bootstrap 2000 --seed 1 > result.json
+  prefkit eval ranking pairs.parquet --model ./policy --ref ./sft --alpha 0.9 --report out/
+  prefkit eval ranking pairs.parquet --model ./policy --normalize --packed
 """
 
 
@@ -501,42 +501,6 @@ def _score(args: argparse.Namespace) -> int:
             f"checkpoint: {each.get('rows_resumed', 0)}"
         )
     return 0
-def _curriculum(args: argparse.Namespace) -> int:
-    from prefkit.curriculum import order_curriculum
-
-    return _run(
-        args,
-        order_curriculum,
-        order_curriculum if args.per_prompt else None,
-        by=args.by,
-        order=args.order,
-        stages=args.stages,
-        per_prompt=args.per_prompt,
-        group=args.group,
-        shuffle_within_stage=not args.no_shuffle,
-        seed=args.seed,
-    )
-
-
-def _lists(args: argparse.Namespace) -> int:
-    from prefkit.lists import rank_lists
-    from prefkit.pairs import unnest
-
-    def operation(table, **options):
-        if args.completions:
-            table = unnest(
-                table,
-                prompt=args.prompt,
-                completions=args.completions,
-                response=args.response,
-                score=args.score,
-            )
-        return rank_lists(table, **options)
-
-    return _run(
-        args,
-        operation,
-        None if args.completions else rank_lists,
 
 
 def _pairwise(args: argparse.Namespace) -> int:
@@ -578,6 +542,44 @@ def _pairwise(args: argparse.Namespace) -> int:
         f"resumed from the checkpoint: {record.get('rows_resumed') or 0}"
     )
     return 0
+
+
+def _curriculum(args: argparse.Namespace) -> int:
+    from prefkit.curriculum import order_curriculum
+
+    return _run(
+        args,
+        order_curriculum,
+        order_curriculum if args.per_prompt else None,
+        by=args.by,
+        order=args.order,
+        stages=args.stages,
+        per_prompt=args.per_prompt,
+        group=args.group,
+        shuffle_within_stage=not args.no_shuffle,
+        seed=args.seed,
+    )
+
+
+def _lists(args: argparse.Namespace) -> int:
+    from prefkit.lists import rank_lists
+    from prefkit.pairs import unnest
+
+    def operation(table, **options):
+        if args.completions:
+            table = unnest(
+                table,
+                prompt=args.prompt,
+                completions=args.completions,
+                response=args.response,
+                score=args.score,
+            )
+        return rank_lists(table, **options)
+
+    return _run(
+        args,
+        operation,
+        None if args.completions else rank_lists,
         prompt=args.prompt,
         response=args.response,
         score=args.score,
@@ -1131,6 +1133,54 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-size", type=int, default=4096, help="with --ray: rows per block sent to an actor"
     )
     score.set_defaults(run=_score)
+
+    pairwise = _verb(
+        verbs,
+        "pairwise",
+        common=False,
+        help="K x K win probabilities of each prompt's responses from a pairwise judge",
+        description="Judge every pair of responses of each prompt with a cross-encoder (a "
+        "templated (prompt, a, b) input, both orders averaged) or a preference-embedding "
+        "model (GPM, --embedding: one forward per response); resumable with --checkpoint.",
+        epilog=EPILOG_PAIRWISE,
+    )
+    pairwise.add_argument("input", help="input file (.parquet, .jsonl[.gz], .json, .csv, .arrow)")
+    pairwise.add_argument("-o", "--output", required=True, help="output file (.parquet or .jsonl)")
+    pairwise.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    pairwise.add_argument("--judge", required=True, help="judge model folder")
+    pairwise.add_argument(
+        "--embedding", action="store_true", help="the judge gives preference embeddings (GPM)"
+    )
+    pairwise.add_argument("--tau", type=float, default=1.0, help="GPM temperature (--embedding)")
+    pairwise.add_argument("--tokenizer", default=None, help="tokenizer folder (default: judge's)")
+    pairwise.add_argument("--prompt", default="prompt", help="prompt column")
+    pairwise.add_argument("--response", default="response", help="response column")
+    pairwise.add_argument("--group", default=None, help="group by this column instead of prompt")
+    pairwise.add_argument("--k", type=int, default=None, help="first k responses per prompt")
+    orders = pairwise.add_mutually_exclusive_group()
+    orders.add_argument(
+        "--both-orders", dest="both_orders", action="store_true", default=True,
+        help="judge (a, b) and (b, a) and average (default)",
+    )
+    orders.add_argument(
+        "--one-order", dest="both_orders", action="store_false", help="judge (a, b) only"
+    )
+    pairwise.add_argument(
+        "--template", default=None, help="cross-encoder input with {prompt}, {a}, {b}"
+    )
+    pairwise.add_argument("--batch-size", type=int, default=None, help="sequences per forward")
+    pairwise.add_argument("--max-tokens-per-batch", type=int, default=16384)
+    pairwise.add_argument("--max-length", type=int, default=None, help="truncate longer inputs")
+    pairwise.add_argument("--device", nargs="+", default=["auto"], help="auto, cpu, cuda:0 ...")
+    pairwise.add_argument(
+        "--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16")
+    )
+    pairwise.add_argument(
+        "--checkpoint", default=None, metavar="DIR",
+        help="write finished batches here; a rerun with the same folder resumes",
+    )
+    pairwise.add_argument("--form", default="wide", choices=("wide", "long"))
+    pairwise.set_defaults(run=_pairwise)
     curriculum = _verb(
         verbs,
         "curriculum",
@@ -1193,54 +1243,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="the input is already a node table (e.g. MCTS output): validate, do not build",
     )
     trees.add_argument("--emit", default="nodes", choices=("nodes", "pairs", "lists"))
-
-    pairwise = _verb(
-        verbs,
-        "pairwise",
-        common=False,
-        help="K x K win probabilities of each prompt's responses from a pairwise judge",
-        description="Judge every pair of responses of each prompt with a cross-encoder (a "
-        "templated (prompt, a, b) input, both orders averaged) or a preference-embedding "
-        "model (GPM, --embedding: one forward per response); resumable with --checkpoint.",
-        epilog=EPILOG_PAIRWISE,
-    )
-    pairwise.add_argument("input", help="input file (.parquet, .jsonl[.gz], .json, .csv, .arrow)")
-    pairwise.add_argument("-o", "--output", required=True, help="output file (.parquet or .jsonl)")
-    pairwise.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
-    pairwise.add_argument("--judge", required=True, help="judge model folder")
-    pairwise.add_argument(
-        "--embedding", action="store_true", help="the judge gives preference embeddings (GPM)"
-    )
-    pairwise.add_argument("--tau", type=float, default=1.0, help="GPM temperature (--embedding)")
-    pairwise.add_argument("--tokenizer", default=None, help="tokenizer folder (default: judge's)")
-    pairwise.add_argument("--prompt", default="prompt", help="prompt column")
-    pairwise.add_argument("--response", default="response", help="response column")
-    pairwise.add_argument("--group", default=None, help="group by this column instead of prompt")
-    pairwise.add_argument("--k", type=int, default=None, help="first k responses per prompt")
-    orders = pairwise.add_mutually_exclusive_group()
-    orders.add_argument(
-        "--both-orders", dest="both_orders", action="store_true", default=True,
-        help="judge (a, b) and (b, a) and average (default)",
-    )
-    orders.add_argument(
-        "--one-order", dest="both_orders", action="store_false", help="judge (a, b) only"
-    )
-    pairwise.add_argument(
-        "--template", default=None, help="cross-encoder input with {prompt}, {a}, {b}"
-    )
-    pairwise.add_argument("--batch-size", type=int, default=None, help="sequences per forward")
-    pairwise.add_argument("--max-tokens-per-batch", type=int, default=16384)
-    pairwise.add_argument("--max-length", type=int, default=None, help="truncate longer inputs")
-    pairwise.add_argument("--device", nargs="+", default=["auto"], help="auto, cpu, cuda:0 ...")
-    pairwise.add_argument(
-        "--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16")
-    )
-    pairwise.add_argument(
-        "--checkpoint", default=None, metavar="DIR",
-        help="write finished batches here; a rerun with the same folder resumes",
-    )
-    pairwise.add_argument("--form", default="wide", choices=("wide", "long"))
-    pairwise.set_defaults(run=_pairwise)
     trees.add_argument("--strategy", default="best_vs_worst", choices=STRATEGIES)
     trees.add_argument("--k", type=int, default=1)
     trees.add_argument("--min-margin", type=float, default=0.0)

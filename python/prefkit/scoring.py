@@ -457,7 +457,6 @@ def _run_batches(
     return results
 
 
-    max_rows_per_batch: int | None = None,
 def score(
     data: Any,
     model: Any,
@@ -469,6 +468,7 @@ def score(
     chat_template: str | None = "auto",
     max_length: int | None = None,
     max_tokens_per_batch: int = 16384,
+    max_rows_per_batch: int | None = None,
     device: Any = "auto",
     dtype: Any = "auto",
     checkpoint: str | os.PathLike | None = None,
@@ -497,9 +497,6 @@ def score(
     prompt, response
         Columns: text, or chat messages (``list<struct<role, content>>``). ``prompt=None``
         scores ``response`` alone (full conversations).
-    max_rows_per_batch
-        At most this many rows in a batch (``None``: the token budget alone decides); short
-        rows under a large budget otherwise make batches of thousands of rows.
     output
         Name of the score column. A head with k > 1 outputs (multi-objective, ArmoRM-style)
         gives ``{output}_0 .. {output}_{k-1}``. An existing column of that name is replaced.
@@ -511,6 +508,9 @@ def score(
         Truncate longer rows (on the tokenizer's ``truncation_side``); the count is reported.
     max_tokens_per_batch
         Token budget of a batch, padding included. Lower it if the device runs out of memory.
+    max_rows_per_batch
+        At most this many rows in a batch (``None``: the token budget alone decides); short
+        rows under a large budget otherwise make batches of thousands of rows.
     device
         ``"auto"``: every CUDA device (data-parallel, one replica each) or the CPU; for a
         loaded model, the device it is on. A device string or a list of them otherwise.
@@ -555,13 +555,6 @@ def score(
         raise PrefkitError(f"output must be a non-empty column name, got {output!r}")
     if chat_template not in ("auto", None):
         raise PrefkitError(f"chat_template must be 'auto' or None, got {chat_template!r}")
-    if max_rows_per_batch is not None and (
-        not isinstance(max_rows_per_batch, int) or isinstance(max_rows_per_batch, bool)
-        or max_rows_per_batch < 1
-    ):
-        raise PrefkitError(
-            f"max_rows_per_batch must be an integer >= 1 or None, got {max_rows_per_batch!r}"
-        )
     if max_length is not None and (
         not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 1
     ):
@@ -572,6 +565,13 @@ def score(
     ):
         raise PrefkitError(
             f"max_tokens_per_batch must be an integer >= 1, got {max_tokens_per_batch!r}"
+        )
+    if max_rows_per_batch is not None and (
+        not isinstance(max_rows_per_batch, int) or isinstance(max_rows_per_batch, bool)
+        or max_rows_per_batch < 1
+    ):
+        raise PrefkitError(
+            f"max_rows_per_batch must be an integer >= 1 or None, got {max_rows_per_batch!r}"
         )
 
     import torch
@@ -595,12 +595,6 @@ def score(
     kind = _head_kind(model)
     pad_id = getattr(tokenizer, "pad_token_id", None)
     if pad_id is None:
-    if max_rows_per_batch is not None:
-        plan = [
-            batch[start : start + max_rows_per_batch]
-            for batch in plan
-            for start in range(0, len(batch), max_rows_per_batch)
-        ]
         pad_id = getattr(tokenizer, "eos_token_id", None) or 0  # any id: the mask hides it
 
     store = None
@@ -612,6 +606,12 @@ def score(
     # The plan covers every row, so a resumed run with the same budget cuts exactly the
     # batches an uninterrupted one would (identical scores); finished rows are then removed.
     plan = plan_batches(lengths, max_tokens=max_tokens_per_batch, shuffle=False)
+    if max_rows_per_batch is not None:
+        plan = [
+            batch[start : start + max_rows_per_batch]
+            for batch in plan
+            for start in range(0, len(batch), max_rows_per_batch)
+        ]
     finished = np.zeros(len(ids), dtype=bool)
     finished[done] = True
     batches = [b for b in (batch[~finished[batch]] for batch in plan) if len(b)]
@@ -672,7 +672,6 @@ def score(
         "tokens": real,
         "padded_tokens": padded,
         "rows_truncated": truncated,
-        "max_rows_per_batch": max_rows_per_batch,
         "rows_resumed": len(done),
         "rows_scored": int(sum(len(rows) for rows, _ in results)),
         "seconds": round(elapsed, 3),
@@ -684,6 +683,7 @@ def score(
         "chat_template": chat_template,
         "max_length": max_length,
         "max_tokens_per_batch": max_tokens_per_batch,
+        "max_rows_per_batch": max_rows_per_batch,
         "checkpoint": None if checkpoint is None else str(checkpoint),
     }
     result = plain_unless_views(result, views)
