@@ -201,8 +201,10 @@ pub fn mine_joint_pairs(
         let usable = ranked[g].1.len();
         accounting.drop_rows("nan_score", groups.rows_of(g).count() - nulls - usable);
     }
-    let sides: Vec<&(usize, Vec<(f64, usize)>)> =
-        ranked.iter().filter(|(_, items)| !items.is_empty()).collect();
+    let sides: Vec<&(usize, Vec<(f64, usize)>)> = ranked
+        .iter()
+        .filter(|(_, items)| !items.is_empty())
+        .collect();
     accounting.counts.insert("groups_in", groups.len());
     let usable_rows: usize = sides.iter().map(|(_, items)| items.len()).sum();
     if sides.len() < 2 {
@@ -270,7 +272,9 @@ pub fn mine_joint_pairs(
     let used: HashSet<usize> = pairs.iter().flat_map(|p| [p.chosen, p.rejected]).collect();
     accounting.rows_used = used.len();
     accounting.drop_rows("not_selected", usable_rows - used.len());
-    accounting.counts.insert("draws", n * options.pairs_per_prompt);
+    accounting
+        .counts
+        .insert("draws", n * options.pairs_per_prompt);
     accounting.counts.insert("draws_without_pair", no_pair);
     accounting.counts.insert("draws_repeated", repeated);
     accounting.counts.insert("pairs_out", pairs.len());
@@ -304,7 +308,9 @@ fn build_batch(
     let rejected: Vec<usize> = pairs.iter().map(|p| p.rejected).collect();
     let responses = response.views();
     let f64s = |rows: &[usize]| -> ArrayRef {
-        Arc::new(Float64Array::from_iter_values(rows.iter().map(|&r| score[r])))
+        Arc::new(Float64Array::from_iter_values(
+            rows.iter().map(|&r| score[r]),
+        ))
     };
     let ids = |group: fn(&JointPair) -> usize| -> ArrayRef {
         Arc::new(UInt64Array::from_iter_values(
@@ -321,7 +327,9 @@ fn build_batch(
         Arc::new(responses.gather(rejected.iter().copied())),
         f64s(&chosen),
         f64s(&rejected),
-        Arc::new(Float64Array::from_iter_values(pairs.iter().map(|p| p.margin))),
+        Arc::new(Float64Array::from_iter_values(
+            pairs.iter().map(|p| p.margin),
+        )),
         ids(|p| p.chosen_group),
         ids(|p| p.rejected_group),
         i64s(&chosen),
