@@ -208,21 +208,3 @@ def test_a_quadratic_result_that_cannot_fit_is_refused_before_mining():
                                               r"\(its largest group has 1000000 responses"):
         pk.mine_pairs(data, strategy="all_pairs")
     assert pk.mine_pairs(data, strategy="best_vs_worst").num_rows == 1
-
-
-@pytest.mark.parametrize("text_type", [pa.string(), pa.large_string()])
-def test_invalid_utf8_from_a_capsule_producer_is_an_error_not_a_crash(text_type):
-    # Arrays imported through the C data interface are not validated by pyarrow; a fuzzer
-    # found that such text segfaulted MinHash normalisation (fuzz/regressions/ops).
-    offset = pa.int32() if text_type == pa.string() else pa.int64()
-    values = b"ok\xff\xfebad"
-    offsets = pa.array([0, 2, len(values)], offset).buffers()[1]
-    texts = pa.Array.from_buffers(text_type, 2, [None, offsets, pa.py_buffer(values)])
-    table = pa.table({"prompt": texts, "response": ["a", "b"], "score": [1.0, 0.0]})
-    for run in (
-        lambda: pk.dedup(table, columns="prompt", method="minhash"),
-        lambda: pk.dedup(table, columns="prompt"),
-        lambda: pk.mine_pairs(table),
-    ):
-        with pytest.raises(pk.PrefkitError, match="'prompt' must be valid UTF-8"):
-            run()

@@ -68,50 +68,14 @@ impl Table {
                     .map(|f| f.name().clone())
                     .collect(),
             })?;
-        let column = Column {
+        Ok(Column {
             field: self.schema.fields()[index].clone(),
             chunks: self
                 .batches
                 .iter()
                 .map(|b| b.column(index).clone())
                 .collect(),
-        };
-        column.check_utf8()?;
-        Ok(column)
-    }
-}
-
-/// Whether values of this type hold text, at the top or nested (chat messages).
-fn holds_text(data_type: &DataType) -> bool {
-    match data_type {
-        DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) => {
-            holds_text(f.data_type())
-        }
-        DataType::Struct(fields) => fields.iter().any(|f| holds_text(f.data_type())),
-        other => is_text(other),
-    }
-}
-
-impl Column {
-    /// Arrays imported through the C data interface are not validated, and text is read as
-    /// `&str` without checks: invalid UTF-8 would be undefined behaviour (a fuzzer found a
-    /// segfault in normalisation). One linear check per text column rules it out.
-    fn check_utf8(&self) -> Result<()> {
-        if !holds_text(self.field.data_type()) {
-            return Ok(());
-        }
-        let starts = self.chunk_starts();
-        for (chunk, start) in self.chunks.iter().zip(starts) {
-            chunk
-                .to_data()
-                .validate_full()
-                .map_err(|e| Error::ColumnType {
-                    column: self.field.name().clone(),
-                    expected: "valid UTF-8 text",
-                    actual: format!("invalid data in the chunk starting at row {start}: {e}"),
-                })?;
-        }
-        Ok(())
+        })
     }
 }
 
