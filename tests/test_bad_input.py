@@ -208,3 +208,47 @@ def test_a_quadratic_result_that_cannot_fit_is_refused_before_mining():
                                               r"\(its largest group has 1000000 responses"):
         pk.mine_pairs(data, strategy="all_pairs")
     assert pk.mine_pairs(data, strategy="best_vs_worst").num_rows == 1
+
+
+@pytest.mark.parametrize("text_type", [pa.string(), pa.large_string(), pa.string_view()])
+def test_invalid_utf8_from_a_capsule_producer_is_an_error_not_a_crash(text_type):
+    # Arrays imported through the C data interface are not validated (pyarrow's from_buffers
+    # does not validate either); a fuzzer found that such text segfaulted MinHash
+    # normalisation (fuzz/regressions/ops). The bad value is row 1 of the second chunk.
+    values = b"ok\xff\xfebad"
+    if text_type == pa.string_view():
+        bad = pa.array(["ok", "x" * 20], pa.string_view())
+        views = bytearray(bad.buffers()[1].to_pybytes())
+        data = bytearray(bad.buffers()[2].to_pybytes())
+        data[3] = 0xFF  # inside the second (out-of-line) value
+        texts = pa.Array.from_buffers(
+            text_type, 2, [None, pa.py_buffer(bytes(views)), pa.py_buffer(bytes(data))])
+    else:
+        offset = pa.int32() if text_type == pa.string() else pa.int64()
+        offsets = pa.array([0, 2, len(values)], offset).buffers()[1]
+        texts = pa.Array.from_buffers(text_type, 2, [None, offsets, pa.py_buffer(values)])
+    good = pa.array(["fine", "also fine"], text_type)
+    table = pa.Table.from_batches([
+        pa.record_batch({"prompt": good, "response": ["a", "b"], "score": [1.0, 0.0]}),
+        pa.record_batch({"prompt": texts, "response": ["a", "b"], "score": [1.0, 0.0]}),
+    ])
+    for run in (
+        lambda: pk.dedup(table, columns="prompt", method="minhash"),
+        lambda: pk.dedup(table, columns="prompt"),
+        lambda: pk.mine_pairs(table),
+    ):
+        with pytest.raises(pk.PrefkitError,
+                           match="column 'prompt' must be valid UTF-8 text, got invalid UTF-8 at row 3"):
+            run()
+
+
+def test_invalid_utf8_inside_chat_messages_names_the_row():
+    values = b"hi\xffthere"
+    offsets = pa.array([0, 2, len(values)], pa.int32()).buffers()[1]
+    contents = pa.Array.from_buffers(pa.string(), 2, [None, offsets, pa.py_buffer(values)])
+    roles = pa.array(["user", "user"])
+    messages = pa.StructArray.from_arrays([roles, contents], ["role", "content"])
+    prompts = pa.ListArray.from_arrays(pa.array([0, 0, 1, 2], pa.int32()), messages)
+    table = pa.table({"prompt": prompts, "response": ["a", "b", "c"], "score": [1.0, 0.0, 2.0]})
+    with pytest.raises(pk.PrefkitError, match="'prompt' must be valid UTF-8 text, got invalid UTF-8 at row 2"):
+        pk.mine_pairs(table)

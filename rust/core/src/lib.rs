@@ -7,6 +7,7 @@
 //! Modules, one concern each:
 //! - [`table`]: column lookup over chunked input, numeric columns as `f64`.
 //! - [`text`]: text columns of any Arrow string type, and zero-copy string views into them.
+//! - [`utf8`]: the UTF-8 check of imported text (capsule producers do not validate).
 //! - [`key`]: canonical bytes of a grouping key (text, integers, chat messages) and its xxh3 id.
 //! - [`grouping`]: rows grouped by key, with a fast path for contiguous groups.
 //! - [`pairs`]: chosen/rejected pair mining, and the pair selection shared with trees.
@@ -53,6 +54,7 @@ pub mod split_prompt;
 pub mod table;
 pub mod text;
 pub mod trees;
+pub mod utf8;
 pub mod winrates;
 
 pub use accounting::Accounting;

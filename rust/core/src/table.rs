@@ -68,14 +68,16 @@ impl Table {
                     .map(|f| f.name().clone())
                     .collect(),
             })?;
-        Ok(Column {
+        let column = Column {
             field: self.schema.fields()[index].clone(),
             chunks: self
                 .batches
                 .iter()
                 .map(|b| b.column(index).clone())
                 .collect(),
-        })
+        };
+        column.check_utf8()?;
+        Ok(column)
     }
 }
 
@@ -177,6 +179,24 @@ impl Column {
             ),
             chunks,
         })
+    }
+
+    /// Text read by the operations must be valid UTF-8: imported arrays are not validated
+    /// (see [`crate::utf8`]). One linear pass over the bytes the values cover.
+    fn check_utf8(&self) -> Result<()> {
+        if !crate::utf8::holds_text(self.field.data_type()) {
+            return Ok(());
+        }
+        for (chunk, start) in self.chunks.iter().zip(self.chunk_starts()) {
+            if let Some(row) = crate::utf8::first_invalid_row(chunk.as_ref()) {
+                return Err(Error::ColumnType {
+                    column: self.field.name().clone(),
+                    expected: "valid UTF-8 text",
+                    actual: format!("invalid UTF-8 at row {}", start + row),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// The column's name.
