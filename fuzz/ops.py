@@ -290,7 +290,7 @@ def fuzz_dedup(d: Draw) -> None:
     a = Arguments(d)
     method = a.choice(("exact", "exact", "minhash"))
     columns = d.pick((["prompt"], ["prompt", "response"], ["response", "n"], ["n"], ["nope"], []))
-    a.documented &= columns and columns != ["nope"]
+    a.documented &= bool(columns) and columns != ["nope"]
     kwargs = {
         "columns": columns,
         "method": method,

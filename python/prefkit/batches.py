@@ -49,8 +49,9 @@ def plan_batches(
     >>> [b.tolist() for b in pk.plan_batches([5, 1, 4, 2, 3, 10], max_tokens=8, shuffle=False)]
     [[1, 3], [4, 2], [0], [5]]
     """
-    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
-        raise PrefkitError(f"max_tokens must be an integer >= 1, got {max_tokens!r}")
+    if (not isinstance(max_tokens, int) or isinstance(max_tokens, bool)
+            or not 1 <= max_tokens < 2**64):
+        raise PrefkitError(f"max_tokens must be an integer in [1, 2**64), got {max_tokens!r}")
     if not isinstance(seed, int) or not 0 <= seed < 2**64:
         raise PrefkitError(f"seed must be an integer in [0, 2**64), got {seed!r}")
     values = lengths.to_numpy() if isinstance(lengths, (pa.Array, pa.ChunkedArray)) else lengths

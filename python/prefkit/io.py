@@ -146,11 +146,29 @@ def read_table(path: str | os.PathLike) -> pa.Table:
         raise PrefkitError(f"input file '{path}' does not exist")
     suffix = _suffix(path, READ_SUFFIXES, "read")
     try:
-        return _read_file(path, suffix)
+        return _validated(_read_file(path, suffix))
     except UNREADABLE as error:
         if isinstance(error, PrefkitError):
             raise
         raise bad_file(path, error) from error
+
+
+def _validated(table: pa.Table) -> pa.Table:
+    """``table`` once its names and text are known to be valid: an Arrow IPC (or corrupt
+    Parquet) file may hold invalid UTF-8, which pyarrow reads without checks and fails on
+    later, far from the file (``UnicodeDecodeError`` on a column name)."""
+
+    def names(data_type: pa.DataType) -> None:
+        for index in range(data_type.num_fields):
+            child = data_type.field(index)
+            _ = child.name
+            names(child.type)
+
+    for field in table.schema:
+        _ = field.name
+        names(field.type)
+    table.validate(full=True)
+    return table
 
 
 def _read_file(path: Path, suffix: str) -> pa.Table:
