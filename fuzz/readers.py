@@ -29,9 +29,9 @@ with atheris.instrument_imports():
     import prefkit as pk
     import pyarrow as pa
     import pyarrow.csv as pcsv
-    import pyarrow.ipc as ipc
     import pyarrow.parquet as pq
     from prefkit.stream import InputFiles
+    from pyarrow import ipc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from prefkit_fuzz import Finding, check_accounting, expect_clean
@@ -104,7 +104,7 @@ def test_one_input(data: bytes) -> None:
             if in_memory is not None:
                 check_accounting(in_memory, table.num_rows)
         for skip in (False, True):
-            streamed = expect_clean(lambda: pk.mine_pairs(
+            streamed = expect_clean(lambda skip=skip: pk.mine_pairs(
                 InputFiles(path, skip_bad_files=skip), strategy="best_vs_worst",
                 memory_limit="16MB"))
             if streamed is None:
