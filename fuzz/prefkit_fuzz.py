@@ -106,6 +106,14 @@ class Table:
     columns: dict[str, str] = field(default_factory=dict)
 
 
+def is_utf8(data: bytes) -> bool:
+    try:
+        data.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 class Draw:
     """Choices read from fuzzer bytes; when they run out every choice is its smallest."""
 
@@ -143,6 +151,8 @@ class Draw:
         if kind <= 4 and self.pool:
             value = self.pick(self.pool)
             if value is not None:
+                # The pool holds padding too, drawn while ``valid`` was not tracked.
+                self.valid &= is_utf8(value)
                 return value
         if kind <= 9:
             value = "".join(self.pick(ALPHABET) for _ in range(self.int(0, max_len)))

@@ -331,12 +331,24 @@ def _parquet_footer(path: Path) -> str:
     if size < 12 or tail[4:] != b"PAR1":
         return (f"the file ({size} bytes) does not end with the Parquet magic 'PAR1' at byte "
                 f"offset {max(size - 4, 0)}: truncated, or not Parquet")
-    length = int.from_bytes(tail[:4], "little")
-    start = size - 8 - length
+    start, length = _footer_span(path)
     if start < 4:
         return (f"its footer claims {length} bytes before byte offset {size - 8}, more than "
                 f"the file's {size} bytes: truncated or corrupt")
     return f"its footer ({length} bytes at byte offset {start}, file size {size}) is corrupt"
+
+
+def _footer_span(path: Path) -> tuple[int, int]:
+    """Where a Parquet file's footer starts and its length in bytes, as its last 8 bytes say."""
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        handle.seek(max(size - 8, 0))
+        length = int.from_bytes(handle.read(4), "little")
+    return size - 8 - length, length
+
+
+#: How pyarrow reports a column chunk whose size statistics do not fit its column's levels.
+_COLUMN_METADATA_CORRUPT = "level histogram size mismatch"
 
 
 def parquet_batches(path: Path, batch_rows: int) -> Iterator[pa.RecordBatch]:
@@ -361,12 +373,22 @@ def parquet_batches(path: Path, batch_rows: int) -> Iterator[pa.RecordBatch]:
             yield from parquet.iter_batches(batch_size=batch_rows, row_groups=[group])
         except UNREADABLE as error:
             info = meta.row_group(group)
+            rows = sum(meta.row_group(g).num_rows for g in range(group, meta.num_row_groups))
+            if _COLUMN_METADATA_CORRUPT in str(error):
+                # pyarrow builds a column chunk's metadata outside its C++ exception guard:
+                # `RowGroupMetaData.column(i)` on a chunk with corrupt size statistics aborts
+                # the process (found by fuzz/readers.py). Those statistics live in the footer,
+                # so the footer is the bad part, and the chunks are not touched.
+                start, length = _footer_span(path)
+                reason = (f"row group {group} of {meta.num_row_groups} ({info.num_rows} rows) "
+                          f"has corrupt column metadata in the footer ({length} bytes at byte "
+                          f"offset {start}): {error}")
+                raise BadFileError(path, reason, start, rows) from error
             columns = [info.column(c) for c in range(info.num_columns)]
             offset = min(
                 (c.dictionary_page_offset if c.has_dictionary_page else c.data_page_offset)
                 for c in columns
             ) if columns else None
-            rows = sum(meta.row_group(g).num_rows for g in range(group, meta.num_row_groups))
             size = sum(c.total_compressed_size for c in columns)
             reason = (f"row group {group} of {meta.num_row_groups} ({info.num_rows} rows, "
                       f"{size} bytes at byte offset {offset}) is corrupt: {error}")
