@@ -515,7 +515,8 @@ def _split_parameters(
     _check_int("seed", seed, 0, 2**64 - 1)
     _check_int("ngram", ngram, 1)
     _check_int("num_perm", num_perm, 1, 2**16)
-    if not 0 < threshold <= 1:
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not (
+            0 < threshold <= 1):
         raise PrefkitError(f"threshold must be a number in (0, 1], got {threshold!r}")
     return {
         "group": group,

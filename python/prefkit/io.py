@@ -6,6 +6,8 @@ import errno
 import os
 import re
 import shutil
+import subprocess
+import sys
 import tempfile
 import zlib
 from collections.abc import Iterator
@@ -43,6 +45,18 @@ def as_table(data: Any, *, argument: str = "data") -> pa.Table:
     >>> as_table(pa.record_batch({"x": [1, 2]})).num_rows
     2
     """
+    table = _coerced(data)
+    if table is None:
+        raise PrefkitError(
+            f"{argument} must be a table (pyarrow Table/RecordBatch/RecordBatchReader, polars, "
+            f"pandas, datasets.Dataset or an Arrow PyCapsule stream), got {type(data).__name__}"
+        )
+    _check_metadata(table.schema)
+    return table
+
+
+def _coerced(data: Any) -> pa.Table | None:
+    """``data`` as a ``pyarrow.Table`` (see :func:`as_table`), None when it is no table."""
     if isinstance(data, pa.Table):
         return data
     if isinstance(data, pa.RecordBatch):
@@ -59,10 +73,40 @@ def as_table(data: Any, *, argument: str = "data") -> pa.Table:
         # Straight through the C stream: zero-copy, keeps string_view, and unlike pa.table()
         # never imports pandas (half a second on a first call).
         return pa.RecordBatchReader.from_stream(data).read_all()
-    raise PrefkitError(
-        f"{argument} must be a table (pyarrow Table/RecordBatch/RecordBatchReader, polars, "
-        f"pandas, datasets.Dataset or an Arrow PyCapsule stream), got {type(data).__name__}"
-    )
+    return None
+
+
+def _check_metadata(schema: pa.Schema) -> None:
+    """Fail on a name or metadata that is not UTF-8: Arrow requires UTF-8 there, pyarrow keeps
+    whatever bytes a file or a capsule producer gave, and the Rust side cannot import them (a
+    Parquet file's key-value metadata can hold anything; found by fuzz/readers.py)."""
+
+    def check(metadata: dict[bytes, bytes] | None, owner: str) -> None:
+        for key, value in (metadata or {}).items():
+            for part, data in (("key", key), ("value", value)):
+                try:
+                    data.decode()
+                except UnicodeDecodeError:
+                    raise PrefkitError(
+                        f"{owner} metadata {part} {data[:40]!r} is not valid UTF-8 (Arrow "
+                        f"requires UTF-8 metadata)"
+                    ) from None
+
+    # A stack, not recursion: a column may nest thousands of levels deep.
+    stack: list[tuple[pa.Field, int, str]] = [(f, i, "") for i, f in enumerate(schema)]
+    while stack:
+        field, index, parent = stack.pop()
+        try:
+            path = f"{parent}{field.name}"
+        except UnicodeDecodeError:
+            raise PrefkitError(
+                f"the name of field {index} of {parent or 'the table'} is not valid UTF-8"
+            ) from None
+        check(field.metadata, f"column '{path}' has")
+        kind = field.type
+        stack.extend((kind.field(i), i, f"{path}.") for i in range(kind.num_fields))
+
+    check(schema.metadata, "the table's schema")
 
 
 def materialize(table: pa.Table) -> pa.Table:
@@ -146,27 +190,21 @@ def read_table(path: str | os.PathLike) -> pa.Table:
         raise PrefkitError(f"input file '{path}' does not exist")
     suffix = _suffix(path, READ_SUFFIXES, "read")
     try:
-        return _validated(_read_file(path, suffix))
+        return _validated(path, _read_file(path, suffix))
     except UNREADABLE as error:
         if isinstance(error, PrefkitError):
             raise
         raise bad_file(path, error) from error
 
 
-def _validated(table: pa.Table) -> pa.Table:
-    """``table`` once its names and text are known to be valid: an Arrow IPC (or corrupt
-    Parquet) file may hold invalid UTF-8, which pyarrow reads without checks and fails on
-    later, far from the file (``UnicodeDecodeError`` on a column name)."""
-
-    def names(data_type: pa.DataType) -> None:
-        for index in range(data_type.num_fields):
-            child = data_type.field(index)
-            _ = child.name
-            names(child.type)
-
-    for field in table.schema:
-        _ = field.name
-        names(field.type)
+def _validated(path: Path, table: pa.Table) -> pa.Table:
+    """``table``, read from ``path``, once its names, metadata and text are known to be valid:
+    an Arrow IPC or Parquet file may hold invalid UTF-8, which pyarrow reads without checks
+    and fails on later, far from the file (``UnicodeDecodeError`` on a column name)."""
+    try:
+        _check_metadata(table.schema)
+    except PrefkitError as error:
+        raise BadFileError(path, str(error), None, None) from None
     table.validate(full=True)
     return table
 
@@ -347,8 +385,31 @@ def _footer_span(path: Path) -> tuple[int, int]:
     return size - 8 - length, length
 
 
-#: How pyarrow reports a column chunk whose size statistics do not fit its column's levels.
-_COLUMN_METADATA_CORRUPT = "level histogram size mismatch"
+#: Prints the byte offset and compressed size of row group argv[2] of Parquet file argv[1].
+_ROW_GROUP_SPAN = """
+import sys, pyarrow.parquet as pq
+info = pq.read_metadata(sys.argv[1]).row_group(int(sys.argv[2]))
+chunks = [info.column(c) for c in range(info.num_columns)]
+print(min((c.dictionary_page_offset if c.has_dictionary_page else c.data_page_offset)
+          for c in chunks) if chunks else -1, sum(c.total_compressed_size for c in chunks))
+"""
+
+
+def _row_group_span(path: Path, group: int) -> tuple[int, int] | None:
+    """Byte offset and compressed size of a row group, from its column chunks' metadata, or
+    None when that metadata cannot be read.
+
+    Read in a child process, on the error path only: pyarrow builds a chunk's metadata outside
+    its C++ exception guard, so on corrupt chunk statistics (level histograms that do not fit
+    the column) ``RowGroupMetaData.column(i)`` aborts the whole process ("terminate called
+    after throwing an instance of 'parquet::ParquetException'"; found by fuzz/readers.py).
+    """
+    child = subprocess.run([sys.executable, "-c", _ROW_GROUP_SPAN, str(path), str(group)],
+                           capture_output=True, text=True, timeout=120, check=False)
+    if child.returncode != 0:
+        return None
+    offset, size = map(int, child.stdout.split())
+    return (offset, size) if offset >= 0 else None
 
 
 def parquet_batches(path: Path, batch_rows: int) -> Iterator[pa.RecordBatch]:
@@ -374,24 +435,16 @@ def parquet_batches(path: Path, batch_rows: int) -> Iterator[pa.RecordBatch]:
         except UNREADABLE as error:
             info = meta.row_group(group)
             rows = sum(meta.row_group(g).num_rows for g in range(group, meta.num_row_groups))
-            if _COLUMN_METADATA_CORRUPT in str(error):
-                # pyarrow builds a column chunk's metadata outside its C++ exception guard:
-                # `RowGroupMetaData.column(i)` on a chunk with corrupt size statistics aborts
-                # the process (found by fuzz/readers.py). Those statistics live in the footer,
-                # so the footer is the bad part, and the chunks are not touched.
-                start, length = _footer_span(path)
-                reason = (f"row group {group} of {meta.num_row_groups} ({info.num_rows} rows) "
-                          f"has corrupt column metadata in the footer ({length} bytes at byte "
-                          f"offset {start}): {error}")
-                raise BadFileError(path, reason, start, rows) from error
-            columns = [info.column(c) for c in range(info.num_columns)]
-            offset = min(
-                (c.dictionary_page_offset if c.has_dictionary_page else c.data_page_offset)
-                for c in columns
-            ) if columns else None
-            size = sum(c.total_compressed_size for c in columns)
+            span = _row_group_span(path, group)
+            if span is None:
+                # The column chunk metadata, which lives in the footer, is corrupt too.
+                offset, length = _footer_span(path)
+                where = f"corrupt column metadata in the footer ({length} bytes)"
+            else:
+                offset, size = span
+                where = f"{size} bytes"
             reason = (f"row group {group} of {meta.num_row_groups} ({info.num_rows} rows, "
-                      f"{size} bytes at byte offset {offset}) is corrupt: {error}")
+                      f"{where} at byte offset {offset}) is corrupt: {error}")
             raise BadFileError(path, reason, offset, rows) from error
 
 

@@ -32,10 +32,11 @@ def _names(value: str | Sequence[str], argument: str) -> list[str]:
 
 
 def _check_int(argument: str, value: Any, low: int, high: int | None = None) -> None:
-    """Integers cross into Rust as unsigned: reject what would not fit with a clear message."""
+    """Integers cross into Rust as unsigned 64-bit: reject what would not fit with a clear
+    message (a larger one raised ``OverflowError`` from the binding; found by fuzz/ops.py)."""
     fits = isinstance(value, int) and not isinstance(value, bool) and value >= low
-    if not fits or (high is not None and value > high):
-        bound = f">= {low}" if high is None else f"in [{low}, {high}]"
+    if not fits or value > (2**64 - 1 if high is None else high):
+        bound = f"in [{low}, 2**64)" if high is None else f"in [{low}, {high}]"
         raise PrefkitError(f"{argument} must be an integer {bound}, got {value!r}")
 
 
@@ -222,6 +223,12 @@ def unnest(
     ):
         raise PrefkitError(f"column '{completions}' must be list<struct<...>>, got {list_type}")
     fields = [f.name for f in list_type.value_type]
+    twice = sorted({f for f in fields if fields.count(f) > 1})
+    if twice:
+        raise PrefkitError(
+            f"column '{completions}' has structs with the field(s) {twice} more than once; "
+            f"a field name must be unique to become a column"
+        )
     for name in [response, *scores]:
         if name not in fields:
             raise PrefkitError(

@@ -299,6 +299,10 @@ def filter_pairs(
         flipped = int(flip.sum())
         if flipped:
             table = _flip(table, flip)
+    for argument, bound in (("min_margin", min_margin), ("min_agreement", min_agreement),
+                            ("max_strength_std", max_strength_std)):
+        if bound is not None and (isinstance(bound, bool) or not isinstance(bound, (int, float))):
+            raise PrefkitError(f"{argument} must be a number or None, got {bound!r}")
     reason = np.full(n, "", dtype=object)
     tests = []
     if min_margin is not None:
