@@ -243,9 +243,10 @@ def win_rate_pairs(
             f"win_rate_pairs got unexpected keywords {sorted(unknown)}; the mine_pairs "
             f"options it takes are {sorted(_PAIR_OPTIONS)}"
         )
+    # The long form only feeds mine_pairs: as views, its text is copied once, into the pairs.
     long = win_rates(
         matrices, prompt=prompt, responses=responses, win_prob=win_prob, rows=rows,
-        group_id=group_id, scores=scores, tolerance=tolerance, views=views,
+        group_id=group_id, scores=scores, tolerance=tolerance, views=True,
     )
     pairs = mine_pairs(
         long, prompt="prompt", response="response", score="win_rate", group="group_id",
@@ -253,6 +254,7 @@ def win_rate_pairs(
     )
     parameters = {
         **report_of(long)["parameters"],
+        "views": views,
         "strategy": strategy,
         **{k: (list(v) if k == "carry" else v) for k, v in options.items()},
     }
@@ -315,9 +317,9 @@ def win_rate_lists(
     >>> lists.select(["responses", "rows"]).to_pylist()
     [{'responses': ['4', 'four', '5'], 'rows': [10, 12, 11]}]
     """
-    long = win_rates(
+    long = win_rates(  # views: the text is copied once, into the lists (win_rate_pairs)
         matrices, prompt=prompt, responses=responses, win_prob=win_prob, rows=rows,
-        group_id=group_id, tolerance=tolerance, views=views,
+        group_id=group_id, tolerance=tolerance, views=True,
     )
     lists = rank_lists(
         long, prompt="prompt", response="response", score="win_rate", group="group_id",
@@ -325,6 +327,7 @@ def win_rate_lists(
     )
     parameters = {
         **report_of(long)["parameters"],
+        "views": views,
         "list_size": list_size,
         "min_list_size": min_list_size,
         "ties": ties,
