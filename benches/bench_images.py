@@ -11,8 +11,8 @@ Tools, each from the Arrow column of image bytes to the kept rows:
 - ``prefkit-phash`` / ``prefkit-dhash``: ``pk.dedup_images(t, method=...)`` (decode, hash and
   cluster within the default Hamming threshold, on every core or ``PREFKIT_NUM_THREADS``);
 - ``imagehash-phash``: for every image, ``imagehash.phash(PIL.Image.open(BytesIO(b)))``, then
-  the same clustering of the hashes (prefkit's, which takes milliseconds): the hashing is
-  what is compared. On ``--peer-subset`` images (default: all), its time scaled to the whole
+  the same clustering of the hashes (prefkit's, which takes milliseconds) and the kept rows
+  taken, as ``dedup_images`` returns them: the hashing is what is compared. On ``--peer-subset`` images (default: all), its time scaled to the whole
   corpus (hashing is per image, so linear), and marked as scaled in the table.
 
 Example (docs/images.md's table)::
@@ -73,8 +73,8 @@ def run_imagehash(table: pa.Table) -> tuple[float, int]:
     roots = pa.array(
         pk._core.hamming_clusters(pa.array(hashes, pa.uint64()), pk.images.DEFAULT_THRESHOLDS["phash"])
     ).to_numpy()
-    kept = int((roots == np.arange(len(roots))).sum())
-    return time.perf_counter() - start, kept
+    kept = table.filter(pa.array(roots == np.arange(len(roots))))
+    return time.perf_counter() - start, kept.num_rows
 
 
 def main() -> None:

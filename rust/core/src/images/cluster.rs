@@ -1,10 +1,13 @@
 //! Near-duplicate clusters of 64-bit hashes: rows whose hashes differ in at most `threshold`
 //! bits are joined, transitively (single linkage).
 //!
-//! Candidates come from multi-index hashing: the 64 bits are cut into `threshold + 1` bands,
-//! and two hashes within `threshold` bits agree on at least one whole band (pigeonhole). Rows
-//! sharing a band value are candidates, verified by a popcount. Equal hashes are joined first,
-//! so a band is searched over distinct hashes only.
+//! Candidates come from multi-index hashing (Norouzi et al., 2012): the 64 bits are cut into
+//! `bands`, and two hashes within `threshold` bits differ in at most `threshold / bands` bits
+//! (the band's radius) of some band (pigeonhole). Rows whose band values lie within the
+//! radius of each other are candidates, verified by a popcount. Few wide bands probe more
+//! neighbouring values but compare far fewer candidates; [`plan`] picks the count of bands by
+//! the expected work. Equal hashes are joined first, so bands are searched over distinct
+//! hashes only.
 
 use rayon::prelude::*;
 
@@ -15,6 +18,10 @@ use crate::parallel;
 /// The largest threshold: past 32 bits, bands of one or two bits put most hashes in one
 /// bucket and the search is quadratic.
 pub const MAX_THRESHOLD: u32 = 32;
+
+/// The widest band searched with a radius: its buckets are indexed by a dense table of
+/// `2^width` entries (4 MiB at 20 bits).
+const MAX_INDEXED_WIDTH: u32 = 20;
 
 /// Bit range `[start, end)` of band `band` of `bands` over 64 bits.
 fn band_bits(band: u32, bands: u32) -> (u32, u32) {
@@ -31,42 +38,144 @@ fn band_value(hash: u64, (start, end): (u32, u32)) -> u64 {
         }
 }
 
-/// Pairs `(a, b)` (indices into `hashes`, `a < b`) within `threshold` bits, found through one
-/// band: sorted by band value, each bucket's members compared pairwise.
-fn band_pairs(hashes: &[u64], bits: (u32, u32), threshold: u32) -> Vec<(u32, u32)> {
+/// `n` choose `k`, as a float (a cost estimate).
+fn choose(n: u32, k: u32) -> f64 {
+    (0..k).fold(1.0, |c, i| c * f64::from(n - i) / f64::from(i + 1))
+}
+
+/// The count of bands for `distinct` hashes within `threshold` bits: the one of least
+/// expected work, were the hashes uniform. Per band: sorting the hashes, indexing the band's
+/// values (with a radius), probing the values within the radius of each occupied one (a
+/// random read, counted as [`PROBE_COST`] comparisons) and comparing the hashes of the
+/// buckets probed. Without a radius (`threshold + 1` bands) nothing is indexed; with one,
+/// bands are at most [`MAX_INDEXED_WIDTH`] bits wide.
+fn plan(distinct: usize, threshold: u32) -> u32 {
+    /// A probe's cost in comparisons: measured, a probe (index, then bucket) misses the cache
+    /// where a comparison reads hashes in sequence.
+    const PROBE_COST: f64 = 8.0;
+    let n = distinct as f64;
+    let cost = |bands: u32| {
+        let width = 64 / bands;
+        let radius = threshold / bands;
+        let values = 2f64.powi(width as i32);
+        let probes: f64 = (0..=radius).map(|r| choose(width, r)).sum();
+        let sort = n * n.max(2.0).log2();
+        let index = if radius == 0 { 0.0 } else { values };
+        let probing = PROBE_COST * n.min(values) * probes;
+        let comparing = n * (n / values) * probes / 2.0;
+        f64::from(bands) * (sort + index + probing + comparing)
+    };
+    (1..=threshold + 1)
+        .filter(|&bands| bands == threshold + 1 || 64 / bands + 1 <= MAX_INDEXED_WIDTH)
+        .min_by(|&a, &b| cost(a).total_cmp(&cost(b)))
+        .unwrap_or(threshold + 1)
+}
+
+/// Every value of `width` bits with between 1 and `radius` bits set: the offsets of a band
+/// value's neighbours.
+fn neighbour_masks(width: u32, radius: u32) -> Vec<u64> {
+    let mut masks = vec![0u64];
+    for _ in 0..radius {
+        let grown: Vec<u64> = masks
+            .iter()
+            .flat_map(|&m| {
+                // Bits above the highest set one, so that each mask is built once.
+                let from = 64 - m.leading_zeros();
+                (from..width).map(move |bit| m | (1 << bit))
+            })
+            .collect();
+        masks.extend(grown);
+    }
+    masks.sort_unstable();
+    masks.dedup();
+    masks.retain(|&m| m != 0);
+    masks
+}
+
+/// Pairs `(a, b)` (indices into `hashes`, `a < b`) within `threshold` bits whose values of
+/// one band (bits `bits`) are within `radius` bits: the hashes sorted by band value, each
+/// bucket's members compared pairwise and with the members of its neighbours' buckets.
+fn band_pairs(hashes: &[u64], bits: (u32, u32), radius: u32, threshold: u32) -> Vec<(u32, u32)> {
     let mut keyed: Vec<(u64, u32)> = hashes
         .iter()
         .enumerate()
         .map(|(i, &h)| (band_value(h, bits), i as u32))
         .collect();
     keyed.par_sort_unstable();
+    // The full hashes in bucket order, so that comparisons read memory in sequence.
+    let sorted: Vec<u64> = keyed.iter().map(|&(_, i)| hashes[i as usize]).collect();
     let mut buckets = Vec::new();
     let mut start = 0;
     for i in 1..=keyed.len() {
         if i == keyed.len() || keyed[i].0 != keyed[start].0 {
-            if i - start > 1 {
-                buckets.push(start..i);
-            }
+            buckets.push((keyed[start].0, start..i));
             start = i;
         }
     }
-    buckets
+    // Bucket of each band value (its start and end in `keyed`), for the neighbour probes.
+    let (masks, index) = if radius == 0 {
+        (Vec::new(), Vec::new())
+    } else {
+        let width = bits.1 - bits.0;
+        let mut index = vec![0u32; (1usize << width) + 1];
+        for &(value, ref range) in &buckets {
+            index[value as usize] = range.start as u32;
+            index[value as usize + 1] = range.end as u32;
+        }
+        (neighbour_masks(width, radius), index)
+    };
+    let bucket = |value: u64| {
+        let (start, end) = (index[value as usize], index[value as usize + 1]);
+        // An empty value's entries are stale or zero: only a run starting there is real.
+        let found = end > start && keyed[start as usize].0 == value;
+        found.then_some(start as usize..end as usize)
+    };
+    let near = |pairs: &mut Vec<(u32, u32)>, a: usize, b: usize| {
+        if (sorted[a] ^ sorted[b]).count_ones() <= threshold {
+            let (a, b) = (keyed[a].1, keyed[b].1);
+            pairs.push((a.min(b), a.max(b)));
+        }
+    };
+    let per_thread: Vec<Vec<(u32, u32)>> = buckets
         .into_par_iter()
-        .flat_map_iter(|bucket| {
-            let members = &keyed[bucket];
-            members.iter().enumerate().flat_map(move |(i, &(_, a))| {
-                members[i + 1..].iter().filter_map(move |&(_, b)| {
-                    ((hashes[a as usize] ^ hashes[b as usize]).count_ones() <= threshold)
-                        .then_some((a.min(b), a.max(b)))
-                })
-            })
+        .fold(Vec::new, |mut pairs, (value, members)| {
+            for a in members.clone() {
+                for b in a + 1..members.end {
+                    near(&mut pairs, a, b);
+                }
+            }
+            for &mask in &masks {
+                // Each pair of buckets once: from the lower value.
+                if value ^ mask < value {
+                    continue;
+                }
+                if let Some(other) = bucket(value ^ mask) {
+                    for b in other {
+                        for a in members.clone() {
+                            near(&mut pairs, a, b);
+                        }
+                    }
+                }
+            }
+            pairs
         })
-        .collect()
+        .collect();
+    per_thread.concat()
 }
 
 /// For every row, the first row of its cluster: rows with `valid` hashes whose hashes lie
 /// within `threshold` bits of each other, transitively; other rows are alone.
 pub fn hamming_roots(hashes: &[u64], valid: &[bool], threshold: u32) -> Result<Vec<u32>> {
+    roots_with_bands(hashes, valid, threshold, None)
+}
+
+/// [`hamming_roots`] over `bands` bands (`None`: the [`plan`]'s), at most `threshold + 1`.
+fn roots_with_bands(
+    hashes: &[u64],
+    valid: &[bool],
+    threshold: u32,
+    bands: Option<u32>,
+) -> Result<Vec<u32>> {
     if threshold > MAX_THRESHOLD {
         return Err(Error::argument(
             "threshold",
@@ -99,11 +208,12 @@ pub fn hamming_roots(hashes: &[u64], valid: &[bool], threshold: u32) -> Result<V
         }
     }
     if threshold > 0 {
-        let bands = threshold + 1;
+        let bands = bands.unwrap_or_else(|| plan(distinct.len(), threshold));
+        let radius = threshold / bands;
         let pairs: Vec<Vec<(u32, u32)>> = parallel::install(|| {
             (0..bands)
                 .into_par_iter()
-                .map(|band| band_pairs(&distinct, band_bits(band, bands), threshold))
+                .map(|band| band_pairs(&distinct, band_bits(band, bands), radius, threshold))
                 .collect()
         });
         for (a, b) in pairs.into_iter().flatten() {
@@ -145,11 +255,29 @@ mod tests {
                 .map(|&(b, i, j)| base[b % base.len()] ^ (1 << i) ^ (1 << (j % 7)))
                 .collect();
             let valid: Vec<bool> = (0..hashes.len()).map(|i| !invalid[i] || i % 3 != 0).collect();
-            prop_assert_eq!(
-                hamming_roots(&hashes, &valid, threshold).unwrap(),
-                brute_force(&hashes, &valid, threshold)
-            );
+            let expected = brute_force(&hashes, &valid, threshold);
+            prop_assert_eq!(&hamming_roots(&hashes, &valid, threshold).unwrap(), &expected);
+            // Every count of bands, from the widest indexed ones (with a radius) to
+            // `threshold + 1` (none), finds the same clusters.
+            for bands in 4..=threshold + 1 {
+                prop_assert_eq!(
+                    &roots_with_bands(&hashes, &valid, threshold, Some(bands)).unwrap(),
+                    &expected,
+                    "bands {}", bands
+                );
+            }
         }
+    }
+
+    #[test]
+    fn many_hashes_are_searched_with_wide_bands_and_a_radius() {
+        assert_eq!(plan(10, 8), 9);
+        let bands = plan(100_000, 8);
+        assert!(bands < 9 && 8 / bands >= 1, "{bands}");
+        assert_eq!(neighbour_masks(4, 2).len(), 4 + 6);
+        assert!(neighbour_masks(13, 1)
+            .iter()
+            .all(|m| m.count_ones() == 1 && *m < 1 << 13));
     }
 
     #[test]

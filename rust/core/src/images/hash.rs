@@ -53,14 +53,18 @@ fn basis() -> &'static [[f64; THUMB]; 8] {
 /// median (the mean of the middle two of the 64).
 pub fn phash(grey: &Grey) -> u64 {
     let thumb = resize(&grey.pixels, grey.width, grey.height, THUMB, THUMB);
+    // Converted once, not once per frequency.
+    let mut pixels = [0.0f64; THUMB * THUMB];
+    for (value, &p) in pixels.iter_mut().zip(&thumb) {
+        *value = f64::from(p);
+    }
     let basis = basis();
     // Along axis 0 (down each column), the 8 lowest frequencies only.
     let mut columns = [[0.0f64; THUMB]; 8];
     for (k, out) in columns.iter_mut().enumerate() {
-        for (n, &c) in basis[k].iter().enumerate() {
-            let row = &thumb[n * THUMB..(n + 1) * THUMB];
+        for (row, &c) in pixels.chunks_exact(THUMB).zip(&basis[k]) {
             for (o, &p) in out.iter_mut().zip(row) {
-                *o += f64::from(p) * c;
+                *o += p * c;
             }
         }
     }
@@ -72,8 +76,13 @@ pub fn phash(grey: &Grey) -> u64 {
         }
     }
     let mut sorted = low;
-    sorted.sort_unstable_by(f64::total_cmp);
-    let median = (sorted[31] + sorted[32]) / 2.0;
+    let (lower, &mut upper_middle, _) = sorted.select_nth_unstable_by(32, f64::total_cmp);
+    let lower_middle = lower
+        .iter()
+        .copied()
+        .max_by(f64::total_cmp)
+        .unwrap_or(upper_middle);
+    let median = (lower_middle + upper_middle) / 2.0;
     low.iter()
         .fold(0u64, |hash, &v| (hash << 1) | u64::from(v > median))
 }
