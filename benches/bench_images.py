@@ -15,9 +15,11 @@ Tools, each from the Arrow column of image bytes to the kept rows:
   taken, as ``dedup_images`` returns them: the hashing is what is compared. On ``--peer-subset`` images (default: all), its time scaled to the whole
   corpus (hashing is per image, so linear), and marked as scaled in the table.
 
+Each tool runs ``--repeats`` times (default 3); the table shows the median.
+
 Example (docs/images.md's table)::
 
-    python benches/bench_images.py --images 100000 --peer-subset 10000
+    python benches/bench_images.py --images 100000 --peer-subset 10000 --repeats 5
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -52,20 +55,28 @@ def make(path: Path, images: int, copies: int, size: int, seed: int) -> None:
     pq.write_table(pa.concat_tables(parts), path)
 
 
-def run_prefkit(table: pa.Table, method: str) -> tuple[float, int]:
+def median_time(run, repeats: int) -> tuple[float, int]:
+    """The median seconds of ``repeats`` calls of ``run`` (a shared machine's noise is
+    tenths of a run), and the rows it kept."""
+    times, kept = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        kept = run().num_rows
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), kept
+
+
+def run_prefkit(table: pa.Table, method: str) -> pa.Table:
     import prefkit as pk
 
-    start = time.perf_counter()
-    kept = pk.dedup_images(table, method=method)
-    return time.perf_counter() - start, kept.num_rows
+    return pk.dedup_images(table, method=method)
 
 
-def run_imagehash(table: pa.Table) -> tuple[float, int]:
+def run_imagehash(table: pa.Table) -> pa.Table:
     import imagehash
     import prefkit as pk
     from PIL import Image
 
-    start = time.perf_counter()
     hashes = [
         int(str(imagehash.phash(Image.open(io.BytesIO(blob)))), 16)
         for blob in table.column("image").to_pylist()
@@ -73,8 +84,7 @@ def run_imagehash(table: pa.Table) -> tuple[float, int]:
     roots = pa.array(
         pk._core.hamming_clusters(pa.array(hashes, pa.uint64()), pk.images.DEFAULT_THRESHOLDS["phash"])
     ).to_numpy()
-    kept = table.filter(pa.array(roots == np.arange(len(roots))))
-    return time.perf_counter() - start, kept.num_rows
+    return table.filter(pa.array(roots == np.arange(len(roots))))
 
 
 def main() -> None:
@@ -84,6 +94,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=64, help="pixels a side")
     parser.add_argument("--peer-subset", type=int, default=None, help="imagehash on N images")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per tool (median)")
     args = parser.parse_args()
     path = HERE.parent / "bench-data" / f"images_{args.images}_{args.size}_{args.seed}.parquet"
     if not path.exists():
@@ -96,10 +107,10 @@ def main() -> None:
     )
     rows = []
     for method in ("phash", "dhash"):
-        seconds, kept = run_prefkit(table, method)
+        seconds, kept = median_time(lambda m=method: run_prefkit(table, m), args.repeats)
         rows.append((f"prefkit-{method}", seconds, kept, ""))
     subset = args.peer_subset or table.num_rows
-    seconds, kept = run_imagehash(table.slice(0, subset))
+    seconds, kept = median_time(lambda: run_imagehash(table.slice(0, subset)), args.repeats)
     scale = table.num_rows / subset
     note = f"scaled from {subset} images" if subset < table.num_rows else ""
     rows.append(("imagehash-phash", seconds * scale, kept if not note else None, note))

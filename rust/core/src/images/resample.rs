@@ -12,6 +12,8 @@ use std::collections::HashMap;
 use std::f64::consts::PI;
 use std::rc::Rc;
 
+use multiversion::multiversion;
+
 /// Fixed-point fraction bits of the weights (Pillow: `32 - 8 - 2`).
 const PRECISION_BITS: u32 = 32 - 8 - 2;
 
@@ -121,6 +123,10 @@ const HALF: i32 = 1 << (PRECISION_BITS - 1);
 /// `grey` (row-major, `width` x `height`) resized to `out_width` x `out_height` as Pillow's
 /// `resize(..., Image.LANCZOS)` does on an "L" image. Sums are `i32`, as Pillow's 8-bit path
 /// keeps them (255 times the weights' absolute sum, about 1.3 in 22-bit fixed point, fits).
+///
+/// Compiled also for AVX2, chosen at run time where the CPU has it: its 32-bit multiplies
+/// make the passes 2.6 times as fast as baseline x86-64's (SSE2), which has none.
+#[multiversion(targets("x86_64+avx2"))]
 pub fn resize(
     grey: &[u8],
     width: usize,
@@ -139,41 +145,57 @@ pub fn resize(
         let last = out_height - 1;
         (vertical.start[0], vertical.start[last] + vertical.len[last])
     };
-    let (temp, temp_width) = if out_width == width {
-        (grey[first_row * width..last_row * width].to_vec(), width)
+    let rows = &grey[first_row * width..last_row * width];
+    let temp = if out_width == width {
+        rows.to_vec()
     } else {
-        let mut temp = Vec::with_capacity((last_row - first_row) * out_width);
-        for y in first_row..last_row {
-            let row = &grey[y * width..(y + 1) * width];
-            for o in 0..out_width {
-                let (start, n) = (horizontal.start[o], horizontal.len[o]);
-                let w = &horizontal.weights[o * horizontal.width..][..n];
-                let sum = row[start..start + n]
-                    .iter()
-                    .zip(w)
-                    .fold(HALF, |sum, (&p, &w)| sum + i32::from(p) * w);
-                temp.push(clip8(sum));
-            }
-        }
-        (temp, out_width)
+        // The horizontal pass is the vertical one over the transposed rows: sums across
+        // whole rows vectorise, where one dot product per pixel did not (twice as fast).
+        let across = transpose(rows, last_row - first_row, width);
+        transpose(
+            &resize_columns(&across, last_row - first_row, &horizontal, 0),
+            out_width,
+            last_row - first_row,
+        )
     };
     if out_height == height {
         return temp;
     }
-    // Row by row: each input row scaled into a row of sums, contiguous, so it vectorises.
-    let mut out = Vec::with_capacity(out_width * out_height);
-    let mut sums = vec![0i32; temp_width];
-    for o in 0..out_height {
-        let (start, n) = (vertical.start[o] - first_row, vertical.len[o]);
-        let w = &vertical.weights[o * vertical.width..][..n];
+    resize_columns(&temp, out_width, &vertical, first_row)
+}
+
+/// The vertical pass: `pixels` (row-major, `columns` wide, its first row being input row
+/// `first_row` of `weights`) into `weights.start.len()` rows, row by row: each input row
+/// scaled into a row of sums, contiguous, so it vectorises. Inlined into each of
+/// [`resize`]'s compilations, so as to be compiled for its CPU features.
+#[inline(always)]
+fn resize_columns(pixels: &[u8], columns: usize, weights: &Weights, first_row: usize) -> Vec<u8> {
+    let out_rows = weights.start.len();
+    let mut out = Vec::with_capacity(columns * out_rows);
+    let mut sums = vec![0i32; columns];
+    for o in 0..out_rows {
+        let (start, n) = (weights.start[o] - first_row, weights.len[o]);
+        let w = &weights.weights[o * weights.width..][..n];
         sums.fill(HALF);
         for (y, &weight) in (start..start + n).zip(w) {
-            let row = &temp[y * temp_width..(y + 1) * temp_width];
+            let row = &pixels[y * columns..(y + 1) * columns];
             for (sum, &p) in sums.iter_mut().zip(row) {
                 *sum += i32::from(p) * weight;
             }
         }
         out.extend(sums.iter().map(|&sum| clip8(sum)));
+    }
+    out
+}
+
+/// `pixels` (row-major, `rows` x `columns`) transposed (`columns` x `rows`).
+#[inline(always)]
+fn transpose(pixels: &[u8], rows: usize, columns: usize) -> Vec<u8> {
+    let mut out = vec![0u8; pixels.len()];
+    for (y, row) in pixels.chunks_exact(columns).enumerate() {
+        for (x, &p) in row.iter().enumerate() {
+            out[x * rows + y] = p;
+        }
     }
     out
 }
