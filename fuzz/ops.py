@@ -219,6 +219,9 @@ def fuzz_rank_lists(d: Draw) -> None:
         "ties": a.choice(("keep", "drop")),
         "nan": a.choice(("drop", "drop", "error")),
     }
+    # A list_size below min_list_size could never emit a list: documented as an error.
+    size, least = kwargs["list_size"], kwargs["min_list_size"]
+    a.documented &= not (isinstance(size, int) and isinstance(least, int) and size < least)
     views = d.bool()
     result = expect_clean(lambda: pk.rank_lists(t.table, views=views, **kwargs),
                           wrong_type=a.wrong_type)
@@ -302,6 +305,8 @@ def fuzz_dedup(d: Draw) -> None:
         "seed": a.integer((0, 3), low=0),
         "group": d.pick((None, None, "gid", "prompt")),
     }
+    bands, num_perm = kwargs["bands"], kwargs["num_perm"]
+    a.documented &= not (isinstance(bands, int) and isinstance(num_perm, int) and bands > num_perm)
     views = d.bool()
     rows_in = t.table.num_rows
     if d.chance(3):

@@ -179,10 +179,13 @@ class Draw:
         return None if self.chance(null_one_in) else value
 
     def name(self, default: str) -> str:
-        """A column name: nearly always the default, sometimes unicode, empty or with NUL."""
+        """A column name: nearly always the default, sometimes unicode, empty or with NUL (a
+        table with NUL in a name is invalid: the C data interface cannot carry it)."""
         if not self.chance(24):
             return default
-        return self.pick(("", "\x00", "é中", "prompt", "score", default + "\x00"))
+        name = self.pick(("", "\x00", "é中", "prompt", "score", default + "\x00"))
+        self.valid &= "\x00" not in name
+        return name
 
     # -- arrays ----------------------------------------------------------------------------
 

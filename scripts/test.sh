@@ -12,5 +12,5 @@ python -m pip install -q --no-deps 'openrlhf==0.11.2' pylatexenc
 python -m pip install -q --no-deps 'rewardbench==0.1.4'
 cargo test --workspace --locked
 python -m pytest -q
-# The readers fuzz harness for a short budget; fuzz/ops.py has open findings (docs/reliability.md).
-python fuzz/run.py --seconds 30 --harness readers
+# Every fuzz harness (fuzz/ops.py, fuzz/readers.py) for a short budget each; a crash fails.
+python fuzz/run.py --seconds 30 --jobs 2

@@ -155,6 +155,20 @@ def test_not_a_table(data, type_name):
         pk.mine_pairs(data)
 
 
+@pytest.mark.parametrize("name", ["\x00", "prompt\x00", "meta\x00data"])
+def test_a_column_name_with_nul_is_an_error_naming_it(name):
+    # The C data interface would cut the name at the NUL: 'prompt\x00' arriving as 'prompt'.
+    data = good().append_column(name, pa.array(["x", "y", "z"]))
+    with pytest.raises(pk.PrefkitError, match="NUL character") as error:
+        pk.mine_pairs(data)
+    assert repr(name) in str(error.value)
+    nested = good().append_column(
+        "meta", pa.array([{name: 1}] * 3, pa.struct([pa.field(name, pa.int64())]))
+    )
+    with pytest.raises(pk.PrefkitError, match=r"column 'meta\..*' has a NUL"):
+        pk.rank_lists(nested)
+
+
 def test_map_key_is_an_error_naming_the_column():
     data = good().set_column(
         0,

@@ -79,7 +79,8 @@ def _coerced(data: Any) -> pa.Table | None:
 def _check_metadata(schema: pa.Schema) -> None:
     """Fail on a name or metadata that is not UTF-8: Arrow requires UTF-8 there, pyarrow keeps
     whatever bytes a file or a capsule producer gave, and the Rust side cannot import them (a
-    Parquet file's key-value metadata can hold anything; found by fuzz/readers.py)."""
+    Parquet file's key-value metadata can hold anything; found by fuzz/readers.py). Fail on a
+    name holding NUL, which would arrive cut short."""
 
     def check(metadata: dict[bytes, bytes] | None, owner: str) -> None:
         for key, value in (metadata or {}).items():
@@ -102,6 +103,13 @@ def _check_metadata(schema: pa.Schema) -> None:
             raise PrefkitError(
                 f"the name of field {index} of {parent or 'the table'} is not valid UTF-8"
             ) from None
+        if "\x00" in field.name:
+            # The C data interface, which every table crosses on its way to Rust, holds names
+            # as NUL-terminated strings: 'a\x00b' would arrive as 'a' (found by fuzz/ops.py).
+            raise PrefkitError(
+                f"column {path!r} has a NUL character in its name, which the Arrow C data "
+                f"interface cannot carry; rename the column"
+            )
         check(field.metadata, f"column '{path}' has")
         kind = field.type
         stack.extend((kind.field(i), i, f"{path}.") for i in range(kind.num_fields))

@@ -53,7 +53,8 @@ def rank_lists(
     group
         Column to group by instead of the prompt.
     list_size
-        Keep at most the best ``list_size`` responses of a group.
+        Keep at most the best ``list_size`` responses of a group; at least ``min_list_size``
+        (a smaller one could never emit a list, and is an error).
     min_list_size
         Emit a list only when it has at least this many responses (after ``ties`` and
         ``list_size``).

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from prefkit import _core
 from prefkit._errors import PrefkitError
 from prefkit._provenance import report_of
 from prefkit.io import as_table
@@ -81,20 +82,11 @@ def _group_sizes(table: pa.Table) -> np.ndarray | None:
                 return counts
     if "prompt" not in table.column_names:
         return None
-    column = table.column("prompt")
-    if pa.types.is_string_view(column.type):
-        column = column.cast(pa.large_string())
-    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
-        import pyarrow.compute as pc
-
-        counts = pc.value_counts(column).field("counts").to_numpy()
-        return np.asarray(counts)
-    # Chat-message prompts: count by their Python value (reports only).
-    keys: dict[str, int] = {}
-    for value in column.to_pylist():
-        key = repr(value)
-        keys[key] = keys.get(key, 0) + 1
-    return np.array(list(keys.values()))
+    # By the key ids the grouping engine gives prompts (xxh3-64 of their canonical bytes):
+    # text and chat messages alike, never decoded into Python (whose UTF-8 check raised on
+    # bytes the engine groups; found by fuzz/ops.py).
+    ids = pa.array(_core.key_ids(pa.table({"prompt": table.column("prompt")}), "prompt"))
+    return np.asarray(ids.value_counts().field("counts").to_numpy())
 
 
 def _per_group(sizes: np.ndarray | None) -> dict | None:

@@ -19,6 +19,20 @@ use crate::pairs::splitmix64;
 /// Odd multiplier of the polynomial window hash (a 64-bit prime).
 const BASE: u64 = 0x9FB2_1C65_1E98_DF25;
 
+/// `base^exponent` modulo 2^64, by squaring: `n` may be any `usize` (a loop of `n - 1`
+/// multiplications hung on `ngram=2**64 - 1`; found by fuzz/ops.py).
+fn wrapping_power(mut base: u64, mut exponent: u64) -> u64 {
+    let mut power = 1u64;
+    while exponent > 0 {
+        if exponent & 1 == 1 {
+            power = power.wrapping_mul(base);
+        }
+        base = base.wrapping_mul(base);
+        exponent >>= 1;
+    }
+    power
+}
+
 /// Call `each` with the hash of every word `n`-gram of the prepared `text` (see the module
 /// documentation), in order. `words` is scratch space, reused between calls: it holds the
 /// hashes of the window's words only (a ring of `n`), not of every word, so a 1 GB text of
@@ -37,7 +51,7 @@ pub fn for_each_shingle(
     let finish =
         |hash: u64, window: usize| splitmix64(hash ^ seed ^ (window as u64).wrapping_mul(BASE));
     // BASE^(n - 1): the weight of the word leaving a full window.
-    let leaving = (1..n).fold(1u64, |power, _| power.wrapping_mul(BASE));
+    let leaving = wrapping_power(BASE, n as u64 - 1);
     let mut hash = 0u64;
     // Ring position of the oldest word once the window is full.
     let mut oldest = 0;
@@ -83,6 +97,16 @@ mod tests {
         let mut out = Vec::new();
         for_each_shingle(text, n, seed, &mut Vec::new(), |h| out.push(h));
         out
+    }
+
+    #[test]
+    fn the_leaving_weight_is_a_power_for_any_window() {
+        for n in 0..40u64 {
+            let folded = (0..n).fold(1u64, |p, _| p.wrapping_mul(BASE));
+            assert_eq!(wrapping_power(BASE, n), folded);
+        }
+        // A window as long as usize allows: the whole text is the one shingle, at once.
+        assert_eq!(shingles("a b c", usize::MAX, 0), shingles("a b c", 4, 0));
     }
 
     /// The window hash computed from scratch for the words `text`.
