@@ -144,11 +144,11 @@ class Arguments:
             return self.d.pick(junk)
         return self.d.pick(documented)
 
-    def integer(self, documented: tuple, low: int = 1):
+    def integer(self, documented: tuple, low: int = 1, high: int = 2**63):
         if self.d.chance(16):
             value = self.d.pick(EXTREME_INTS + (True, 2.0, "1"))
             self.documented &= isinstance(value, int) and not isinstance(value, bool) and (
-                low <= value < 2**63)
+                low <= value < high)
             return value
         return self.d.pick(documented)
 
@@ -251,7 +251,7 @@ def fuzz_order_curriculum(d: Draw) -> None:
     kwargs = {
         "by": "margin" if not d.chance(16) else d.pick(("prompt", "nope", "__row")),
         "order": a.choice(("easy_to_hard", "hard_to_easy")),
-        "stages": a.integer((None, None, 1, 2, 3)),
+        "stages": a.integer((None, None, 1, 2, 3), high=2**31),  # documented: < 2**31
         "per_prompt": d.bool(),
         "group": d.pick((None, None, "prompt", "group_id", "nope")),
         "shuffle_within_stage": d.bool(),

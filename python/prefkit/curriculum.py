@@ -49,7 +49,8 @@ def order_curriculum(
     stages
         Global mode: cut the ordered rows into this many stages of equal count (sizes differ by
         at most one; default 1). ``per_prompt``: ranks from ``stages - 1`` on share the last
-        stage (default: no cap, one stage per rank).
+        stage (default: no cap, one stage per rank). At most ``2**31 - 1`` (stage numbers
+        are int32).
     per_prompt
         Curry-DPO: a row's stage is its rank by ``by`` inside its group (0 = the easiest pair,
         best-vs-worst), so stage ``s`` holds the ``s``-th easiest pair of every prompt.

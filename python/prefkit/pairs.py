@@ -31,6 +31,13 @@ def _names(value: str | Sequence[str], argument: str) -> list[str]:
     return names
 
 
+def _check_number(argument: str, value: Any) -> None:
+    """A float argument must be an int or a float (not a bool, None or a string, which the
+    binding would reject with a ``TypeError``; found by fuzz/ops.py)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise PrefkitError(f"{argument} must be a number, got {value!r}")
+
+
 def _check_int(argument: str, value: Any, low: int, high: int | None = None) -> None:
     """Integers cross into Rust as unsigned 64-bit: reject what would not fit with a clear
     message (a larger one raised ``OverflowError`` from the binding; found by fuzz/ops.py)."""
@@ -142,9 +149,8 @@ def mine_pairs(
     for argument, value in (("strategy", strategy), ("ties", ties), ("nan", nan)):
         if not isinstance(value, str):
             raise PrefkitError(f"{argument} must be a string, got {value!r}")
-    for argument, value in (("min_margin", min_margin), ("length_penalty", length_penalty)):
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            raise PrefkitError(f"{argument} must be a number, got {value!r}")
+    _check_number("min_margin", min_margin)
+    _check_number("length_penalty", length_penalty)
     _check_int("k", k, 1)
     _check_int("seed", seed, 0, 2**64 - 1)
     if max_pairs_per_prompt is not None:

@@ -17,7 +17,7 @@ from prefkit._errors import PrefkitError
 from prefkit._provenance import attach
 from prefkit.io import as_table, plain_unless_views, without_views
 from prefkit.lists import _check_list_sizes
-from prefkit.pairs import STRATEGIES, _check_int
+from prefkit.pairs import STRATEGIES, _check_int, _check_number
 
 
 def build_trees(
@@ -117,8 +117,7 @@ def _node_columns(
 
 
 def _check_min_visits(min_visits: float) -> float:
-    if isinstance(min_visits, bool) or not isinstance(min_visits, (int, float)):
-        raise PrefkitError(f"min_visits must be a number, got {min_visits!r}")
+    _check_number("min_visits", min_visits)
     return float(min_visits)
 
 
@@ -196,6 +195,7 @@ def tree_pairs(
     table = as_table(nodes, argument="nodes")
     if strategy not in STRATEGIES:
         raise PrefkitError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+    _check_number("min_margin", min_margin)
     _check_int("k", k, 1)
     _check_int("seed", seed, 0, 2**64 - 1)
     if max_pairs_per_node is not None:
