@@ -169,6 +169,15 @@ def test_a_column_name_with_nul_is_an_error_naming_it(name):
         pk.rank_lists(nested)
 
 
+def test_lone_surrogates_and_untyped_margins_are_prefkit_errors():
+    with pytest.raises(pk.PrefkitError, match="not valid Unicode.*position 1"):
+        pk.normalize_text("a\udf40b")
+    paths = pa.table({"prompt": ["p", "p"], "steps": [["a"], ["b"]], "reward": [1.0, 0.0]})
+    for margin in (None, "0.5", True):
+        with pytest.raises(pk.PrefkitError, match="min_margin must be a number"):
+            pk.tree_pairs(pk.build_trees(paths), min_margin=margin)
+
+
 def test_map_key_is_an_error_naming_the_column():
     data = good().set_column(
         0,

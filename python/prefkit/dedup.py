@@ -37,6 +37,12 @@ def normalize_text(text: str) -> str:
     """
     if not isinstance(text, str):
         raise PrefkitError(f"text must be a str, got {type(text).__name__}")
+    try:
+        text.encode()
+    except UnicodeEncodeError as error:  # a lone surrogate: no UTF-8 for Rust (fuzz/ops.py)
+        raise PrefkitError(
+            f"text is not valid Unicode: {error.reason} at position {error.start}"
+        ) from None
     return _core.normalize_text(text)
 
 
@@ -108,8 +114,8 @@ def dedup(
         removed, whitespace collapsed). With ``False``, exact compares the raw text and minhash
         only splits words on whitespace.
     ngram, num_perm, threshold, bands, seed
-        MinHash: words per shingle, sketch size, similarity threshold, LSH bands (at most
-        ``num_perm``; ``None`` chooses bands x rows for the threshold, favouring recall;
+        MinHash: words per shingle, sketch size (at most ``2**16``), similarity threshold,
+        LSH bands (at most ``num_perm``; ``None`` chooses bands x rows for the threshold, favouring recall;
         candidates are verified against the threshold) and the hash seed (the same seed gives
         the same result). They are checked whatever the method.
     group
