@@ -66,7 +66,7 @@ fn plan(distinct: usize, threshold: u32) -> u32 {
         f64::from(bands) * (sort + index + probing + comparing)
     };
     (1..=threshold + 1)
-        .filter(|&bands| bands == threshold + 1 || 64 / bands + 1 <= MAX_INDEXED_WIDTH)
+        .filter(|&bands| bands == threshold + 1 || 64u32.div_ceil(bands) <= MAX_INDEXED_WIDTH)
         .min_by(|&a, &b| cost(a).total_cmp(&cost(b)))
         .unwrap_or(threshold + 1)
 }
