@@ -125,7 +125,7 @@ const HALF: i32 = 1 << (PRECISION_BITS - 1);
 /// keeps them (255 times the weights' absolute sum, about 1.3 in 22-bit fixed point, fits).
 ///
 /// Compiled also for AVX2, chosen at run time where the CPU has it: its 32-bit multiplies
-/// make the passes 2.6 times as fast as baseline x86-64's (SSE2), which has none.
+/// make the passes 2.2 times as fast as baseline x86-64's (SSE2), which has none.
 #[multiversion(targets("x86_64+avx2"))]
 pub fn resize(
     grey: &[u8],
