@@ -89,6 +89,15 @@ def _is_valid_number(value: Any) -> bool:
     return value is not None and not (isinstance(value, float) and math.isnan(value))
 
 
+def _raise_on_first_nan(rows: Sequence[dict], scores: Sequence[str]) -> None:
+    """``nan="error"``: fail on the first row in input order with a null or NaN score in any
+    of ``scores``, whatever its key or response hold (the row is checked before any drop)."""
+    for index, row in enumerate(rows):
+        for name in scores:
+            if not _is_valid_number(row[name]):
+                raise ValueError(f"column '{name}' has a null or NaN score at row {index}")
+
+
 def _qualifies(e_a: float, e_b: float, min_margin: float, ties: str) -> bool:
     if e_a - e_b > min_margin:
         return True
@@ -144,11 +153,7 @@ def mine_pairs(
     group_key: dict[bytes, Any] = {}
 
     if nan == "error":
-        # The first row in input order with a null or NaN score, whatever else it holds.
-        for index, row in enumerate(rows):
-            for name in scores:
-                if not _is_valid_number(row[name]):
-                    raise ValueError(f"column '{name}' has a null or NaN score at row {index}")
+        _raise_on_first_nan(rows, scores)
 
     for index, row in enumerate(rows):
         key = row[key_column]
@@ -371,6 +376,8 @@ def rank_lists(
 ) -> tuple[list[dict], dict]:
     """Return ``(lists, accounting)`` as docs/lists.md describes."""
     key_column = group if group is not None else prompt
+    if nan == "error":
+        _raise_on_first_nan(rows, [score])
     reason: dict[int, str] = {}
     groups: dict[bytes, list[int]] = {}
     group_key: dict[bytes, Any] = {}
@@ -386,8 +393,6 @@ def rank_lists(
         if row[response] is None:
             reason[index] = "null_response"
         elif not _is_valid_number(row[score]):
-            if nan == "error":
-                raise ValueError(f"NaN or null score in column '{score}' at row {index}")
             reason[index] = "nan_score"
         else:
             groups[canonical].append(index)
@@ -1523,10 +1528,7 @@ def mine_joint_pairs(
     scores = [score] if isinstance(score, str) else list(score)
     key_column = group if group is not None else prompt
     if nan == "error":
-        for index, row in enumerate(rows):
-            for name in scores:
-                if not _is_valid_number(row[name]):
-                    raise ValueError(f"column '{name}' has a null or NaN score at row {index}")
+        _raise_on_first_nan(rows, scores)
     dropped: dict[str, int] = {}
 
     def drop(reason: str, n: int = 1) -> None:

@@ -162,6 +162,14 @@ def test_nan_error_and_bad_sizes():
     data = pa.table({"prompt": ["p", "p"], "response": ["a", "b"], "score": [1.0, None]})
     with pytest.raises(pk.PrefkitError, match="row 1"):
         pk.rank_lists(data, nan="error")
+    # The check comes before any drop: a null score on a row whose prompt is null still fails
+    # (as in mine_pairs and tests/reference.py; fuzz/regressions/ops found the difference).
+    null_key = pa.table({"prompt": ["p", "p", None], "response": ["a", "b", None],
+                         "score": [1.0, 0.0, None]})
+    with pytest.raises(pk.PrefkitError, match="row 2"):
+        pk.rank_lists(null_key, nan="error")
+    with pytest.raises(ValueError, match="row 2"):
+        ref.rank_lists(null_key.to_pylist(), nan="error")
     with pytest.raises(pk.PrefkitError, match="list_size"):
         pk.rank_lists(data, list_size=1, min_list_size=2)
     with pytest.raises(pk.PrefkitError, match="min_list_size"):
