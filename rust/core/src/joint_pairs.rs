@@ -194,12 +194,11 @@ pub fn mine_joint_pairs(
             })
             .collect()
     });
-    for g in 0..groups.len() {
-        let members = groups.rows_of(g);
-        let nulls = members.filter(|&row| !has_response[row]).count();
+    for (g, (_, usable)) in ranked.iter().enumerate() {
+        let members = groups.rows_of(g).count();
+        let nulls = groups.rows_of(g).filter(|&row| !has_response[row]).count();
         accounting.drop_rows("null_response", nulls);
-        let usable = ranked[g].1.len();
-        accounting.drop_rows("nan_score", groups.rows_of(g).count() - nulls - usable);
+        accounting.drop_rows("nan_score", members - nulls - usable.len());
     }
     let sides: Vec<&(usize, Vec<(f64, usize)>)> = ranked
         .iter()

@@ -148,6 +148,27 @@ pub struct PairOptions {
 }
 
 impl PairOptions {
+    /// `pk.mine_pairs`' defaults with the given strategy: columns `prompt`, `response` and
+    /// `score`, grouped by prompt, `k = 1`, no margin, ties and NaN scores dropped, no cap,
+    /// no length penalty, seed 0, nothing carried.
+    pub fn new(strategy: Strategy) -> Self {
+        Self {
+            prompt: "prompt".into(),
+            response: "response".into(),
+            scores: vec!["score".into()],
+            group: None,
+            strategy,
+            k: 1,
+            min_margin: 0.0,
+            ties: Ties::Drop,
+            nan: NanPolicy::Drop,
+            max_pairs_per_prompt: None,
+            length_penalty: 0.0,
+            seed: 0,
+            carry: vec![],
+        }
+    }
+
     /// The pair selection these options describe.
     pub fn selection(&self) -> Selection {
         Selection {
@@ -1030,24 +1051,6 @@ mod tests {
         Table::new(batch.schema(), vec![batch])
     }
 
-    fn options(strategy: Strategy) -> PairOptions {
-        PairOptions {
-            prompt: "prompt".into(),
-            response: "response".into(),
-            scores: vec!["score".into()],
-            group: None,
-            strategy,
-            k: 1,
-            min_margin: 0.0,
-            ties: Ties::Drop,
-            nan: NanPolicy::Drop,
-            max_pairs_per_prompt: None,
-            length_penalty: 0.0,
-            seed: 0,
-            carry: vec![],
-        }
-    }
-
     fn rows(batch: &RecordBatch) -> Vec<(i64, i64)> {
         let c = batch
             .column_by_name("chosen_row")
@@ -1075,7 +1078,8 @@ mod tests {
 
     #[test]
     fn best_vs_worst_pairs_the_extremes_of_each_group() {
-        let (batch, accounting) = mine_pairs(&sample(), &options(Strategy::BestVsWorst)).unwrap();
+        let (batch, accounting) =
+            mine_pairs(&sample(), &PairOptions::new(Strategy::BestVsWorst)).unwrap();
         assert_eq!(rows(&batch), vec![(5, 1)]);
         assert_eq!(accounting.rows_in, 6);
         assert_eq!(accounting.rows_used, 2);
@@ -1087,9 +1091,9 @@ mod tests {
 
     #[test]
     fn all_pairs_skips_ties_unless_kept() {
-        let (batch, _) = mine_pairs(&sample(), &options(Strategy::AllPairs)).unwrap();
+        let (batch, _) = mine_pairs(&sample(), &PairOptions::new(Strategy::AllPairs)).unwrap();
         assert_eq!(rows(&batch), vec![(5, 0), (5, 3), (5, 1), (0, 1), (3, 1)]);
-        let mut keep = options(Strategy::AllPairs);
+        let mut keep = PairOptions::new(Strategy::AllPairs);
         keep.ties = Ties::Keep;
         let (batch, _) = mine_pairs(&sample(), &keep).unwrap();
         assert_eq!(
@@ -1100,19 +1104,19 @@ mod tests {
 
     #[test]
     fn margins_cap_and_adjacent() {
-        let mut capped = options(Strategy::AllPairs);
+        let mut capped = PairOptions::new(Strategy::AllPairs);
         capped.max_pairs_per_prompt = Some(2);
         let (batch, accounting) = mine_pairs(&sample(), &capped).unwrap();
         // Largest margins: (5,1)=2.0, then (5,0)=1.0 (earlier than (5,3)); generation order.
         assert_eq!(rows(&batch), vec![(5, 0), (5, 1)]);
         assert_eq!(accounting.counts["pairs_capped"], 3);
-        let (batch, _) = mine_pairs(&sample(), &options(Strategy::Adjacent)).unwrap();
+        let (batch, _) = mine_pairs(&sample(), &PairOptions::new(Strategy::Adjacent)).unwrap();
         assert_eq!(rows(&batch), vec![(5, 0), (3, 1)]);
     }
 
     #[test]
     fn best_vs_random_is_seeded() {
-        let mut random = options(Strategy::BestVsRandom);
+        let mut random = PairOptions::new(Strategy::BestVsRandom);
         let draws: Vec<_> = (0..8)
             .map(|seed| {
                 random.seed = seed;
@@ -1131,7 +1135,7 @@ mod tests {
     #[test]
     fn text_is_shared_not_copied() {
         let input = sample();
-        let (batch, _) = mine_pairs(&input, &options(Strategy::BestVsAll)).unwrap();
+        let (batch, _) = mine_pairs(&input, &PairOptions::new(Strategy::BestVsAll)).unwrap();
         let chosen = batch.column_by_name("chosen").unwrap().as_string_view();
         assert_eq!(chosen.value(0), "v");
         let rejected = batch.column_by_name("rejected").unwrap().as_string_view();
@@ -1143,7 +1147,7 @@ mod tests {
 
     #[test]
     fn nan_error_names_column_and_row() {
-        let mut strict = options(Strategy::BestVsWorst);
+        let mut strict = PairOptions::new(Strategy::BestVsWorst);
         strict.nan = NanPolicy::Error;
         let message = mine_pairs(&sample(), &strict).unwrap_err().to_string();
         assert!(
@@ -1165,7 +1169,7 @@ mod tests {
                 .unwrap()
                 .bytes(),
         );
-        let selection = options(Strategy::AllPairs).selection();
+        let selection = PairOptions::new(Strategy::AllPairs).selection();
         let error = check_result_fits(&groups, &selection, Some(16 << 30)).unwrap_err();
         let message = error.to_string();
         assert!(
@@ -1174,11 +1178,11 @@ mod tests {
         );
         assert!(message.contains("19999900000 candidate pairs"), "{message}");
         // The same group under a linear strategy, a cap, or no known limit passes.
-        let linear = options(Strategy::BestVsAll).selection();
+        let linear = PairOptions::new(Strategy::BestVsAll).selection();
         assert!(check_result_fits(&groups, &linear, Some(16 << 30)).is_ok());
         assert!(check_result_fits(&groups, &selection, None).is_ok());
         assert_eq!(selection.candidates(4), 6);
-        let mut top = options(Strategy::TopKVsBottomK).selection();
+        let mut top = PairOptions::new(Strategy::TopKVsBottomK).selection();
         top.k = 3;
         assert_eq!(top.candidates(5), 4);
     }
@@ -1186,7 +1190,7 @@ mod tests {
     #[test]
     fn bad_arguments_are_errors() {
         assert!(Strategy::parse("best").is_err());
-        let mut negative = options(Strategy::BestVsWorst);
+        let mut negative = PairOptions::new(Strategy::BestVsWorst);
         negative.min_margin = -1.0;
         assert!(mine_pairs(&sample(), &negative).is_err());
     }

@@ -16,7 +16,7 @@ use arrow_array::{
 };
 use arrow_schema::{DataType, Field, Schema};
 use prefkit_core::dedup::{self, DedupOptions, Method};
-use prefkit_core::pairs::{self, NanPolicy, PairOptions, Strategy as PairStrategy, Ties};
+use prefkit_core::pairs::{self, PairOptions, Strategy as PairStrategy};
 use prefkit_core::{utf8, Error, Table};
 use proptest::prelude::*;
 
@@ -86,24 +86,6 @@ fn score() -> impl Strategy<Value = Option<f64>> {
     ]
 }
 
-fn pair_options(strategy: PairStrategy) -> PairOptions {
-    PairOptions {
-        prompt: "prompt".into(),
-        response: "response".into(),
-        scores: vec!["score".into()],
-        group: None,
-        strategy,
-        k: 1,
-        min_margin: 0.0,
-        ties: Ties::Drop,
-        nan: NanPolicy::Drop,
-        max_pairs_per_prompt: None,
-        length_penalty: 0.0,
-        seed: 0,
-        carry: vec![],
-    }
-}
-
 fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> &'a T {
     batch
         .column_by_name(name)
@@ -155,7 +137,7 @@ proptest! {
             &cuts,
         );
         let mined = catch_unwind(AssertUnwindSafe(|| {
-            pairs::mine_pairs(&table, &pair_options(PairStrategy::AllPairs))
+            pairs::mine_pairs(&table, &PairOptions::new(PairStrategy::AllPairs))
         }));
         let mined = mined.map_err(|_| TestCaseError::fail("mine_pairs panicked"))?;
         let bad_text = responses.iter().flatten().any(|b| std::str::from_utf8(b).is_err());

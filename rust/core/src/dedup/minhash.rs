@@ -265,17 +265,13 @@ mod tests {
 
     #[test]
     fn sparse_sketches_fall_back_to_rotation_and_stay_a_function_of_the_set() {
-        // Two shingles in 65536 bins: nearly every bin exhausts its probes.
+        // Two shingles in 65536 bins: nearly every bin exhausts its probes. (The work is
+        // bounded by PROBE_LIMIT, not timed here: the fuzz regression input
+        // minhash-sparse-densification-slow.bin fails on a hang.)
         let hashes = [7u64 << 40 | 11, 3u64 << 60 | 5];
         let (mut a, mut b) = (vec![0u32; 1 << 16], vec![0u32; 1 << 16]);
-        let started = std::time::Instant::now();
         assert!(sketch(&hashes, 2, &mut a));
         assert!(sketch(&[hashes[1], hashes[0]], 2, &mut b));
-        assert!(
-            started.elapsed().as_secs_f64() < 5.0,
-            "{:?}",
-            started.elapsed()
-        );
         assert_eq!(a, b);
         assert!(
             a.iter().all(|&v| v == 11 || v == 5),
