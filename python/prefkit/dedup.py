@@ -115,9 +115,9 @@ def dedup(
         only splits words on whitespace.
     ngram, num_perm, threshold, bands, seed
         MinHash: words per shingle, sketch size (at most ``2**16``), similarity threshold,
-        LSH bands (at most ``num_perm``; ``None`` chooses bands x rows for the threshold, favouring recall;
-        candidates are verified against the threshold) and the hash seed (the same seed gives
-        the same result). They are checked whatever the method.
+        LSH bands (at most ``num_perm``; ``None`` chooses bands x rows for the threshold,
+        favouring recall; candidates are verified against the threshold) and the hash seed
+        (the same seed gives the same result). They are checked whatever the method.
     group
         Keep or drop rows by group: rows sharing this column's value (e.g. ``"prompt"`` in a
         long table, one row per response) form one unit judged by its first row's values,
