@@ -323,6 +323,22 @@ def test_a_bad_jsonl_line_names_the_file_line_and_offset(tmp_path, memory_limit)
     assert report["rows_in"] == 8 == report["rows_used"] + sum(report["dropped"].values())
 
 
+@pytest.mark.parametrize("block", ["null\n", "  null}, {\n"])
+@pytest.mark.parametrize("suffix", [".jsonl", ".jsonl.gz"])
+def test_a_top_level_null_line_is_a_bad_file_not_a_segfault(tmp_path, block, suffix):
+    """pyarrow's JSON parser segfaults when a parse block starts with a top-level null
+    (apache/arrow#47409; fuzz/regressions/readers): refused as a bad line, wherever it is."""
+    _good_files(tmp_path)
+    lines = JSONL_BAD.replace("sco\n", 'score": 2.0}\n')
+    text = (lines * 2000 + block + lines).encode()  # past pyarrow's 1 MiB first block
+    (tmp_path / f"2{suffix}").write_bytes(gzip.compress(text) if suffix.endswith(".gz") else text)
+    line = lines.count("\n") * 2000 + 1
+    with pytest.raises(pk.PrefkitError, match=rf"2\.jsonl.*': line {line} \(byte offset "):
+        pk.read_table(tmp_path / f"2{suffix}")
+    pairs = pk.mine_pairs(InputFiles(tmp_path, skip_bad_files=True), memory_limit="1MB")
+    assert _prompts(pairs) == ["a", "c"]
+
+
 def test_a_truncated_gzip_jsonl_names_where_it_breaks(tmp_path):
     _good_files(tmp_path)
     packed = gzip.compress(JSONL_BAD.replace("sco\n", 'score": 2.0}\n').encode() * 50)

@@ -268,6 +268,9 @@ def union_roots(n: int, a: Any, b: Any) -> Any:
 def choose_test_clusters(sizes: Any, test_rows: int, seed: int) -> tuple[Any, int]:
     """Which clusters (row counts in order of first row) go to the test side; its rows."""
 
+def first_null_line(data: Any) -> int | None:
+    """Byte offset of the first line of JSON-lines bytes that starts with a top-level null."""
+
 def num_threads() -> int:
     """Threads of prefkit's pool: PREFKIT_NUM_THREADS, else cores capped by the cgroup quota."""
 

@@ -244,7 +244,18 @@ UINT64_COLUMNS = ("group_id",)
 def _read_jsonl(path: Path) -> pa.Table:
     import pyarrow.json as pj
 
-    table = pj.read_json(path)
+    from prefkit import _core
+
+    if path.name.lower().endswith(".gz"):  # decompressed once, for the check and the parse
+        with pa.input_stream(str(path), compression="gzip") as source:
+            data = source.read_buffer()
+    else:
+        data = pa.memory_map(str(path)).read_buffer()
+    # pyarrow's parser segfaults on a parse block that starts with a top-level null
+    # (apache/arrow#47409; found by fuzz/readers.py), and a null line is no record anyway.
+    if _core.first_null_line(data) is not None:
+        raise bad_file(path, ValueError("a line holds a top-level null, not an object"))
+    table = pj.read_json(pa.BufferReader(data))
     ids = [name for name in UINT64_COLUMNS if name in table.column_names]
     if not ids:
         return table
@@ -252,7 +263,7 @@ def _read_jsonl(path: Path) -> pa.Table:
         explicit_schema=pa.schema([(name, pa.uint64()) for name in ids]),
         unexpected_field_behavior="infer",
     )
-    return pj.read_json(path, parse_options=options).select(table.column_names)
+    return pj.read_json(pa.BufferReader(data), parse_options=options).select(table.column_names)
 
 
 def _read_json_document(path: Path) -> pa.Table:

@@ -29,6 +29,7 @@
 //! - [`prefetch`]: software prefetch for loops over many short groups.
 //! - [`winrates`]: pairwise win-probability matrices: win rates, rankings, cycles, pairs.
 //! - [`images`]: image bytes: content hashes and perceptual hashes for dedup.
+//! - [`jsonl`]: checks of JSON-lines bytes that pyarrow's parser would crash on.
 
 pub mod accounting;
 pub mod batching;
@@ -38,6 +39,7 @@ pub mod error;
 pub mod grouping;
 pub mod images;
 pub mod joint_pairs;
+pub mod jsonl;
 pub mod key;
 pub mod lists;
 pub mod messages;

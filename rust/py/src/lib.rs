@@ -9,6 +9,7 @@ mod dedup;
 mod errors;
 mod images;
 mod joint_pairs;
+mod jsonl;
 mod lists;
 mod pairs;
 mod pieces;
@@ -64,6 +65,7 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(table::key_ids, module)?)?;
     module.add_function(wrap_pyfunction!(pieces::split_pieces, module)?)?;
     module.add_function(wrap_pyfunction!(ragged::take_ragged, module)?)?;
+    module.add_function(wrap_pyfunction!(jsonl::first_null_line, module)?)?;
     module.add_function(wrap_pyfunction!(num_threads, module)?)?;
     winrates::register(module)?;
     images::register(module)?;
