@@ -27,7 +27,7 @@ mod tests {
     fn finds_a_null_at_the_start_of_any_line_only() {
         assert_eq!(first_null_line(b"null"), Some(0));
         assert_eq!(first_null_line(b" \t null}, {"), Some(0));
-        assert_eq!(first_null_line(b"{\"a\": null}\n\n\r null\n"), Some(14));
+        assert_eq!(first_null_line(b"{\"a\": null}\n\n\r null\n"), Some(13));
         assert_eq!(first_null_line(b"{\"a\": null}\n{} null\n\"null\"\n"), None);
         assert_eq!(first_null_line(b""), None);
         assert_eq!(first_null_line(b"\n\n"), None);
