@@ -339,6 +339,18 @@ def test_a_top_level_null_line_is_a_bad_file_not_a_segfault(tmp_path, block, suf
     assert _prompts(pairs) == ["a", "c"]
 
 
+@pytest.mark.parametrize("memory_limit", [None, "1KB"])
+def test_a_parquet_file_with_invalid_utf8_metadata_is_a_bad_file(tmp_path, memory_limit):
+    """In memory and streamed row group by row group alike (fuzz/regressions/readers)."""
+    _good_files(tmp_path)
+    table = pa.table({"prompt": ["b", "b"], "response": ["x", "y"], "score": [1.0, 0.0]})
+    pq.write_table(table.replace_schema_metadata({b"k\xff": b"v"}), tmp_path / "2.parquet")
+    with pytest.raises(pk.PrefkitError, match=r"2\.parquet'.*metadata key b'k\\xff'"):
+        pk.mine_pairs(str(tmp_path), memory_limit=memory_limit)
+    pairs = pk.mine_pairs(InputFiles(tmp_path, skip_bad_files=True), memory_limit=memory_limit)
+    assert _prompts(pairs) == ["a", "c"]
+
+
 def test_a_truncated_gzip_jsonl_names_where_it_breaks(tmp_path):
     _good_files(tmp_path)
     packed = gzip.compress(JSONL_BAD.replace("sco\n", 'score": 2.0}\n').encode() * 50)

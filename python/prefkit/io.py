@@ -209,12 +209,17 @@ def _validated(path: Path, table: pa.Table) -> pa.Table:
     """``table``, read from ``path``, once its names, metadata and text are known to be valid:
     an Arrow IPC or Parquet file may hold invalid UTF-8, which pyarrow reads without checks
     and fails on later, far from the file (``UnicodeDecodeError`` on a column name)."""
-    try:
-        _check_metadata(table.schema)
-    except PrefkitError as error:
-        raise BadFileError(path, str(error), None, None) from None
+    _check_file_schema(path, table.schema)
     table.validate(full=True)
     return table
+
+
+def _check_file_schema(path: Path, schema: pa.Schema) -> None:
+    """:func:`_check_metadata` on a file's schema: a :class:`BadFileError` naming the file."""
+    try:
+        _check_metadata(schema)
+    except PrefkitError as error:
+        raise BadFileError(path, str(error), None, None) from None
 
 
 def _read_file(path: Path, suffix: str) -> pa.Table:
@@ -447,10 +452,16 @@ def parquet_batches(path: Path, batch_rows: int) -> Iterator[pa.RecordBatch]:
         parquet = pq.ParquetFile(path)
     except UNREADABLE as error:
         raise bad_file(path, error) from error
+    # The checks read_table makes (_validated), per row group: names and metadata must be
+    # UTF-8, and so must text values (found by fuzz/readers.py: the Rust import raised a
+    # ValueError on a name that the whole-file read had refused as a bad file).
+    _check_file_schema(path, parquet.schema_arrow)
     meta = parquet.metadata
     for group in range(meta.num_row_groups):
         try:
-            yield from parquet.iter_batches(batch_size=batch_rows, row_groups=[group])
+            for batch in parquet.iter_batches(batch_size=batch_rows, row_groups=[group]):
+                batch.validate(full=True)
+                yield batch
         except UNREADABLE as error:
             info = meta.row_group(group)
             rows = sum(meta.row_group(g).num_rows for g in range(group, meta.num_row_groups))
